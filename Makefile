@@ -1,0 +1,46 @@
+# The course kit's commands. `make help` lists them.
+# Every target that needs Python sets up .venv first (fast when nothing changed).
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 7860
+ENGINE ?= preview
+STEP_DELAY ?= 0.05
+
+.PHONY: help setup lab test serve doctor bench clean
+
+help:  ## list the commands
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# The stamp is newer than pyproject.toml once the install succeeded, so a second `make setup`
+# does nothing; editing the dependencies re-runs pip.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found. Install Python 3.11 (python.org, pyenv or conda), or run: make setup PYTHON=python3.12"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the kit with its test tools
+	@echo "Set up: $(VENV) ($$($(PY) --version))"
+
+lab: $(STAMP)  ## open JupyterLab on notebooks/ with the kit's kernel
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
+	$(PY) -m pytest
+
+serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview PORT=7860)
+	$(PY) -m helpers.sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY)
+
+doctor: $(STAMP)  ## preflight checks with a fix for each failure
+	$(PY) -m helpers doctor
+
+bench: $(STAMP)  ## benchmarks: print ratios measured side by side
+	$(PY) -m bench
+
+clean:  ## remove .venv, caches and generated outputs (keeps .env)
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info outputs dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

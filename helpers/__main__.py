@@ -1,0 +1,35 @@
+"""Command line: ``python -m helpers doctor|serve``.
+
+    python -m helpers doctor          # preflight checks, exit code 1 if one failed
+    python -m helpers serve --port 7860 --engine preview   # the kit's A1111-compatible server
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m helpers", description="The course kit's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="check Python, packages and the A1111 server, with a fix for each failure")
+    doctor.add_argument("--no-a1111", action="store_true", help="skip the A1111 server checks")
+    sub.add_parser("serve", help="start the kit's A1111-compatible server (all options: python -m helpers.sdserver -h)",
+                   add_help=False)
+
+    if argv[:1] == ["serve"]:
+        from .sdserver.__main__ import main as serve
+
+        return serve(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from .doctor import doctor as run
+
+        return 0 if run(include_a1111=not args.no_a1111) else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

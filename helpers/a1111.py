@@ -1,0 +1,441 @@
+"""``A1111Client``: call AUTOMATIC1111's web UI API (``/sdapi/v1/*``) from Python.
+
+Works the same against A1111 started with ``--api``, Forge, SD.Next, and the kit's own
+A1111-compatible server (``make serve``). Settings (``SD_URL``, ``SD_AUTH``, ``SD_TIMEOUT``)
+come from :mod:`helpers.config`.
+
+Example:
+    >>> from helpers.a1111 import A1111Client
+    >>> client = A1111Client()                                  # doctest: +SKIP
+    >>> gen = client.txt2img("a lighthouse at dusk, oil painting", steps=20, seed=1)   # doctest: +SKIP
+    >>> gen.images[0]                                           # doctest: +SKIP
+    <PIL.PngImagePlugin.PngImageFile image mode=RGB size=512x512>
+    >>> gen.save("outputs/lighthouse")                         # doctest: +SKIP
+
+What the client adds over a bare ``requests.post``: it catches typos in field names (A1111
+silently ignores them), always sends the sampler explicitly, decodes images and the real seeds,
+shows live progress, keeps partial images when you press Stop, and turns every failure into an
+:class:`A1111Error` that says what to fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from .a1111_fields import FIELD_ALIASES, TXT2IMG_DEFAULTS
+from .config import Secret, load_settings
+from .generation import Generation, ResponseError, decode_image_b64, encode_image_b64
+
+__all__ = ["A1111Client", "A1111Error", "Generation"]
+
+# What the client sends unless you say otherwise. A1111's API defaults are 50 steps and the
+# "Euler" sampler (used whenever sampler_name is missing); the UI's 20 steps is the usual start.
+# override_settings is always sent because Forge crashes on a missing one.
+CLIENT_DEFAULTS: dict[str, Any] = {"sampler_name": "Euler a", "steps": 20, "override_settings": {}}
+
+START_HINT = (
+    "Start A1111 with the --api flag (on Windows add it to COMMANDLINE_ARGS in webui-user.bat, "
+    "on Linux/macOS to COMMANDLINE_ARGS in webui-user.sh), or run `make serve` for the kit's offline server."
+)
+
+
+class A1111Error(RuntimeError):
+    """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
+
+    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text).
+    """
+
+    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = ""):
+        self.status, self.url, self.detail, self.fix = status, url, detail, fix
+        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+
+
+class InvalidRequest(A1111Error, ValueError):
+    """The request was rejected before sending: a misspelled field or an impossible value."""
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """You stopped a generation (Ctrl-C / the notebook's Stop button).
+
+    The server was told to stop; what it had made so far is in ``.generation`` and in
+    ``client.last``.
+    """
+
+    def __init__(self, generation: Generation | None):
+        self.generation = generation
+        count = len(generation.images) if generation else 0
+        super().__init__(f"Generation stopped; {count} partial image(s) kept in client.last")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def _auth_tuple(auth) -> tuple[str, str] | None:
+    if auth is None or auth == "":
+        return None
+    if isinstance(auth, Secret):
+        auth = auth.reveal()
+    if isinstance(auth, str):
+        user, sep, password = auth.partition(":")
+        if not sep:
+            raise InvalidRequest("auth must be 'user:password' or a (user, password) tuple",
+                                 fix="Use the same text as A1111's --api-auth, e.g. SD_AUTH=student:secret")
+        return user, password
+    user, password = auth
+    return str(user), password.reveal() if isinstance(password, Secret) else str(password)
+
+
+def _check_multiple_of_8(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 64 or value % 8:
+        raise InvalidRequest(f"{name}={value!r} is not usable: Stable Diffusion needs a whole number of pixels "
+                             "that is a multiple of 8 (64 or more)",
+                             fix=f"Use e.g. {name}=512 (SD 1.5) or {name}=1024 (SDXL).")
+
+
+def validate_txt2img(fields: dict[str, Any]) -> None:
+    """Check a txt2img request before sending it; raises InvalidRequest with the fix.
+
+    >>> validate_txt2img({"prompt": "a cat", "stepz": 20})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    helpers.a1111.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would silently ignore it.
+    Fix: Use one of the fields A1111 knows: ...
+    """
+    unknown = [name for name in fields if name not in TXT2IMG_DEFAULTS]
+    for name in unknown:
+        guess = FIELD_ALIASES.get(name) or next(iter(difflib.get_close_matches(name, TXT2IMG_DEFAULTS, n=1)), None)
+        hint = f" (did you mean '{guess}'?)" if guess else ""
+        raise InvalidRequest(
+            f"Unknown txt2img field '{name}'{hint}. A1111 would silently ignore it.",
+            fix="Use one of the fields A1111 knows: " + ", ".join(TXT2IMG_DEFAULTS),
+        )
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}",
+                             fix="Pass one prompt as text; for several prompts call txt2img once per prompt.")
+    if not prompt.strip():
+        raise InvalidRequest("The prompt is empty, so the image would be random noise turned into a random picture.",
+                             fix="Pass a prompt such as 'a lighthouse at dusk', or allow_empty_prompt=True if you mean it.")
+    for name in ("width", "height"):
+        if fields.get(name) is not None:
+            _check_multiple_of_8(name, fields[name])
+    for name, low in (("steps", 1), ("batch_size", 1), ("n_iter", 1)):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise InvalidRequest(f"{name}={value!r} must be a whole number >= {low}",
+                                 fix=f"Use e.g. {name}={max(low, CLIENT_DEFAULTS.get(name, 1))}.")
+    cfg = fields.get("cfg_scale")
+    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 30):
+        raise InvalidRequest(f"cfg_scale={cfg!r} must be a number from 0 to 30",
+                             fix="Use e.g. cfg_scale=7 (SD 1.5/SDXL) or cfg_scale=1 (turbo/LCM models).")
+    seed = fields.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < -1 or seed >= 2**32):
+        raise InvalidRequest(f"seed={seed!r} must be -1 (random) or a whole number from 0 to 4294967295",
+                             fix="Use e.g. seed=42, or seed=-1 for a new random seed.")
+    if fields.get("enable_hr") and fields.get("denoising_strength") is None:
+        raise InvalidRequest("enable_hr=True needs denoising_strength (A1111 1.10 fails with a 500 without it)",
+                             fix="Add e.g. denoising_strength=0.5.")
+
+
+class A1111Client:
+    """A client for A1111's HTTP API. One ``requests.Session``, HTTP basic auth, sane timeouts.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:7860`` (default: ``SD_URL``).
+        auth: ``"user:password"`` or ``(user, password)`` for ``--api-auth`` (default: ``SD_AUTH``).
+        timeout: read timeout in seconds for generation (default: ``SD_TIMEOUT``, 600).
+        connect_timeout: how long to wait for a connection (default 5 s: fail fast when nothing listens).
+
+    Example:
+        >>> client = A1111Client("http://127.0.0.1:7860")
+        >>> client
+        A1111Client('http://127.0.0.1:7860', auth=None)
+    """
+
+    def __init__(self, base_url: str | None = None, auth=None, timeout: float | None = None,
+                 connect_timeout: float | None = None):
+        settings = load_settings()
+        self.base_url = (base_url or settings.sd_url).rstrip("/")
+        self._auth = _auth_tuple(settings.sd_auth if auth is None else auth)
+        self.timeout = float(timeout or settings.sd_timeout)
+        self.connect_timeout = float(connect_timeout or settings.sd_connect_timeout)
+        self.session = self._new_session()
+        self.last: Generation | None = None  # the latest result, partial ones included
+        self.placeholder = False  # set by helpers.backends.connect_a1111 for the kit's preview server
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = self._auth
+        return session
+
+    def __repr__(self) -> str:
+        auth = f"'{self._auth[0]}:********'" if self._auth else "None"
+        return f"A1111Client({_without_password(self.base_url)!r}, auth={auth})"
+
+    # ----- HTTP plumbing -----------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}/sdapi/v1/{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, *, json: Any = None, params=None, timeout: float | None = None,
+                session: requests.Session | None = None) -> Any:
+        """Send one request to ``/sdapi/v1/<path>`` and return the decoded JSON (or raise A1111Error).
+
+        >>> client.request("GET", "sd-models")   # doctest: +SKIP
+        [{'title': 'v1-5-pruned-emaonly.safetensors [6ce0161689]', ...}]
+        """
+        url = self._url(path)
+        shown = _without_password(url)
+        try:
+            response = (session or self.session).request(
+                method, url, json=json, params=params, timeout=(self.connect_timeout, timeout or self.timeout))
+        except requests.exceptions.ConnectTimeout:
+            raise A1111Error(f"No answer from {shown} within {self.connect_timeout:g} s.", url=shown,
+                             fix=f"Check that A1111 runs and SD_URL is right. {START_HINT}") from None
+        except requests.exceptions.ConnectionError as err:
+            raise A1111Error(f"Cannot connect to {shown}: nothing is listening there.", url=shown,
+                             fix=self._connection_hint()) from err
+        except requests.exceptions.ReadTimeout:
+            raise A1111Error(f"{shown} did not answer within {timeout or self.timeout:g} s.", url=shown,
+                             fix="The server may still be working (check with client.progress(); stop it with "
+                                 "client.interrupt()). Use fewer steps or a smaller size, or raise SD_TIMEOUT.") from None
+        return self._decode(response, shown)
+
+    def _connection_hint(self) -> str:
+        host = urlsplit(self.base_url).hostname or ""
+        port = urlsplit(self.base_url).port
+        hints = [START_HINT]
+        if port == 7860:
+            hints.append("If A1111 was started with --nowebui, its API listens on port 7861: SD_URL=http://127.0.0.1:7861.")
+        if host == "localhost":
+            hints.append("'localhost' may resolve to IPv6 (::1) while A1111 listens on IPv4: use http://127.0.0.1 instead.")
+        return " ".join(hints)
+
+    def _decode(self, response: requests.Response, shown: str) -> Any:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        detail = ""
+        if isinstance(body, dict):
+            detail = str(body.get("errors") or body.get("detail") or "")
+        if status == 200:
+            if body is None and response.content:
+                raise A1111Error(f"{shown} answered 200 but not with JSON ({response.text[:80]!r}).", status=status,
+                                 url=shown, fix="SD_URL may point at another program, or at a proxy's login page.")
+            return body
+        if status == 401:
+            if self._auth:
+                fix = "The user name or password in SD_AUTH does not match the server's --api-auth."
+            else:
+                fix = "This server was started with --api-auth: set SD_AUTH=user:password in your .env file."
+            raise A1111Error(f"{shown} refused the request: {detail or 'Not authenticated'} (401).",
+                             status=status, url=shown, detail=detail, fix=fix)
+        if status == 404 and detail in ("", "Not Found"):
+            raise A1111Error(f"{shown} answered 404: the server runs but its API is not enabled.", status=status,
+                             url=shown, detail=detail, fix=START_HINT)
+        if status == 422:
+            raise A1111Error(f"The server rejected the request: {self._describe_422(body)} (422).", status=status,
+                             url=shown, detail=str(body), fix="Correct the value of the field named above.")
+        if status == 500:
+            kind = body.get("error", "") if isinstance(body, dict) else ""
+            raise A1111Error(f"A1111 failed while handling the request: {kind}: {detail or response.text[:200]} (500).",
+                             status=status, url=shown, detail=detail,
+                             fix="Read A1111's console for the full traceback. Common causes: an upscaler or "
+                                 "model name it does not know, or enable_hr without denoising_strength.")
+        raise A1111Error(f"{shown} answered {status}: {detail or response.text[:200]}", status=status, url=shown,
+                         detail=detail, fix="Check SD_URL and the server's console.")
+
+    @staticmethod
+    def _describe_422(body) -> str:
+        problems = body.get("detail") if isinstance(body, dict) else None
+        if isinstance(problems, list):
+            parts = []
+            for problem in problems:
+                where = [str(p) for p in problem.get("loc", []) if p != "body"]
+                parts.append(f"field '{'.'.join(where) or '?'}': {problem.get('msg', '')}")
+            return "; ".join(parts)
+        return str(problems or body)
+
+    def get(self, path: str, **params) -> Any:
+        """GET ``/sdapi/v1/<path>``, e.g. ``client.get("upscalers")``."""
+        return self.request("GET", path, params=params or None, timeout=60)
+
+    def post(self, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """POST JSON to ``/sdapi/v1/<path>``, e.g. ``client.post("refresh-checkpoints")``."""
+        return self.request("POST", path, json=payload if payload is not None else {}, timeout=timeout)
+
+    # ----- generation --------------------------------------------------------------------------
+
+    def txt2img(self, prompt: str, *, progress: bool = False, allow_empty_prompt: bool = False,
+                **fields) -> Generation:
+        """Generate images from a prompt. Any txt2img field of A1111's API can be passed.
+
+        Args:
+            prompt: what to draw.
+            progress: show a progress bar (and the live preview in a notebook).
+            **fields: e.g. ``negative_prompt``, ``seed``, ``steps``, ``cfg_scale``, ``width``,
+                ``height``, ``sampler_name``, ``scheduler``, ``batch_size``, ``n_iter``.
+
+        Returns a :class:`Generation`. Pressing Stop (Ctrl-C) tells the server to stop and raises
+        ``GenerationInterrupted``; the partial images are kept in ``client.last``.
+
+        >>> gen = client.txt2img("a red fox in snow", seed=7, steps=20, batch_size=2)   # doctest: +SKIP
+        >>> gen.seeds                                                                   # doctest: +SKIP
+        [7, 8]
+        """
+        payload = {**CLIENT_DEFAULTS, **fields, "prompt": prompt}
+        if payload.get("override_settings") is None:
+            payload["override_settings"] = {}
+        if not allow_empty_prompt or not isinstance(prompt, str):
+            validate_txt2img(payload)
+        else:
+            validate_txt2img({**payload, "prompt": "x"})
+        total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1)
+        body = self._run_with_progress("txt2img", payload, total if progress else 0)
+        try:
+            generation = Generation.from_response(body)
+        except ResponseError as err:
+            raise A1111Error(f"Could not read the server's answer: {err}.", url=_without_password(self._url("txt2img")),
+                             fix="Make sure SD_URL points at A1111 (or a compatible server) and its "
+                                 "samples_format option is png.") from None
+        self.last = generation
+        return generation
+
+    def _run_with_progress(self, path: str, payload: dict, total_steps: int) -> dict:
+        """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
+        bar = None
+        if total_steps:
+            from .progress import LiveProgress
+
+            bar = LiveProgress(total_steps)
+        poll_session = self._new_session() if bar else None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
+        future = pool.submit(self.request, "POST", path, json=payload)
+        finished = False
+        try:
+            while True:
+                try:
+                    body = future.result(timeout=0.5)
+                    finished = True
+                    return body
+                except FutureTimeout:
+                    pass
+                if bar:
+                    try:
+                        bar.update(self.request("GET", "progress", timeout=10, session=poll_session))
+                    except A1111Error:
+                        pass  # progress is a nicety; the generation call reports real failures
+        except KeyboardInterrupt:
+            raise GenerationInterrupted(self._stop_and_collect(future)) from None
+        finally:
+            if bar:
+                bar.close(finished=finished)
+            if poll_session:
+                poll_session.close()
+            pool.shutdown(wait=False)
+
+    def _stop_and_collect(self, future) -> Generation | None:
+        """Tell the server to stop, then keep what it returns (A1111 answers 200 with partial images)."""
+        try:
+            self.interrupt()
+            body = future.result(timeout=30)
+            generation = Generation.from_response(body)
+            generation.interrupted = True
+            self.last = generation
+            return generation
+        except (A1111Error, ResponseError, FutureTimeout, KeyboardInterrupt):
+            return None
+
+    # ----- job control -------------------------------------------------------------------------
+
+    def progress(self, skip_current_image: bool = False) -> dict:
+        """The server's progress: ``progress`` (0..1), ``eta_relative``, ``state``, ``current_image``.
+
+        >>> client.progress()["state"]["job_count"]   # doctest: +SKIP
+        0
+        """
+        return self.request("GET", "progress", params={"skip_current_image": str(skip_current_image).lower()},
+                            timeout=30)
+
+    def interrupt(self) -> None:
+        """Stop the running generation; its txt2img call still returns what was made so far."""
+        self.request("POST", "interrupt", json={}, timeout=30)
+
+    def skip(self) -> None:
+        """Skip the current batch (with ``n_iter`` > 1 the next batch starts)."""
+        self.request("POST", "skip", json={}, timeout=30)
+
+    def wait_until_idle(self, timeout: float = 300, poll: float = 0.5) -> None:
+        """Wait until the server has no job running (e.g. another student's), or raise A1111Error.
+
+        >>> client.wait_until_idle(timeout=60)   # doctest: +SKIP
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.progress(skip_current_image=True).get("state") or {}
+            if not state.get("job_count") and not state.get("job"):
+                return
+            if time.monotonic() > deadline:
+                raise A1111Error(f"The server was still busy after {timeout:g} s ({state.get('job')}).",
+                                 url=_without_password(self.base_url),
+                                 fix="Wait longer, or stop the running job with client.interrupt().")
+            time.sleep(poll)
+
+    # ----- settings and lists ------------------------------------------------------------------
+
+    def options(self) -> dict:
+        """All server settings, e.g. ``client.options()["sd_model_checkpoint"]``."""
+        return self.get("options")
+
+    def set_options(self, **options) -> None:
+        """Change server settings, e.g. ``client.set_options(sd_model_checkpoint="v1-5-pruned-emaonly")``.
+
+        Note this changes the server for everyone using it; for one request prefer
+        ``txt2img(..., override_settings={...})``.
+        """
+        self.request("POST", "options", json=options, timeout=max(self.timeout, 60))
+
+    def models(self) -> list[str]:
+        """Titles of the checkpoints the server has, e.g. ``['v1-5-pruned-emaonly.safetensors [6ce0161689]']``."""
+        return [model["title"] for model in self.get("sd-models")]
+
+    def samplers(self) -> list[str]:
+        """Sampler names to use as ``sampler_name``, e.g. ``['DPM++ 2M', 'Euler a', ...]``."""
+        return [sampler["name"] for sampler in self.get("samplers")]
+
+    def schedulers(self) -> list[str]:
+        """Scheduler labels to use as ``scheduler``, e.g. ``['Automatic', 'Karras', ...]`` (A1111 1.9+)."""
+        return [scheduler["label"] for scheduler in self.get("schedulers")]
+
+    def png_info(self, image) -> dict:
+        """Ask the server to read a PNG's infotext (a PIL image, a path or PNG bytes).
+
+        Returns ``{"info": <text>, "items": {...}, "parameters": {<parsed>}}``.
+        For a local file without a server, :func:`helpers.infotext.read_infotext` does the same.
+        """
+        return self.request("POST", "png-info", json={"image": encode_image_b64(image)}, timeout=60)
+
+    def interrogate(self, image, model: str = "clip") -> str:
+        """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption."""
+        return self.request("POST", "interrogate", json={"image": encode_image_b64(image), "model": model})["caption"]
+
+
+def decode_image(data: str):
+    """Decode one base64 image from an A1111 response into a PIL image.
+
+    >>> image = decode_image(response.json()["images"][0])   # doctest: +SKIP
+    """
+    return decode_image_b64(data)[0]

@@ -1,0 +1,141 @@
+"""Settings for the kit, read from environment variables and an optional ``.env`` file.
+
+Every backend address, password and timeout lives here, so notebooks never hard-code them.
+Environment variables win over ``.env``; ``.env`` (git-ignored) is looked for in the current
+folder and its parents, so it works from ``notebooks/`` as well as from the kit's root.
+
+Example ``.env``:
+
+    SD_URL=http://127.0.0.1:7860
+    SD_AUTH=student:secret
+
+Example:
+    >>> from helpers.config import load_settings
+    >>> s = load_settings(env={"SD_AUTH": "ann:hunter2"}, dotenv=False)
+    >>> s.sd_url
+    'http://127.0.0.1:7860'
+    >>> s.sd_auth        # the password never shows
+    Secret('ann:********')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting has a value the kit cannot use; the message names the variable and the fix."""
+
+
+class Secret:
+    """A string that hides itself in reprs, logs and notebook outputs.
+
+    Call :meth:`reveal` where the real value is needed (an HTTP header, a client).
+
+    >>> key = Secret("sk-123")
+    >>> key, str(key), key.reveal()
+    (Secret('********'), '********', 'sk-123')
+    """
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def masked(self) -> str:
+        # For "user:password" values the user name is useful to see and is not secret.
+        user, sep, _ = self._value.partition(":")
+        return f"{user}:********" if sep else "********"
+
+    def __repr__(self) -> str:
+        return f"Secret({self.masked()!r})"
+
+    __str__ = masked
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds. Fix it in your environment or .env, e.g. {name}={default:g}") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0 seconds. Fix it in your environment or .env, e.g. {name}={default:g}")
+    return value
+
+
+def _path(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    # Relative paths are taken from the kit's root, so notebooks (which run in notebooks/)
+    # and the command line write to the same outputs/ folder.
+    return path if path.is_absolute() else KIT_ROOT / path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of the kit. Build one with :func:`load_settings`."""
+
+    sd_url: str = "http://127.0.0.1:7860"
+    sd_auth: Secret | None = field(default=None)
+    sd_timeout: float = 600.0  # read timeout: a real generation on a slow GPU takes minutes
+    sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
+    output_dir: Path = KIT_ROOT / "outputs"
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({parts})"
+
+
+def _read_dotenv(dotenv: bool | str | Path) -> dict[str, str]:
+    if dotenv is False:
+        return {}
+    from dotenv import dotenv_values, find_dotenv
+
+    path = find_dotenv(usecwd=True) if dotenv is True else str(dotenv)
+    if not path or not Path(path).is_file():
+        path = str(KIT_ROOT / ".env") if dotenv is True else path
+    if not Path(path).is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Path = True) -> Settings:
+    """Read the settings: ``env`` (default ``os.environ``) over ``.env`` over the defaults.
+
+    >>> load_settings(env={"SD_URL": "http://gpu-server:7860/"}, dotenv=False).sd_url
+    'http://gpu-server:7860'
+    """
+    merged = {**_read_dotenv(dotenv), **(os.environ if env is None else env)}
+    defaults = Settings()
+
+    url = merged.get("SD_URL", "").strip() or defaults.sd_url
+    if "://" not in url:
+        raise SettingsError(f"SD_URL={url!r} needs a scheme. Use e.g. SD_URL=http://{url}")
+    auth = merged.get("SD_AUTH", "").strip()
+    if auth and ":" not in auth:
+        raise SettingsError("SD_AUTH must look like user:password (the same text as A1111's --api-auth).")
+
+    return Settings(
+        sd_url=url.rstrip("/"),
+        sd_auth=Secret(auth) if auth else None,
+        sd_timeout=_float(merged, "SD_TIMEOUT", defaults.sd_timeout),
+        sd_connect_timeout=_float(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
+        output_dir=_path(merged["OUTPUT_DIR"]) if merged.get("OUTPUT_DIR", "").strip() else defaults.output_dir,
+    )

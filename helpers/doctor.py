@@ -1,0 +1,173 @@
+"""Preflight checks: is everything the notebooks need in place? Each failure names its fix.
+
+Run it from a terminal with ``make doctor`` (or ``python -m helpers doctor``), or in a notebook:
+
+    >>> from helpers.doctor import doctor
+    >>> doctor()                         # doctest: +SKIP
+    ok    Python 3.11.7
+    ok    packages: requests 2.32.3, pillow 11.0.0, ...
+    FAIL  A1111 at http://127.0.0.1:7860: cannot connect
+          fix: Start A1111 with the --api flag ...
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .config import KIT_ROOT, load_settings
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+# distribution name -> what it is for; each must be installed for the notebooks of this step.
+REQUIRED = {
+    "requests": "HTTP calls to A1111",
+    "pillow": "images",
+    "tqdm": "progress bars",
+    "python-dotenv": ".env settings",
+    "fastapi": "the kit's A1111-compatible server",
+    "uvicorn": "the kit's A1111-compatible server",
+    "ipywidgets": "interactive widgets",
+    "matplotlib": "image grids and charts",
+}
+
+
+@dataclass
+class Check:
+    """One line of the report: ``status`` is "ok", "warn" or "FAIL"; ``fix`` says what to do."""
+
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        line = f"{self.status:<5} {self.name}: {self.message}"
+        return line + (f"\n      fix: {self.fix}" if self.fix else "")
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info < (3, 10):
+        return Check("Python", FAIL, f"{version} is too old", "Use Python 3.11: run `make setup` (it creates .venv).")
+    return Check("Python", OK, f"{version} ({sys.executable})")
+
+
+def check_packages() -> Check:
+    found, missing = [], []
+    for name in REQUIRED:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return Check("packages", FAIL, "missing " + ", ".join(f"{m} ({REQUIRED[m]})" for m in missing),
+                     "Run `make setup`, then restart the kernel.")
+    return Check("packages", OK, ", ".join(found))
+
+
+def check_interpreter() -> Check:
+    venv = (KIT_ROOT / ".venv").resolve()
+    prefix = Path(sys.prefix).resolve()
+    if prefix == venv:
+        return Check("interpreter", OK, "the kit's .venv")
+    return Check("interpreter", WARN, f"running {sys.executable}, not the kit's .venv",
+                 "Start JupyterLab with `make lab` (or choose the kernel of the kit's .venv / conda env) so the "
+                 "notebooks use the packages the kit installed.")
+
+
+def check_widgets() -> Check:
+    try:
+        import ipywidgets
+    except ImportError:
+        return Check("ipywidgets", FAIL, "not importable", "Run `make setup`, then restart the kernel.")
+    try:
+        metadata.version("jupyterlab_widgets")
+    except metadata.PackageNotFoundError:
+        return Check("ipywidgets", WARN, f"{ipywidgets.__version__}, but jupyterlab_widgets is missing, so widgets "
+                     "show as text", "Run `make setup` and restart JupyterLab.")
+    return Check("ipywidgets", OK, ipywidgets.__version__)
+
+
+def _with_url(url: str, host: str | None = None, port: int | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = f"{host or parts.hostname}:{port or parts.port or 80}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _answers(url: str, auth=None) -> bool:
+    from .a1111 import A1111Client, A1111Error
+
+    try:
+        A1111Client(url, auth=auth or "", connect_timeout=2).request("GET", "progress", timeout=5)
+        return True
+    except A1111Error as err:
+        return err.status is not None  # any HTTP answer means something listens there
+
+
+def check_a1111(url: str | None = None, auth=None) -> list[Check]:
+    """Check the A1111 server: reachable, API enabled, auth accepted, a model loaded."""
+    from .a1111 import A1111Client, A1111Error
+
+    client = A1111Client(url, auth=auth)
+    name = f"A1111 at {client.base_url}"
+    try:
+        client.request("GET", "progress", timeout=10)
+    except A1111Error as err:
+        if err.status is None:  # nothing listens: look for the usual mix-ups before giving up
+            parts = urlsplit(client.base_url)
+            if parts.port == 7860 and _answers(_with_url(client.base_url, port=7861), auth):
+                return [Check(name, FAIL, "nothing listens on 7860, but a server answers on 7861",
+                              f"A1111 started with --nowebui uses port 7861: set SD_URL={_with_url(client.base_url, port=7861)}")]
+            if parts.hostname == "localhost" and _answers(_with_url(client.base_url, host="127.0.0.1"), auth):
+                return [Check(name, FAIL, "'localhost' does not reach the server but 127.0.0.1 does",
+                              f"localhost resolved to IPv6 (::1); set SD_URL={_with_url(client.base_url, host='127.0.0.1')}")]
+            return [Check(name, FAIL, "cannot connect", err.fix)]
+        if err.status == 404:
+            return [Check(name, FAIL, "the server answers, but /sdapi/v1 is 404: the API is not enabled", err.fix)]
+        if err.status == 401:
+            return [Check(name, FAIL, "authentication " + ("rejected" if client._auth else "required"), err.fix)]
+        return [Check(name, FAIL, str(err).split("\n")[0], err.fix)]
+
+    checks = [Check(name, OK, "reachable, API enabled" + (", auth accepted" if client._auth else ""))]
+    try:
+        models = client.models()
+        current = client.options().get("sd_model_checkpoint")
+    except A1111Error as err:
+        return checks + [Check("model", FAIL, str(err).split("\n")[0], err.fix)]
+    if not models:
+        checks.append(Check("model", FAIL, "the server lists no checkpoint",
+                            "Put a .safetensors checkpoint into stable-diffusion-webui/models/Stable-diffusion "
+                            "and call client.post('refresh-checkpoints') or restart A1111."))
+    elif str(current).startswith("offline-preview"):
+        checks.append(Check("model", WARN, "the kit's offline preview engine: images are PLACEHOLDERS",
+                            "Fine for learning the API. For real images start A1111 with --api and set SD_URL."))
+    else:
+        checks.append(Check("model", OK, f"{current} ({len(models)} available)"))
+    return checks
+
+
+def run_checks(include_a1111: bool = True) -> list[Check]:
+    """All checks as a list of :class:`Check` (nothing printed)."""
+    checks = [check_python(), check_packages(), check_interpreter(), check_widgets()]
+    if include_a1111:
+        checks += check_a1111()
+    return checks
+
+
+def doctor(include_a1111: bool = True) -> bool:
+    """Print the preflight report; returns True when nothing failed.
+
+    >>> ok = doctor(include_a1111=False)   # doctest: +ELLIPSIS
+    ok    Python ...
+    """
+    settings = load_settings()
+    checks = run_checks(include_a1111)
+    for check in checks:
+        print(check)
+    failed = [c for c in checks if c.status == FAIL]
+    print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed. Settings: {settings!r}")
+    return not failed

@@ -1,0 +1,54 @@
+"""Shared fixtures: the kit's A1111-compatible server on free ports of 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing in the tests may wait on a model hub: there is none on CI machines.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+AUTH = ("student", "s3cret-pass")
+
+
+def _serve(**kwargs):
+    from helpers.sdserver import serve_in_thread
+
+    return serve_in_thread(host="127.0.0.1", port=0, engine="preview", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def sd_server():
+    """The kit's server without auth, no step delay."""
+    server = _serve()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sd_server_auth():
+    """The kit's server started with --api-auth student:s3cret-pass."""
+    server = _serve(api_auth=f"{AUTH[0]}:{AUTH[1]}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_server():
+    """The kit's server with 0.05 s per step, for progress and interrupt tests."""
+    server = _serve(step_delay=0.05)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["no-auth", "api-auth"])
+def client(request):
+    """An A1111Client against the kit's server, once without and once with --api-auth."""
+    from helpers.a1111 import A1111Client
+
+    if request.param == "no-auth":
+        server = request.getfixturevalue("sd_server")
+        return A1111Client(server.url, auth="")
+    server = request.getfixturevalue("sd_server_auth")
+    return A1111Client(server.url, auth=AUTH)
