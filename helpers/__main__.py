@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        from .doctor import doctor as run
+        from .doctor import print_report, run_checks
 
-        return 0 if run(include_a1111=not args.no_a1111) else 1
+        return 0 if print_report(run_checks(include_a1111=not args.no_a1111)) else 1
     return 2
 
 

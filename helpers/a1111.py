@@ -173,6 +173,8 @@ class A1111Client:
         self.session = self._new_session()
         self.last: Generation | None = None  # the latest result, partial ones included
         self.placeholder = False  # set by helpers.backends.connect_a1111 for the kit's preview server
+        self._running = 0  # generations in flight from this client
+        self._interrupted = False  # interrupt() was called while one ran
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
@@ -224,15 +226,16 @@ class A1111Client:
 
     def _decode(self, response: requests.Response, shown: str) -> Any:
         status = response.status_code
+        is_json = True
         try:
             body = response.json()
         except ValueError:
-            body = None
+            body, is_json = None, False
         detail = ""
         if isinstance(body, dict):
             detail = str(body.get("errors") or body.get("detail") or "")
         if status == 200:
-            if body is None and response.content:
+            if not is_json:
                 raise A1111Error(f"{shown} answered 200 but not with JSON ({response.text[:80]!r}).", status=status,
                                  url=shown, fix="SD_URL may point at another program, or at a proxy's login page.")
             return body
@@ -304,13 +307,20 @@ class A1111Client:
         else:
             validate_txt2img({**payload, "prompt": "x"})
         total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1)
-        body = self._run_with_progress("txt2img", payload, total if progress else 0)
+        self._running += 1
+        self._interrupted = False
+        try:
+            body = self._run_with_progress("txt2img", payload, total if progress else 0)
+        finally:
+            self._running -= 1
         try:
             generation = Generation.from_response(body)
         except ResponseError as err:
             raise A1111Error(f"Could not read the server's answer: {err}.", url=_without_password(self._url("txt2img")),
                              fix="Make sure SD_URL points at A1111 (or a compatible server) and its "
                                  "samples_format option is png.") from None
+        # A1111 answers 200 after an interrupt, so only this client knows it stopped the job early.
+        generation.interrupted = self._interrupted
         self.last = generation
         return generation
 
@@ -371,7 +381,12 @@ class A1111Client:
                             timeout=30)
 
     def interrupt(self) -> None:
-        """Stop the running generation; its txt2img call still returns what was made so far."""
+        """Stop the running generation; its txt2img call still returns what was made so far.
+
+        On a shared server this stops whoever's job is running, so use it with care.
+        """
+        if self._running:
+            self._interrupted = True
         self.request("POST", "interrupt", json={}, timeout=30)
 
     def skip(self) -> None:

@@ -158,16 +158,19 @@ def run_checks(include_a1111: bool = True) -> list[Check]:
     return checks
 
 
-def doctor(include_a1111: bool = True) -> bool:
-    """Print the preflight report; returns True when nothing failed.
-
-    >>> ok = doctor(include_a1111=False)   # doctest: +ELLIPSIS
-    ok    Python ...
-    """
-    settings = load_settings()
-    checks = run_checks(include_a1111)
+def print_report(checks: list[Check]) -> bool:
+    """Print checks and a summary line; returns True when none failed."""
     for check in checks:
         print(check)
     failed = [c for c in checks if c.status == FAIL]
-    print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed. Settings: {settings!r}")
+    print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed. Settings: {load_settings()!r}")
     return not failed
+
+
+def doctor(include_a1111: bool = True) -> None:
+    """Print the preflight report: one line per check, with the fix under each failure.
+
+    >>> doctor(include_a1111=False)   # doctest: +ELLIPSIS
+    ok    Python: ...
+    """
+    print_report(run_checks(include_a1111))

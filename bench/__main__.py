@@ -1,0 +1,18 @@
+"""Run every benchmark and print its ratios: ``python -m bench`` (``make bench``)."""
+
+from __future__ import annotations
+
+import platform
+
+from . import bench_client, bench_import
+
+
+def main() -> None:
+    print(f"# benchmarks on {platform.machine()}, Python {platform.python_version()}; ratios < 1 mean the first is faster")
+    for module in (bench_import, bench_client):
+        for text in module.run():
+            print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The kit's own AUTOMATIC1111-compatible server: ``python -m helpers.sdserver``.
+
+It answers the same ``/sdapi/v1/*`` requests as A1111 started with ``--api`` (txt2img, progress,
+interrupt, options, models, samplers, png-info, ...), so notebooks can be written, run and
+tested without a GPU and then pointed at a real A1111 unchanged. Its ``preview`` engine draws
+clearly labelled placeholder images; ``engines/base.py`` shows how a real engine plugs in.
+
+Package layout (each file reads in one sitting):
+
+    __main__.py   command line: python -m helpers.sdserver --port 7860
+    app.py        FastAPI app: A1111's error bodies, X-Process-Time, HTTP Basic auth
+    routes.py     the /sdapi/v1/* endpoints
+    generation.py txt2img: seeds, sampler, infotext, info, batches, interrupt/skip
+    models.py     request and response models (A1111 1.10's fields and defaults)
+    catalog.py    samplers, schedulers, upscalers, default options
+    options.py    GET/POST /options and override_settings
+    state.py      job state behind GET /progress
+    images.py     base64 PNG in and out
+    engines/      base.py (the Engine interface) and preview.py (placeholders)
+
+Example, in a notebook or a test:
+    >>> import requests
+    >>> with serve_in_thread() as server:                                # doctest: +SKIP
+    ...     reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 4})
+    ...     reply.json()["info"][:40]
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Optional
+
+__all__ = ["create_app", "serve_in_thread", "ServerHandle"]
+
+
+def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float = 0.0, **kwargs):
+    """Build the server's FastAPI app.
+
+    ``api_auth`` is A1111's ``--api-auth`` text (``"user:pass,user2:pass2"``) or a dict
+    ``{user: password}``; None leaves the API open. ``step_delay`` is the time the preview
+    engine spends on each sampling step (seconds), so that progress can be watched.
+
+    >>> app = create_app(step_delay=0.1)
+    >>> app.title
+    'Course kit: A1111-compatible server'
+    """
+    from .app import build_app  # FastAPI is imported only when a server is built
+
+    return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, **kwargs)
+
+
+class ServerHandle:
+    """A server running in a background thread: ``.url``, ``.port``, ``.app``, ``.stop()``.
+
+    Use it as a context manager so that it stops even when a test fails.
+    """
+
+    def __init__(self, server, thread: threading.Thread, host: str, port: int, app) -> None:
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port = port
+        self.app = app
+        self.url = f"http://{host}:{port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask uvicorn to finish and wait for the thread (a running generation is interrupted)."""
+        api = getattr(self.app.state, "api", None)
+        if api is not None:
+            api.state.interrupt()
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(url={self.url!r})"
+
+
+def serve_in_thread(host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
+                    ready_timeout: float = 20.0, **app_kwargs) -> ServerHandle:
+    """Start the server in a background thread and return once it answers HTTP.
+
+    ``port=0`` picks a free port (see ``.port``/``.url``); other keyword arguments go to
+    :func:`create_app` (``engine``, ``api_auth``, ``step_delay``).
+
+    >>> with serve_in_thread(step_delay=0.05) as server:                 # doctest: +SKIP
+    ...     print(server.url)
+    http://127.0.0.1:54321
+    """
+    import urllib.request
+
+    import uvicorn
+
+    app = create_app(**app_kwargs)
+    # Bind the socket ourselves: with port 0 the OS picks a free port and we know which one
+    # before uvicorn starts (no race with another process grabbing it).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name=f"sdserver-{port}")
+    thread.start()
+    handle = ServerHandle(server, thread, host, port, app)
+
+    deadline = time.monotonic() + ready_timeout
+    last_error: Optional[Exception] = None
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server thread on {handle.url} stopped during start-up")
+        try:
+            # /openapi.json is open even with --api-auth, so it works as a readiness probe.
+            with urllib.request.urlopen(f"{handle.url}/openapi.json", timeout=2):
+                return handle
+        except OSError as error:
+            last_error = error
+            time.sleep(0.05)
+    handle.stop()
+    raise RuntimeError(f"the server on {handle.url} did not answer within {ready_timeout} s: {last_error}")

@@ -1,0 +1,157 @@
+"""The FastAPI application: A1111's error bodies, X-Process-Time, optional Basic auth.
+
+``build_app`` wires the pieces; the endpoints themselves are in routes.py. The three
+behaviours here are A1111's own (reference §2, §3), so that a client sees the same answers:
+
+* an ``HTTPException`` becomes ``{"error": "HTTPException", "detail": ..., "body": "", "errors": ""}``;
+* any other exception becomes a 500 ``{"error": "<class>", "detail": "", "body": "", "errors": "<message>"}``;
+* validation errors keep FastAPI's 422 shape (``{"detail": [{"loc": [...], ...}]}``).
+
+Example:
+    >>> parse_api_auth("alice:secret,bob:hunter2")["bob"]
+    'hunter2'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from typing import Any, Optional, Union
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.middleware.gzip import GZipMiddleware
+
+from .engines import get_engine
+from .generation import VERSION
+from .routes import SdApi
+
+log = logging.getLogger("helpers.sdserver")
+
+DESCRIPTION = """The course kit's own **AUTOMATIC1111-compatible** server (`python -m helpers.sdserver`).
+
+It speaks the same `/sdapi/v1/*` protocol as A1111 started with `--api`, so code written against
+it works unchanged against a real A1111. With the `preview` engine every image is a clearly
+labelled **placeholder**: no model and no GPU are involved.
+"""
+
+
+def parse_api_auth(text: str) -> dict[str, str]:
+    """Parse ``--api-auth`` like A1111: ``"user:password,user2:password2"`` -> ``{user: password}``.
+
+    The error message never repeats the value, since it holds passwords.
+
+    >>> parse_api_auth("a:b:c")
+    Traceback (most recent call last):
+    ...
+    ValueError: --api-auth entry 1 is not of the form user:password (passwords cannot contain ':' or ',')
+    """
+    credentials = {}
+    for number, entry in enumerate(text.split(","), start=1):
+        parts = entry.split(":")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ValueError(f"--api-auth entry {number} is not of the form user:password "
+                             "(passwords cannot contain ':' or ',')")
+        credentials[parts[0]] = parts[1]
+    return credentials
+
+
+def make_auth_dependency(credentials: dict[str, str]):
+    """A FastAPI dependency that checks HTTP Basic credentials the way A1111 does."""
+    basic = HTTPBasic(auto_error=False)  # auto_error off: we raise A1111's own messages below
+
+    def check_auth(given: Optional[HTTPBasicCredentials] = Depends(basic)) -> bool:
+        if given is None:
+            raise HTTPException(status_code=401, detail="Not authenticated")
+        expected = credentials.get(given.username, "")
+        # compare_digest takes the same time however many characters match (no timing leak).
+        password_ok = secrets.compare_digest(given.password.encode("utf-8"), expected.encode("utf-8"))
+        if not (given.username in credentials and password_ok):
+            raise HTTPException(status_code=401, detail="Incorrect username or password")
+        return True
+
+    return check_auth
+
+
+def finite(value: Any) -> Any:
+    """Replace Infinity and NaN (which Python's JSON parser accepts in requests) by null.
+
+    JSON has no such numbers, so a reply echoing one could not be written: the client would get a
+    500 instead of its answer. A1111 writes values it cannot serialise as null too.
+
+    >>> finite({"a": [1.5, float("inf")]})
+    {'a': [1.5, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """Starlette's JSONResponse, with non-finite floats written as null (see :func:`finite`)."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(finite(content))
+
+
+def error_body(error: Exception) -> dict[str, Any]:
+    """A1111's error body for an exception."""
+    if isinstance(error, HTTPException):
+        return {"error": "HTTPException", "detail": error.detail, "body": "", "errors": ""}
+    return {"error": type(error).__name__, "detail": "", "body": "", "errors": str(error)}
+
+
+def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, step_delay: float = 0.0,
+              cmd_flags: Optional[dict[str, Any]] = None) -> FastAPI:
+    """Build the server's FastAPI app (see ``helpers.sdserver.create_app``)."""
+    app = FastAPI(title="Course kit: A1111-compatible server", description=DESCRIPTION,
+                  version=VERSION, default_response_class=SafeJSONResponse)
+    credentials = parse_api_auth(api_auth) if isinstance(api_auth, str) else dict(api_auth or {})
+    auth = make_auth_dependency(credentials) if credentials else None
+    the_engine = get_engine(engine, step_delay=step_delay)
+    flags = {"api": True, "nowebui": True, "engine": the_engine.name, "step_delay": step_delay,
+             "api_auth": None, **(cmd_flags or {})}
+    flags["api_auth"] = "***" if credentials else None  # never the real value
+    api = SdApi(app, the_engine, auth=auth, cmd_flags=flags)
+    app.state.api = api  # tests and notebooks can reach the engine, the job state and the options
+    app.state.engine = the_engine
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        # No WWW-Authenticate header on a 401: like A1111, no browser password prompt.
+        return SafeJSONResponse(status_code=error.status_code, content=error_body(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        # FastAPI's own 422 body, unchanged; only an echoed Infinity/NaN input becomes null.
+        return SafeJSONResponse(status_code=422, content={"detail": jsonable_encoder(error.errors())})
+
+    @app.middleware("http")
+    async def errors_and_timing(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as error:  # anything the handlers did not turn into a response
+            # One line per error; the traceback too when the "helpers.sdserver" logger is at DEBUG.
+            log.error("%s %s -> 500 %s: %s", request.method, request.url.path, type(error).__name__, error,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            response = SafeJSONResponse(status_code=500, content=error_body(error))
+        response.headers["X-Process-Time"] = f"{time.perf_counter() - started:.4f}"
+        return response
+
+    app.add_middleware(GZipMiddleware, minimum_size=1000)  # A1111 compresses bodies >= 1000 bytes
+
+    @app.get("/", include_in_schema=False)
+    def root():
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,261 @@
+"""txt2img, step by step: request -> seeds, sampler, settings -> batches -> A1111's reply.
+
+This is the part of the server that behaves like A1111's ``modules/processing.py`` as seen from
+outside: which seeds are used, what the infotext says, what ``info`` holds (reference §5, §7).
+It does not draw anything itself; the engine does (see ``engines/``).
+
+Example (the route in routes.py does exactly this):
+    >>> import threading
+    >>> from helpers.sdserver.engines import get_engine
+    >>> from helpers.sdserver.models import Txt2ImgRequest
+    >>> from helpers.sdserver.options import Options
+    >>> from helpers.sdserver.state import JobState
+    >>> engine = get_engine("preview")
+    >>> reply = txt2img(Txt2ImgRequest(prompt="a cat", seed=5, batch_size=2, width=64, height=64, steps=2),
+    ...                 engine, JobState(), Options(engine), threading.Lock())
+    >>> import json; json.loads(reply["info"])["all_seeds"]
+    [5, 6]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from helpers.infotext import format_infotext, infotext_to_fields
+
+from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
+from .engines import Engine, GenerationJob
+from .images import encode_png_b64
+from .models import Txt2ImgRequest, hires_target_size
+from .options import Options
+from .state import JobState
+
+# Written as "Version:" in every infotext and as info["version"]: honest about what made the image.
+VERSION = "kit-preview"
+
+
+def random_seed() -> int:
+    """A1111's random seed for -1: an int in [0, 4294967294)."""
+    return random.randrange(4294967294)
+
+
+def apply_infotext(req: Txt2ImgRequest) -> Txt2ImgRequest:
+    """The ``infotext`` field (A1111 1.9+): a pasted infotext fills every field NOT sent explicitly.
+
+    >>> apply_infotext(Txt2ImgRequest(steps=9, infotext="a cat\\nSteps: 20, Seed: 7, Size: 64x32")).model_dump(
+    ...     include={"prompt", "steps", "seed", "height"})
+    {'prompt': 'a cat', 'seed': 7, 'steps': 9, 'height': 32}
+    """
+    if not req.infotext:
+        return req
+    fields = infotext_to_fields(req.infotext)
+    data = req.model_dump()
+    for name, value in fields.items():
+        if name == "override_settings":  # e.g. Clip skip; the request's own overrides win
+            data[name] = {**value, **(req.override_settings or {})}
+        elif name not in req.model_fields_set:
+            data[name] = value
+    try:
+        return Txt2ImgRequest.model_validate(data)
+    except ValidationError as error:  # e.g. an infotext with "Size: 9000x9000": a 422, as for the body
+        raise RequestValidationError(error.errors()) from error
+
+
+def check_scripts(req: Txt2ImgRequest) -> None:
+    """The kit's server has no scripts; naming one is A1111's 422 (with its HTTPException body)."""
+    if req.script_name:
+        raise HTTPException(status_code=422, detail=f"Script '{req.script_name}' not found")
+    for name in req.alwayson_scripts or {}:
+        raise HTTPException(status_code=422, detail=f"always on script {name} not found")
+
+
+def hires_params(req: Txt2ImgRequest) -> dict[str, Any]:
+    """The infotext entries hires fix adds, with A1111 1.10's checks (both are 500s there too)."""
+    if req.denoising_strength is None:
+        # A1111 1.10 fails here with a TypeError as well; the message says what to do.
+        raise TypeError("enable_hr needs denoising_strength (A1111 1.10 fails the same way): "
+                        "send e.g. \"denoising_strength\": 0.5")
+    upscaler = req.hr_upscaler
+    known = LATENT_UPSCALE_MODES + [u["name"] for u in UPSCALERS]
+    if upscaler is not None and upscaler not in known:
+        raise Exception(f"could not find upscaler named {upscaler}")
+    extra: dict[str, Any] = {"Denoising strength": req.denoising_strength}
+    hr_prompt = req.value("hr_prompt")
+    if hr_prompt and hr_prompt != req.value("prompt"):
+        extra["Hires prompt"] = hr_prompt
+    if req.value("hr_resize_x") == 0 and req.value("hr_resize_y") == 0:
+        extra["Hires upscale"] = req.value("hr_scale")
+    else:
+        extra["Hires resize"] = f"{req.value('hr_resize_x')}x{req.value('hr_resize_y')}"
+    if req.value("hr_second_pass_steps"):
+        extra["Hires steps"] = req.value("hr_second_pass_steps")
+    if upscaler is not None:
+        extra["Hires upscaler"] = upscaler
+    return extra
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def preview_every(opts: dict[str, Any]) -> int:
+    """Every how many steps to make a live preview (0: none), from A1111's two options."""
+    every = _as_int(opts.get("show_progress_every_n_steps"), 1)
+    return every if opts.get("live_previews_enable") and every > 0 else 0
+
+
+def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Options,
+            queue_lock: threading.Lock) -> dict[str, Any]:
+    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``."""
+    req = apply_infotext(req)
+    check_scripts(req)
+
+    # Settings for this request: the server's, plus override_settings (checked like POST /options).
+    overrides = options.checked(req.override_settings or {})
+    opts = {**options.as_dict(), **overrides}
+    if overrides and not req.value("override_settings_restore_afterwards"):
+        options.update(overrides)  # A1111 keeps them when restore_afterwards is false
+
+    sampler, scheduler = resolve_sampler(req.sampler_name or req.value("sampler_index"), req.scheduler)
+    width, height = req.value("width"), req.value("height")
+    steps, cfg_scale = req.value("steps"), float(req.value("cfg_scale"))
+    batch_size, n_iter = req.value("batch_size"), req.value("n_iter")
+    prompt, negative_prompt = req.value("prompt"), req.value("negative_prompt")
+    restore_faces = req.restore_faces if req.restore_faces is not None else bool(opts["face_restoration"])
+    tiling = req.tiling if req.tiling is not None else bool(opts["tiling"])
+    clip_skip = _as_int(opts["CLIP_stop_at_last_layers"], 1)
+    ensd = _as_int(opts["eta_noise_seed_delta"], 0)
+
+    extra: dict[str, Any] = {}
+    if scheduler != "Automatic":
+        extra["Schedule type"] = scheduler
+    out_width, out_height = width, height
+    if req.value("enable_hr"):
+        extra.update(hires_params(req))
+        out_width, out_height = hires_target_size(req)
+
+    # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
+    # variation strength the seed stays and the subseeds count up (A1111's processing.py).
+    count = batch_size * n_iter
+    seed = req.value("seed")
+    seed = random_seed() if seed == -1 else seed
+    subseed = req.value("subseed")
+    subseed = random_seed() if subseed == -1 else subseed
+    strength = float(req.value("subseed_strength"))
+    all_seeds = [seed + (i if strength == 0 else 0) for i in range(count)]
+    all_subseeds = [subseed + i for i in range(count)]
+    # The kit's server has no prompt styles, so styles change nothing (A1111 ignores unknown ones).
+    all_prompts = [prompt] * count
+    all_negative_prompts = [negative_prompt] * count
+
+    resize_w, resize_h = req.value("seed_resize_from_w"), req.value("seed_resize_from_h")
+
+    def infotext(i: int) -> str:
+        """A1111's create_infotext for image ``i``: fixed key order, None values left out."""
+        params = {
+            "Steps": steps,
+            "Sampler": sampler,
+            "Schedule type": scheduler,
+            "CFG scale": cfg_scale,
+            "Seed": all_seeds[i],
+            "Face restoration": opts["face_restoration_model"] if restore_faces else None,
+            "Size": f"{width}x{height}",
+            "Model hash": engine.model_hash if opts["add_model_hash_to_info"] else None,
+            "Model": engine.model_name if opts["add_model_name_to_info"] else None,
+            "Variation seed": None if strength == 0 else all_subseeds[i],
+            "Variation seed strength": None if strength == 0 else strength,
+            "Seed resize from": None if resize_w <= 0 or resize_h <= 0 else f"{resize_w}x{resize_h}",
+            "Denoising strength": extra.get("Denoising strength"),
+            "Clip skip": None if clip_skip <= 1 else clip_skip,
+            "ENSD": ensd if ensd != 0 and uses_ensd(sampler, req.eta) else None,
+            "RNG": opts["randn_source"] if opts["randn_source"] != "GPU" else None,
+            "Tiling": "True" if tiling else None,
+            **extra,
+            "Version": VERSION if opts["add_version_to_infotext"] else None,
+        }
+        return format_infotext(all_prompts[i], all_negative_prompts[i], params)
+
+    def on_step(step: int, preview) -> bool:
+        state.set_step(step, preview)
+        return not state.should_stop()
+
+    images, infotexts = [], []
+    # One generation at a time: a second request waits here (it is never rejected), as in A1111.
+    with queue_lock:
+        state.begin("scripts_txt2img", job_count=n_iter)
+        job_timestamp = state.job_timestamp
+        try:
+            for n in range(n_iter):
+                if state.interrupted:
+                    break  # an interrupt skips the remaining batches
+                state.begin_batch(n, steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
+                first = n * batch_size
+                job = GenerationJob(
+                    prompt=prompt, negative_prompt=negative_prompt,
+                    seeds=all_seeds[first:first + batch_size], subseeds=all_subseeds[first:first + batch_size],
+                    subseed_strength=strength, width=out_width, height=out_height, steps=steps,
+                    cfg_scale=cfg_scale, sampler_name=sampler, scheduler=scheduler,
+                    preview_every=preview_every(opts), extra={"request": req.model_dump(), "options": opts},
+                )
+                batch = engine.generate(job, on_step)
+                if opts["live_previews_enable"] and _as_int(opts["show_progress_every_n_steps"], 1) == -1:
+                    state.set_preview(batch[0])  # -1: "show the result after each batch"
+                for j, image in enumerate(batch):
+                    images.append(image)
+                    infotexts.append(infotext(first + j))
+        finally:
+            state.end()
+
+    # save_images is accepted and ignored: the kit's server writes no files (clients save what
+    # they receive), so there is never a grid and index_of_first_image is always 0.
+    encoded = []
+    if req.value("send_images"):
+        keep_infotext = bool(opts["enable_pnginfo"])
+        encoded = [encode_png_b64(image, text if keep_infotext else None) for image, text in zip(images, infotexts)]
+
+    info = {
+        "prompt": all_prompts[0],
+        "all_prompts": all_prompts,
+        "negative_prompt": all_negative_prompts[0],
+        "all_negative_prompts": all_negative_prompts,
+        "seed": all_seeds[0],
+        "all_seeds": all_seeds,
+        "subseed": all_subseeds[0],
+        "all_subseeds": all_subseeds,
+        "subseed_strength": strength,
+        "width": width,  # the first-pass size, also with hires fix (as A1111)
+        "height": height,
+        "sampler_name": sampler,
+        "cfg_scale": cfg_scale,
+        "steps": steps,
+        "batch_size": batch_size,
+        "restore_faces": restore_faces,
+        "face_restoration_model": opts["face_restoration_model"] if restore_faces else None,
+        "sd_model_name": engine.model_name,
+        "sd_model_hash": engine.model_hash,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": resize_w,
+        "seed_resize_from_h": resize_h,
+        "denoising_strength": req.denoising_strength,
+        "extra_generation_params": extra,
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": req.styles or [],
+        "job_timestamp": job_timestamp,
+        "clip_skip": clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "version": VERSION,
+    }
+    # parameters echoes the request (seed stays -1); info is a JSON *string*, as in A1111.
+    return {"images": encoded, "parameters": req.model_dump(), "info": json.dumps(info, default=lambda o: None)}

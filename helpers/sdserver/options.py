@@ -1,0 +1,64 @@
+"""The server's settings: GET/POST /sdapi/v1/options and a request's ``override_settings``.
+
+A1111 has hundreds of options; the kit's server keeps the ones that change what it does or
+writes (see ``catalog.default_options``). Setting an unknown key is an error, as in A1111
+(a 500 with a KeyError body), so a client's typo does not go unnoticed.
+
+Example:
+    >>> from helpers.sdserver.engines import get_engine
+    >>> opts = Options(get_engine("preview"))
+    >>> opts.update({"CLIP_stop_at_last_layers": 2})
+    >>> opts.as_dict()["CLIP_stop_at_last_layers"]
+    2
+    >>> opts.update({"no_such_option": 1})
+    Traceback (most recent call last):
+    ...
+    KeyError: 'no_such_option'
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .catalog import default_options
+from .engines import Engine
+
+
+class Options:
+    """Thread-safe settings with A1111's checks (unknown key: KeyError; unknown model: RuntimeError)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._values = default_options(engine.model_title)
+        self._values["sd_checkpoint_hash"] = engine.model_sha256
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def checked(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``updates`` and return them normalised (a model name becomes its title).
+
+        A1111 accepts a checkpoint by title, file name, stem or hash; the kit's server has one model.
+        """
+        for key in updates:
+            if key not in self._values:
+                raise KeyError(key)
+        result = dict(updates)
+        if "sd_model_checkpoint" in result:
+            name = result["sd_model_checkpoint"]
+            engine = self._engine
+            known = {engine.model_title, engine.model_name, f"{engine.model_name}.safetensors",
+                     engine.model_hash, engine.model_sha256}
+            if not isinstance(name, str) or name not in known:
+                raise RuntimeError(f"model {name!r} not found")
+            result["sd_model_checkpoint"] = engine.model_title
+        return result
+
+    def update(self, updates: dict[str, Any]) -> None:
+        """POST /options: check every key first, then set them all (all or nothing)."""
+        updates = self.checked(updates)
+        with self._lock:
+            self._values.update(updates)

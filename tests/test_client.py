@@ -1,0 +1,147 @@
+"""The A1111 client against the kit's A1111-compatible server over real HTTP.
+
+Every test that takes the ``client`` fixture runs twice: without auth and with --api-auth.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import pytest
+from PIL import ImageChops
+
+from helpers.a1111 import A1111Client, A1111Error, GenerationInterrupted
+from helpers.infotext import infotext_to_fields, parse_infotext, read_infotext
+
+SMALL = {"width": 128, "height": 96, "steps": 3}
+
+
+def same_pixels(a, b) -> bool:
+    return a.size == b.size and ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+def test_txt2img_returns_images_real_seeds_and_infotext(client):
+    gen = client.txt2img("a lighthouse at dusk", negative_prompt="blurry", seed=-1, batch_size=2, **SMALL)
+    assert len(gen.images) == 2 and gen.images[0].size == (128, 96)
+    assert gen.seeds[0] != -1 and gen.seeds[1] == gen.seeds[0] + 1
+    assert gen.parameters["seed"] == -1  # the echo of the request, which is why seeds come from info
+    settings = gen.settings(1)
+    assert settings["Prompt"] == "a lighthouse at dusk" and settings["Negative prompt"] == "blurry"
+    assert settings["Seed"] == str(gen.seeds[1]) and settings["Steps"] == "3"
+    assert (settings["Size-1"], settings["Size-2"]) == ("128", "96")
+    assert settings["Sampler"] == "Euler a"  # the client's explicit default, not the API's "Euler"
+    assert gen.is_placeholder and "PLACEHOLDER" in repr(gen)
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(client):
+    a = client.txt2img("a red fox", seed=11, **SMALL).image
+    b = client.txt2img("a red fox", seed=11, **SMALL).image
+    c = client.txt2img("a red fox", seed=12, **SMALL).image
+    assert same_pixels(a, b)
+    assert not same_pixels(a, c)
+
+
+def test_batch_equals_single_calls_with_consecutive_seeds(client):
+    batch = client.txt2img("a blue whale", seed=100, batch_size=3, **SMALL)
+    assert batch.seeds == [100, 101, 102]
+    single = client.txt2img("a blue whale", seed=102, **SMALL)
+    assert same_pixels(batch.images[2], single.image)
+
+
+def test_n_iter_makes_more_images(client):
+    gen = client.txt2img("a tram", seed=5, batch_size=2, n_iter=2, **SMALL)
+    assert gen.seeds == [5, 6, 7, 8]
+
+
+def test_save_keeps_infotext_never_overwrites_and_regenerates(client, tmp_path):
+    gen = client.txt2img("a windmill, oil painting", seed=42, cfg_scale=5, **SMALL)
+    first = gen.save(tmp_path)
+    second = gen.save(tmp_path)
+    assert first[0] != second[0] and all(p.exists() for p in first + second)
+    text = read_infotext(first[0])
+    assert text == gen.infotexts[0]
+    fields = infotext_to_fields(text)
+    again = client.txt2img(fields.pop("prompt"), **fields)
+    assert again.seeds == [42]
+    assert same_pixels(again.image, gen.image)
+
+
+def test_lists_and_options(client):
+    assert any("offline-preview" in title for title in client.models())
+    assert {"Euler a", "DPM++ 2M", "DDIM"} <= set(client.samplers())
+    assert {"Automatic", "Karras"} <= set(client.schedulers())
+    options = client.options()
+    assert options["samples_format"] == "png"
+    client.set_options(CLIP_stop_at_last_layers=2)
+    assert client.options()["CLIP_stop_at_last_layers"] == 2
+    client.set_options(CLIP_stop_at_last_layers=1)
+
+
+def test_unknown_option_is_a_clear_500(client):
+    with pytest.raises(A1111Error) as err:
+        client.set_options(no_such_option=1)
+    assert err.value.status == 500 and "no_such_option" in str(err.value)
+
+
+def test_png_info_and_interrogate(client):
+    gen = client.txt2img("a snowy village", seed=3, **SMALL)
+    info = client.png_info(gen.png[0])
+    assert info["info"] == gen.infotexts[0]
+    assert info["parameters"]["Seed"] in (3, "3")
+    assert parse_infotext(info["info"])["Prompt"] == "a snowy village"
+    assert "placeholder" in client.interrogate(gen.image).lower()
+
+
+def test_progress_idle_and_wait_until_idle(client):
+    state = client.progress()
+    assert state["state"]["job_count"] == 0 and state["progress"] == 0
+    client.wait_until_idle(timeout=5)
+
+
+def test_live_progress_in_a_terminal(slow_server, capsys):
+    client = A1111Client(slow_server.url, auth="")
+    gen = client.txt2img("a comet", seed=1, progress=True, **{**SMALL, "steps": 20})
+    assert len(gen.images) == 1
+    err = capsys.readouterr().err
+    assert "txt2img" in err and "20/20" in err
+    assert threading.active_count() < 20  # the request thread ended
+
+
+def test_server_interrupt_returns_partial_images(slow_server):
+    client = A1111Client(slow_server.url, auth="")
+    threading.Timer(0.4, client.interrupt).start()
+    started = time.perf_counter()
+    gen = client.txt2img("a long job", seed=1, n_iter=3, **{**SMALL, "steps": 40})
+    assert time.perf_counter() - started < 3  # 3 x 40 steps x 0.05 s would be 6 s
+    assert 1 <= len(gen.images) < 3
+    assert gen.interrupted and client.last is gen
+    assert not client.txt2img("a short job", **SMALL).interrupted  # the flag does not stick
+
+
+def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow_server):
+    client = A1111Client(slow_server.url, auth="")
+    threading.Timer(0.4, _thread.interrupt_main).start()
+    with pytest.raises(GenerationInterrupted) as err:
+        client.txt2img("a long job", seed=9, **{**SMALL, "steps": 60})
+    assert err.value.generation is not None and err.value.generation.interrupted
+    assert client.last is err.value.generation and client.last.seeds == [9]
+    client.wait_until_idle(timeout=5)  # the server really stopped
+
+
+def test_wait_until_idle_times_out_on_a_busy_server(slow_server):
+    client = A1111Client(slow_server.url, auth="")
+    worker = threading.Thread(target=client.txt2img, args=("busy",), kwargs={**SMALL, "steps": 30})
+    worker.start()
+    try:
+        time.sleep(0.3)
+        with pytest.raises(A1111Error, match="still busy"):
+            client.wait_until_idle(timeout=0.2, poll=0.05)
+    finally:
+        worker.join()
+
+
+def test_repr_hides_the_password(sd_server_auth):
+    client = A1111Client(sd_server_auth.url, auth=("student", "s3cret-pass"))
+    assert "s3cret" not in repr(client) and "student:********" in repr(client)
