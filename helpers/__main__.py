@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check Python, packages and the A1111 server, with a fix for each failure")
     doctor.add_argument("--no-a1111", action="store_true", help="skip the A1111 server checks")
+    doctor.add_argument("--no-llm", action="store_true", help="skip the LLM server check")
     sub.add_parser("serve", help="start the kit's A1111-compatible server (all options: python -m helpers.sdserver -h)",
                    add_help=False)
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import print_report, run_checks
 
-        return 0 if print_report(run_checks(include_a1111=not args.no_a1111)) else 1
+        return 0 if print_report(run_checks(include_a1111=not args.no_a1111, include_llm=not args.no_llm)) else 1
     return 2
 
 

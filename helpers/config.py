@@ -8,6 +8,7 @@ Example ``.env``:
 
     SD_URL=http://127.0.0.1:7860
     SD_AUTH=student:secret
+    LLM_BASE_URL=http://127.0.0.1:1234/v1
 
 Example:
     >>> from helpers.config import load_settings
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_API_KEY = "not-needed"  # sent to local LLM servers, which do not check it
 
 
 class SettingsError(ValueError):
@@ -97,6 +99,11 @@ class Settings:
     sd_timeout: float = 600.0  # read timeout: a real generation on a slow GPU takes minutes
     sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
     output_dir: Path = KIT_ROOT / "outputs"
+    llm_base_url: str = "http://127.0.0.1:1234/v1"  # LM Studio's default server address
+    llm_model: str | None = None  # None: the first model the server lists
+    # Local servers ignore the key but the openai package refuses an empty one.
+    llm_api_key: Secret = field(default_factory=lambda: Secret(LOCAL_API_KEY))
+    llm_timeout: float = 120.0
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
@@ -132,10 +139,20 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
     if auth and ":" not in auth:
         raise SettingsError("SD_AUTH must look like user:password (the same text as A1111's --api-auth).")
 
+    llm_url = merged.get("LLM_BASE_URL", "").strip() or defaults.llm_base_url
+    if "://" not in llm_url:
+        raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme. Use e.g. LLM_BASE_URL=http://{llm_url}")
+    # OPENAI_API_KEY is honoured so that pointing LLM_BASE_URL at OpenAI needs no second variable.
+    key = merged.get("LLM_API_KEY", "").strip() or merged.get("OPENAI_API_KEY", "").strip() or LOCAL_API_KEY
+
     return Settings(
         sd_url=url.rstrip("/"),
         sd_auth=Secret(auth) if auth else None,
         sd_timeout=_float(merged, "SD_TIMEOUT", defaults.sd_timeout),
         sd_connect_timeout=_float(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
         output_dir=_path(merged["OUTPUT_DIR"]) if merged.get("OUTPUT_DIR", "").strip() else defaults.output_dir,
+        llm_base_url=llm_url.rstrip("/"),
+        llm_model=merged.get("LLM_MODEL", "").strip() or None,
+        llm_api_key=Secret(key),
+        llm_timeout=_float(merged, "LLM_TIMEOUT", defaults.llm_timeout),
     )

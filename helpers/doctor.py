@@ -32,6 +32,10 @@ REQUIRED = {
     "uvicorn": "the kit's A1111-compatible server",
     "ipywidgets": "interactive widgets",
     "matplotlib": "image grids and charts",
+    "openai": "LLM servers (LM Studio, Ollama, ...)",
+    "rank-bm25": "corpus retrieval",
+    "open_clip_torch": "CLIP token counts and image-text scores",
+    "torch": "CLIP",
 }
 
 
@@ -150,11 +154,32 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
     return checks
 
 
-def run_checks(include_a1111: bool = True) -> list[Check]:
+def check_llm() -> Check:
+    """Check the LLM server at LLM_BASE_URL. Without one the kit still works (retrieval, baseline)."""
+    from .llm import LLM, LLMError
+
+    llm = LLM(timeout=5, max_retries=0)
+    name = f"LLM at {llm.base_url}"
+    try:
+        models = llm.models()
+    except LLMError as err:
+        return Check(name, WARN, str(err).split("\n")[0] + " The notebooks fall back to corpus retrieval and the "
+                     "baseline prompt.", err.fix)
+    if not models:
+        return Check(name, WARN, "the server lists no models", "Load a model in LM Studio (or `ollama pull llama3.2`).")
+    if llm._model and llm._model not in models:
+        return Check(name, FAIL, f"LLM_MODEL={llm._model} is not on the server",
+                     f"Set LLM_MODEL to one of: {', '.join(models)}.")
+    return Check(name, OK, f"model {llm.model} ({len(models)} available)")
+
+
+def run_checks(include_a1111: bool = True, include_llm: bool = True) -> list[Check]:
     """All checks as a list of :class:`Check` (nothing printed)."""
     checks = [check_python(), check_packages(), check_interpreter(), check_widgets()]
     if include_a1111:
         checks += check_a1111()
+    if include_llm:
+        checks.append(check_llm())
     return checks
 
 
@@ -167,10 +192,10 @@ def print_report(checks: list[Check]) -> bool:
     return not failed
 
 
-def doctor(include_a1111: bool = True) -> None:
+def doctor(include_a1111: bool = True, include_llm: bool = True) -> None:
     """Print the preflight report: one line per check, with the fix under each failure.
 
-    >>> doctor(include_a1111=False)   # doctest: +ELLIPSIS
+    >>> doctor(include_a1111=False, include_llm=False)   # doctest: +ELLIPSIS
     ok    Python: ...
     """
-    print_report(run_checks(include_a1111))
+    print_report(run_checks(include_a1111, include_llm))

@@ -52,3 +52,27 @@ def client(request):
         return A1111Client(server.url, auth="")
     server = request.getfixturevalue("sd_server_auth")
     return A1111Client(server.url, auth=AUTH)
+
+
+@pytest.fixture(scope="session")
+def _llm_server_session():
+    from llm_server import LLMTestServer
+
+    server = LLMTestServer(models=["test-model", "other-model"]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm_server(_llm_server_session):
+    """The OpenAI-compatible test server (tests/llm_server.py), reset to "ok" for each test."""
+    _llm_server_session.reset()
+    return _llm_server_session
+
+
+@pytest.fixture
+def llm(llm_server):
+    """An LLM wrapper pointed at the test server, without retries (so failures are quick)."""
+    from helpers.llm import LLM
+
+    return LLM(llm_server.base_url, api_key="lm-studio", timeout=10, max_retries=0)

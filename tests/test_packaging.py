@@ -37,7 +37,8 @@ def test_import_helpers_is_light():
 
 
 def test_the_client_does_not_pull_in_the_server_or_ml_libraries():
-    loaded = _modules_after("import helpers.a1111, helpers.doctor, helpers.plots, helpers.backends")
+    loaded = _modules_after("import helpers.a1111, helpers.doctor, helpers.plots, helpers.backends, "
+                            "helpers.llm, helpers.text, helpers.prompts")
     assert not loaded & {"torch", "open_clip", "openai", "fastapi", "uvicorn", "matplotlib"}
 
 

@@ -1,0 +1,268 @@
+"""``LLM``: talk to a local (or remote) OpenAI-compatible chat server with the ``openai`` package.
+
+LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI itself all speak the same
+"chat completions" protocol, so one small wrapper serves them all. Settings come from
+:mod:`helpers.config`: ``LLM_BASE_URL`` (default LM Studio's ``http://127.0.0.1:1234/v1``),
+``LLM_MODEL`` (default: the first model the server lists), ``LLM_API_KEY`` and ``LLM_TIMEOUT``.
+
+Example:
+    >>> from helpers.llm import LLM
+    >>> llm = LLM()                                                    # doctest: +SKIP
+    >>> llm.chat("Describe a lighthouse in one sentence.")             # doctest: +SKIP
+    'A white tower stands on black rocks, its lamp sweeping the storm.'
+
+Every failure becomes an :class:`LLMError` whose message says what to do (start the server,
+load a model, fix the URL or key ...), instead of a long traceback from deep inside httpx.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .config import Secret, load_settings
+
+START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and press 'Start server' (or run "
+              "`lms server start`); for Ollama run `ollama serve`. Then check LLM_BASE_URL "
+              "(LM Studio http://127.0.0.1:1234/v1, Ollama http://127.0.0.1:11434/v1).")
+
+
+class LLMError(RuntimeError):
+    """A call to the LLM server failed; ``str(err)`` says what happened and how to fix it."""
+
+    def __init__(self, message: str, fix: str = "", status: int | None = None):
+        self.fix, self.status = fix, status
+        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+
+
+def _swap_host(url: str, host: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
+class LLM:
+    """A chat model behind an OpenAI-compatible server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:1234/v1`` (default: ``LLM_BASE_URL``). Must end in ``/v1``.
+        model: the model name (default: ``LLM_MODEL``, else the first model the server lists).
+        api_key: only real OpenAI (or a server started with an API key) checks it.
+        timeout: seconds to wait for an answer (default: ``LLM_TIMEOUT``).
+
+    >>> LLM("http://127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
+    LLM('http://127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
+    """
+
+    def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | Secret | None = None,
+                 timeout: float | None = None, max_retries: int = 1):
+        settings = load_settings()
+        self.base_url = (base_url or settings.llm_base_url).rstrip("/")
+        self._model = model or settings.llm_model
+        key = api_key if api_key is not None else settings.llm_api_key
+        self._api_key = key if isinstance(key, Secret) else Secret(str(key or settings.llm_api_key.reveal()))
+        self.timeout = float(timeout or settings.llm_timeout)
+        self.max_retries = max_retries
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"LLM({self.base_url!r}, model={self._model!r})"
+
+    @property
+    def client(self):
+        """The underlying ``openai.OpenAI`` client (created on first use: importing openai takes time)."""
+        if self._client is None:
+            from openai import OpenAI
+
+            self._client = OpenAI(base_url=self.base_url, api_key=self._api_key.reveal(), timeout=self.timeout,
+                                  max_retries=self.max_retries)
+        return self._client
+
+    # ----- models ------------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of the models the server offers, e.g. ``['qwen2.5-7b-instruct', ...]``."""
+        try:
+            page = self.client.models.list()
+            return [model.id for model in page.data]
+        except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
+            raise self._translate(err) from None
+
+    @property
+    def model(self) -> str:
+        """The model used for chats: LLM_MODEL, or the first one the server lists."""
+        if self._model is None:
+            names = self.models()
+            if not names:
+                raise LLMError(f"The server at {self.base_url} lists no models.",
+                               "Load a model: in LM Studio pick one at the top of the window (or `lms load NAME`); "
+                               "for Ollama run `ollama pull llama3.2`.")
+            self._model = names[0]
+        return self._model
+
+    def available(self, timeout: float = 3.0) -> bool:
+        """True when a server answers at ``base_url`` with at least one model (a quick probe, no retries).
+
+        >>> LLM("http://127.0.0.1:9/v1").available(timeout=1)
+        False
+        """
+        probe = LLM(self.base_url, self._model, self._api_key, timeout=timeout, max_retries=0)
+        try:
+            return bool(probe.models())
+        except LLMError:
+            return False
+
+    # ----- chat --------------------------------------------------------------------------------
+
+    def chat(self, prompt_or_messages: str | list[dict], system: str | None = None, *,
+             temperature: float | None = None, max_tokens: int | None = None, stream: bool = False,
+             json_schema: dict | None = None, schema_name: str = "answer") -> str:
+        """Send a chat and return the model's reply as text.
+
+        Args:
+            prompt_or_messages: the user's text, or a full list of ``{"role", "content"}`` messages.
+            system: a system prompt (instructions) put before the user's text.
+            temperature: 0 is nearly deterministic; around 0.7-1.0 gives varied texts.
+            max_tokens: upper limit of the reply's length in tokens.
+            stream: show the reply while it arrives (in a notebook or a terminal).
+            json_schema: ask for JSON following this JSON Schema (OpenAI's ``response_format``);
+                the reply is still text: parse it with ``json.loads`` and expect small models to fail.
+
+        >>> llm.chat("Three words about the sea.", system="Answer briefly.", temperature=0)   # doctest: +SKIP
+        'Vast, deep, restless.'
+        """
+        messages = self._messages(prompt_or_messages, system)
+        request: dict[str, Any] = {"model": self.model, "messages": messages}
+        if temperature is not None:
+            request["temperature"] = temperature
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        if json_schema is not None:
+            # The nested form is the one every server reads (llama.cpp ignores the flat one).
+            request["response_format"] = {"type": "json_schema",
+                                          "json_schema": {"name": schema_name, "schema": json_schema}}
+        try:
+            if stream:
+                text = self._stream(request)
+            else:
+                response = self.client.chat.completions.create(**request)
+                text = self._content(response)
+        except LLMError:
+            raise
+        except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
+            raise self._translate(err) from None
+        if not text.strip():
+            raise LLMError(f"The model '{self.model}' returned an empty reply.",
+                           "Try again, allow more tokens (max_tokens), or use another model. Reasoning models "
+                           "may spend all tokens on hidden thinking: raise max_tokens.")
+        return text
+
+    @staticmethod
+    def _messages(prompt_or_messages, system) -> list[dict]:
+        if isinstance(prompt_or_messages, str):
+            messages = [{"role": "user", "content": prompt_or_messages}]
+        elif isinstance(prompt_or_messages, list) and all(isinstance(m, dict) for m in prompt_or_messages):
+            messages = list(prompt_or_messages)
+        else:
+            raise TypeError("chat() takes a string or a list of {'role': ..., 'content': ...} dicts")
+        return ([{"role": "system", "content": system}] if system else []) + messages
+
+    def _content(self, response) -> str:
+        if isinstance(response, str):  # the openai client hands back a web page as a plain string
+            raise LLMError(f"{self.base_url} answered with a web page, not the OpenAI API.",
+                           "LLM_BASE_URL must be the API address ending in /v1, e.g. http://127.0.0.1:1234/v1.")
+        if not getattr(response, "choices", None):
+            return ""
+        return response.choices[0].message.content or ""
+
+    def _stream(self, request: dict) -> str:
+        """Stream the reply, showing it as it arrives; returns the whole text."""
+        from .progress import in_notebook
+
+        pieces: list[str] = []
+        handle = None
+        if in_notebook():
+            from IPython.display import Markdown, display
+
+            handle = display(Markdown(""), display_id=True)
+        for chunk in self.client.chat.completions.create(stream=True, **request):
+            if isinstance(chunk, str) or not getattr(chunk, "choices", None):
+                continue  # usage-only chunks have no choices
+            piece = chunk.choices[0].delta.content or ""
+            if not piece:
+                continue
+            pieces.append(piece)
+            if handle is not None:
+                handle.update(Markdown("".join(pieces)))
+            else:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        if handle is None and pieces:
+            sys.stdout.write("\n")
+        return "".join(pieces)
+
+    # ----- errors ------------------------------------------------------------------------------
+
+    def _translate(self, err: Exception) -> LLMError:
+        """Turn an openai exception into an LLMError naming the cause and the fix."""
+        import openai
+
+        where = self.base_url
+        if isinstance(err, openai.APITimeoutError):  # a subclass of APIConnectionError: check it first
+            return LLMError(f"{where} did not answer within {self.timeout:g} s.",
+                            "Large models on a CPU are slow: use a smaller model, ask for fewer tokens "
+                            "(max_tokens), or raise LLM_TIMEOUT.")
+        if isinstance(err, openai.APIConnectionError):
+            host = urlsplit(where).hostname
+            if host in ("localhost", "::1") and LLM(_swap_host(where, "127.0.0.1"), timeout=2).available(timeout=2):
+                return LLMError(f"Cannot connect to {where}, but {_swap_host(where, '127.0.0.1')} answers.",
+                                "'localhost' resolved to IPv6 (::1) while the server listens on IPv4: set "
+                                f"LLM_BASE_URL={_swap_host(where, '127.0.0.1')}.")
+            return LLMError(f"Cannot connect to {where}: no LLM server is listening there.", START_HINT)
+        if isinstance(err, openai.APIStatusError):
+            message = self._error_message(err)
+            status = err.status_code
+            if "no models loaded" in message.lower():
+                return LLMError(f"LM Studio at {where} has no model loaded ({status}).",
+                                "Load a model in LM Studio (the model picker at the top, or `lms load NAME`), "
+                                "or turn on Just-in-Time model loading in the server settings.", status)
+            if status == 401:
+                return LLMError(f"{where} rejected the API key (401).",
+                                "Set LLM_API_KEY in your .env to the key this server expects (never in a notebook).",
+                                status)
+            if status == 404:
+                if not urlsplit(where).path.rstrip("/").endswith("/v1"):
+                    return LLMError(f"{where} answered 404 Not Found.",
+                                    f"The base URL must end in /v1: set LLM_BASE_URL={where}/v1.", status)
+                if "model" in message.lower():
+                    return LLMError(f"The server does not have the model '{self._model}' ({message}).",
+                                    self._models_hint(), status)
+                return LLMError(f"{where} answered 404: {message}", "Check LLM_BASE_URL.", status)
+            if status == 503 or "loading" in message.lower():
+                return LLMError(f"The server at {where} is still loading its model ({status}).",
+                                "Wait until loading finishes (a few seconds to minutes), then run the cell again.",
+                                status)
+            return LLMError(f"The LLM server answered {status}: {message}", "Check the server's log window.", status)
+        if isinstance(err, AttributeError) and "'str' object" in str(err):
+            return LLMError(f"{where} answered with a web page, not the OpenAI API.",
+                            "LLM_BASE_URL must be the API address ending in /v1, e.g. http://127.0.0.1:1234/v1.")
+        return LLMError(f"The LLM call failed: {type(err).__name__}: {err}", "Check LLM_BASE_URL and the server.")
+
+    @staticmethod
+    def _error_message(err) -> str:
+        body = getattr(err, "body", None)
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            if isinstance(inner, dict):
+                return str(inner.get("message") or inner.get("detail") or inner)
+            return str(body.get("message") or body.get("detail") or inner)
+        return str(body or err)
+
+    def _models_hint(self) -> str:
+        try:
+            names = LLM(self.base_url, api_key=self._api_key, timeout=5, max_retries=0).models()
+        except LLMError:
+            names = []
+        if names:
+            return f"Set LLM_MODEL to one the server has: {', '.join(names)}."
+        return "Set LLM_MODEL to a model the server has (see llm.models()), or leave it empty to use the first."
