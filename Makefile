@@ -9,7 +9,7 @@ PORT   ?= 7860
 ENGINE ?= preview
 STEP_DELAY ?= 0.05
 
-.PHONY: help setup lab test serve doctor bench clean
+.PHONY: help setup lab test serve doctor models bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview PORT
 
 doctor: $(STAMP)  ## preflight checks with a fix for each failure
 	$(PY) -m helpers doctor
+
+models: $(STAMP)  ## download the CLIP weights once, ahead of a class (needs internet)
+	$(PY) -m helpers models
 
 bench: $(STAMP)  ## benchmarks: print ratios measured side by side
 	$(PY) -m bench

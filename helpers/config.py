@@ -104,6 +104,9 @@ class Settings:
     # Local servers ignore the key but the openai package refuses an empty one.
     llm_api_key: Secret = field(default_factory=lambda: Secret(LOCAL_API_KEY))
     llm_timeout: float = 120.0
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, or a path to a checkpoint file
+    clip_device: str | None = None  # None: cuda, then mps, then cpu
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
@@ -155,4 +158,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         llm_model=merged.get("LLM_MODEL", "").strip() or None,
         llm_api_key=Secret(key),
         llm_timeout=_float(merged, "LLM_TIMEOUT", defaults.llm_timeout),
+        clip_model=merged.get("CLIP_MODEL", "").strip() or defaults.clip_model,
+        clip_pretrained=merged.get("CLIP_PRETRAINED", "").strip() or defaults.clip_pretrained,
+        clip_device=merged.get("CLIP_DEVICE", "").strip() or None,
     )

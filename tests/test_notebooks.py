@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import socket
 from pathlib import Path
 
 import nbformat
@@ -34,17 +34,32 @@ def test_exercises_carry_solution_markers(path):
     assert begins >= 1 and begins == ends
 
 
+# Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all.
+LLM_NOTEBOOKS = {"02", "03", "06"}
+RUNS = [(p, mode) for p in NOTEBOOKS for mode in (("llm", "no-llm") if p.name[:2] in LLM_NOTEBOOKS else ("-",))]
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path, mode", RUNS, ids=[f"{p.stem}-{m}" if m != "-" else p.stem for p, m in RUNS])
+def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch):
     from helpers.sdserver import serve_in_thread
+    from llm_server import LLMTestServer
 
     server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
+    llm_server = LLMTestServer(models=["test-model"]).start() if mode == "llm" else None
     try:
         # The kernel is a child process: it inherits these settings from the environment.
         monkeypatch.setenv("SD_URL", server.url)
         monkeypatch.setenv("SD_AUTH", "")
+        monkeypatch.setenv("LLM_BASE_URL", llm_server.base_url if llm_server else f"http://127.0.0.1:{_dead_port()}/v1")
+        monkeypatch.setenv("LLM_MODEL", "")
         monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
         monkeypatch.setenv("MPLBACKEND", "Agg")
         nb = nbformat.read(path, as_version=4)
@@ -52,9 +67,16 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         server.stop()
+        if llm_server:
+            llm_server.stop()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
-    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
-    assert "placeholder" in text.lower(), "the notebook must say its images are placeholders"
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows images"
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs).lower()
+    if mode == "llm":
+        assert llm_server.requests, "the notebook must use the LLM when one answers"
+    if mode == "no-llm":
+        assert "no llm" in text, "without an LLM the notebook must say so"
+    if "txt2img" in "".join(c.source for c in nb.cells):
+        assert "placeholder" in text, "the notebook must say its images are placeholders"
+        assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"

@@ -1,0 +1,377 @@
+"""``ClipScorer``: rate how well an image matches a text with CLIP (open_clip).
+
+CLIP has two encoders, one for images and one for texts, trained so that a picture and a text
+describing it land close together in one vector space. The *cosine similarity* of the two
+vectors (between -1 and 1; for real photos and captions mostly 0.1 to 0.4) measures the match.
+
+Settings (:mod:`helpers.config`): ``CLIP_MODEL`` (default ``ViT-B-32``), ``CLIP_PRETRAINED``
+(default ``laion2b_s34b_b79k``, an open_clip tag, or the path of a checkpoint file) and
+``CLIP_DEVICE`` (default: cuda, then mps, then cpu).
+
+Example:
+    >>> from helpers.clipqa import ClipScorer
+    >>> scorer = ClipScorer()                                             # doctest: +SKIP
+    >>> scorer.similarity("a cat on a sofa", ["cat.png", "car.png"])      # doctest: +SKIP
+    [0.31, 0.09]
+    >>> scorer.best("a cat on a sofa", ["cat.png", "car.png"])            # doctest: +SKIP
+    (0, 0.31)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import KIT_ROOT, load_settings
+
+CONFIG_DIR = KIT_ROOT / "data" / "clip"  # extra model configs, e.g. the tiny test model
+TINY_MODEL = "tiny-clip-test"
+CHUNK = 75  # usable tokens per CLIP context (77 minus start and end markers)
+
+MAKE_MODELS_FIX = ("Run `make models` once while online (it downloads the default CLIP weights, about 600 MB), "
+                   "or point CLIP_PRETRAINED at a checkpoint file you have, e.g. CLIP_PRETRAINED=/path/to/"
+                   "open_clip_model.safetensors.")
+
+
+class ClipError(RuntimeError):
+    """CLIP could not be loaded or used; the message names the cause and the fix."""
+
+    def __init__(self, message: str, fix: str = ""):
+        self.fix = fix
+        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+
+
+@dataclass
+class LoadedClip:
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+    seconds: float  # how long loading took (the one-time cost)
+
+
+_LOADED: dict[tuple[str, str, str], LoadedClip] = {}
+_configs_registered = False
+
+
+def pick_device(requested: str | None = None) -> str:
+    """``requested`` if given, else "cuda" when available, then "mps" (Apple Silicon), then "cpu"."""
+    import torch
+
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _register_configs() -> None:
+    """Make the model configs in data/clip/ (e.g. the tiny test model) known to open_clip."""
+    global _configs_registered
+    if not _configs_registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _configs_registered = True
+
+
+@contextmanager
+def _hub_offline():
+    """Forbid network calls to the model hub for a moment (weights are already in the cache).
+
+    Without this, huggingface_hub checks for a newer file online first and, with no network,
+    retries for almost a minute before using the cached file.
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _cached(model: str, tag: str) -> bool:
+    """True when the weights for (model, tag) are already in the local cache."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" or "org/name/file.bin", as open_clip reads it
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+    if cfg.get("url"):
+        return (Path.home() / ".cache" / "clip" / Path(cfg["url"]).name).is_file()
+    return False
+
+
+def _hub_offline_set() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_clip(model: str | None = None, pretrained: str | None = None, device: str | None = None) -> LoadedClip:
+    """Load (once per process) a CLIP model, its image preprocessing and its tokenizer.
+
+    ``pretrained`` is an open_clip tag (downloaded and cached on first use), a checkpoint file,
+    or "none" for random weights. Offline, a tag that is not cached fails within seconds.
+    """
+    settings = load_settings()
+    model = model or settings.clip_model
+    pretrained = pretrained if pretrained is not None else settings.clip_pretrained
+    device = pick_device(device or settings.clip_device)
+    key = (model, str(pretrained), device)
+    if key in _LOADED:
+        return _LOADED[key]
+
+    started = time.perf_counter()
+    import open_clip
+
+    _register_configs()
+    if model not in open_clip.list_models():
+        raise ClipError(f"open_clip has no model named {model!r}.",
+                        "Set CLIP_MODEL to one of open_clip.list_models(), e.g. ViT-B-32.")
+    weights: str | None = pretrained
+    offline = False
+    if str(pretrained).lower() in ("", "none"):
+        weights = None
+    elif Path(pretrained).expanduser().is_file():
+        weights = str(Path(pretrained).expanduser())
+    elif ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))):
+        raise ClipError(f"CLIP_PRETRAINED={pretrained!r} looks like a file, but there is no such file.",
+                        "Check the path, or use an open_clip tag such as laion2b_s34b_b79k.")
+    elif pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ClipError(f"{pretrained!r} is not a pretrained tag of {model}.", f"Use one of: {tags}.")
+    elif _cached(model, pretrained):
+        offline = True
+    elif _hub_offline_set():
+        raise ClipError(f"The CLIP weights {model}/{pretrained} are not in the local cache, and HF_HUB_OFFLINE is set.",
+                        MAKE_MODELS_FIX)
+    elif not _hub_reachable():
+        raise ClipError(f"The CLIP weights {model}/{pretrained} are not on this machine and cannot be downloaded "
+                        "(no connection to huggingface.co).", MAKE_MODELS_FIX)
+    try:
+        with _hub_offline() if offline else nullcontext():
+            clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
+    except RuntimeError as err:
+        raise ClipError(f"Could not load CLIP {model}/{pretrained}: {str(err).splitlines()[0]}", MAKE_MODELS_FIX) from None
+    clip_model.eval()  # open_clip returns the model in training mode
+    loaded = LoadedClip(clip_model, preprocess, open_clip.get_tokenizer(model), device, time.perf_counter() - started)
+    _LOADED[key] = loaded
+    return loaded
+
+
+def _as_rgb(image):
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    return image.convert("RGB")
+
+
+class ClipScorer:
+    """Score texts against images with one CLIP model, loaded once per process.
+
+    Args:
+        model, pretrained, device: override ``CLIP_MODEL``, ``CLIP_PRETRAINED``, ``CLIP_DEVICE``.
+
+    >>> scorer = ClipScorer()                          # doctest: +SKIP
+    >>> scorer.passes("a red fox", "fox.png", 0.25)   # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, model: str | None = None, pretrained: str | None = None, device: str | None = None):
+        settings = load_settings()
+        self.model_name = model or settings.clip_model
+        self.pretrained = pretrained if pretrained is not None else settings.clip_pretrained
+        self._clip = load_clip(self.model_name, self.pretrained, device or settings.clip_device)
+        self.device = self._clip.device
+        self.meaningful = self.model_name != TINY_MODEL and str(self.pretrained).lower() not in ("", "none")
+
+    def __repr__(self) -> str:
+        note = "" if self.meaningful else ", TEST MODEL: scores are meaningless"
+        return f"ClipScorer({self.model_name}/{Path(str(self.pretrained)).name}, device={self.device}{note})"
+
+    @property
+    def load_seconds(self) -> float:
+        """How long loading the model took (paid once per process)."""
+        return self._clip.seconds
+
+    # ----- embeddings --------------------------------------------------------------------------
+
+    def encode_images(self, images: Sequence):
+        """L2-normalised image embeddings, all images in one batch (PIL images or paths)."""
+        import torch
+
+        batch = torch.stack([self._clip.preprocess(_as_rgb(image)) for image in images]).to(self.device)
+        with torch.inference_mode():
+            features = self._clip.model.encode_image(batch)
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def encode_texts(self, texts: Sequence[str], long_text: str = "truncate"):
+        """L2-normalised text embeddings.
+
+        CLIP reads at most 75 tokens. ``long_text="truncate"`` (CLIP's own behaviour) drops the rest
+        and warns how many tokens were dropped; ``"chunks"`` embeds each 75-token piece and averages
+        the normalised embeddings, so the whole text counts.
+        """
+        import torch
+
+        if long_text not in ("truncate", "chunks"):
+            raise ValueError("long_text must be 'truncate' or 'chunks'")
+        rows = []
+        for text in texts:
+            ids = self._token_ids(text)
+            if len(ids) > CHUNK and long_text == "truncate":
+                warnings.warn(f"CLIP reads 75 tokens; this text has {len(ids)}, so the last {len(ids) - CHUNK} "
+                              "tokens are ignored. Pass long_text='chunks' to use all of it.", stacklevel=3)
+            pieces = [ids[i:i + CHUNK] for i in range(0, max(len(ids), 1), CHUNK)]
+            if long_text == "truncate":
+                pieces = pieces[:1]
+            rows.append(self._encode_token_pieces(pieces))
+        return torch.cat(rows)
+
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self._clip.tokenizer.encode(text))  # without start/end markers, never truncated
+
+    def _encode_token_pieces(self, pieces: list[list[int]]):
+        import torch
+
+        tokenizer = self._clip.tokenizer
+        length = getattr(tokenizer, "context_length", 77)
+        tokens = torch.zeros(len(pieces), length, dtype=torch.long)
+        for row, piece in enumerate(pieces):
+            ids = [tokenizer.sot_token_id, *piece, tokenizer.eot_token_id]
+            tokens[row, : len(ids)] = torch.tensor(ids)
+        with torch.inference_mode():
+            features = self._clip.model.encode_text(tokens.to(self.device))
+        features = features / features.norm(dim=-1, keepdim=True)
+        mean = features.mean(dim=0, keepdim=True)
+        return mean / mean.norm(dim=-1, keepdim=True)
+
+    # ----- scores ------------------------------------------------------------------------------
+
+    def similarity(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
+        """Cosine similarity of ``text`` with each image (one batch for all images).
+
+        >>> scorer.similarity("a lighthouse in a storm", gen.images)   # doctest: +SKIP
+        [0.29, 0.33, 0.27]
+        """
+        if isinstance(images, (str, Path)) or hasattr(images, "convert"):
+            images = [images]
+        if not images:
+            return []
+        text_features = self.encode_texts([text], long_text)
+        return (self.encode_images(images) @ text_features.T).squeeze(1).tolist()
+
+    def matrix(self, texts: Sequence[str], images: Sequence) -> list[list[float]]:
+        """Cosine similarity of every text (rows) with every image (columns), e.g. for a heatmap."""
+        return (self.encode_texts(texts) @ self.encode_images(images).T).tolist()
+
+    def clip_score(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
+        """CLIP-S of Hessel et al. (2021): ``2.5 * max(cos, 0)`` per image, roughly 0 to 1.
+
+        torchmetrics' ``CLIPScore`` reports ``100 * cos`` instead (and clamps at 0 only after
+        averaging over the batch), so its numbers are 40 times larger: CLIP-S 0.75 = cosine 0.30 =
+        torchmetrics 30. Compare scores only on the same scale and with the same CLIP model.
+        """
+        return [2.5 * max(cos, 0.0) for cos in self.similarity(text, images, long_text)]
+
+    def best(self, text: str, images: Sequence) -> tuple[int, float]:
+        """Index and cosine similarity of the image that matches ``text`` best."""
+        scores = self.similarity(text, images)
+        if not scores:
+            raise ValueError("best() needs at least one image")
+        index = max(range(len(scores)), key=scores.__getitem__)
+        return index, scores[index]
+
+    def passes(self, text: str, image, threshold: float) -> bool:
+        """True when the image's cosine similarity with ``text`` reaches ``threshold``."""
+        return self.similarity(text, [image])[0] >= threshold
+
+    def text_similarity(self, a: str, b: str, long_text: str = "truncate") -> float:
+        """Cosine similarity of two texts with CLIP's text encoder (used by the caption route)."""
+        features = self.encode_texts([a, b], long_text)
+        return float(features[0] @ features[1])
+
+
+def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None) -> tuple[str, float]:
+    """The caption route: caption the image, then compare caption and text (text-text cosine).
+
+    ``captioner`` is any function image -> caption; by default the A1111 server's ``interrogate``.
+    Returns ``(caption, score)``.
+
+    >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
+    """
+    if captioner is None:
+        from .a1111 import A1111Client
+
+        captioner = A1111Client().interrogate
+    caption = captioner(_as_rgb(image) if isinstance(image, (str, Path)) else image)
+    scorer = scorer or ClipScorer()
+    return caption, scorer.text_similarity(text, caption)
+
+
+def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """Build the tiny random CLIP model of data/clip/ and save it as a checkpoint file.
+
+    For tests and for running the lesson without real weights: it exercises every code path
+    (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``), but its scores mean nothing.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    _register_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY_MODEL, pretrained=None)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def open_scorer(fallback_to_tiny: bool = True, quiet: bool = False) -> ClipScorer:
+    """The configured CLIP scorer; without weights, a tiny random test model (with a loud warning).
+
+    Notebooks use this so they run everywhere; ``scorer.meaningful`` tells which one you got.
+    """
+    try:
+        scorer = ClipScorer()
+        if not quiet:
+            print(f"CLIP: {scorer.model_name} / {scorer.pretrained} on {scorer.device} "
+                  f"(loaded in {scorer.load_seconds:.1f} s)")
+        return scorer
+    except ClipError as err:
+        if not fallback_to_tiny:
+            raise
+        checkpoint = load_settings().output_dir / "clip" / f"{TINY_MODEL}.safetensors"
+        if not checkpoint.exists():
+            make_tiny_checkpoint(checkpoint)
+        scorer = ClipScorer(TINY_MODEL, str(checkpoint))
+        if not quiet:
+            print(f"No CLIP weights: {str(err).splitlines()[0]}\n"
+                  f"Using a TINY RANDOM TEST MODEL instead, so the code runs, but its SCORES ARE MEANINGLESS.\n"
+                  f"For real scores: {err.fix}")
+        return scorer
