@@ -9,7 +9,7 @@ PORT   ?= 7860
 ENGINE ?= preview
 STEP_DELAY ?= 0.05
 
-.PHONY: help setup lab test serve doctor models bench clean
+.PHONY: help setup lab demo test serve doctor models bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,9 @@ setup: $(STAMP)  ## create .venv and install the kit with its test tools
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/ with the kit's kernel
 	$(VENV)/bin/jupyter lab notebooks/
+
+demo: $(STAMP)  ## run the pipeline on an example; starts the kit's server if no A1111 answers
+	$(PY) -m helpers demo
 
 test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
 	$(PY) -m pytest

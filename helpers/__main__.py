@@ -2,6 +2,8 @@
 
     python -m helpers doctor          # preflight checks, exit code 1 if one failed
     python -m helpers models          # download the CLIP weights ahead of a class (needs internet)
+    python -m helpers pipeline "lighthouse, storm" --n 5      # run the whole pipeline once
+    python -m helpers demo            # the pipeline on an example, with whatever backends answer
     python -m helpers serve --port 7860 --engine preview   # the kit's A1111-compatible server
 """
 
@@ -19,6 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--no-a1111", action="store_true", help="skip the A1111 server checks")
     doctor.add_argument("--no-llm", action="store_true", help="skip the LLM server check")
     sub.add_parser("models", help="download the configured CLIP weights into the cache (needs internet)")
+    pipe = sub.add_parser("pipeline", help="keywords -> text -> prompt -> images -> CLIP scores -> best image")
+    pipe.add_argument("keywords", help='a few keywords, e.g. "lighthouse, storm"')
+    pipe.add_argument("--n", type=int, default=5, help="candidates in best mode (default 5)")
+    pipe.add_argument("--mode", choices=["best", "threshold"], default="best")
+    pipe.add_argument("--threshold", type=float, default=None, help="CLIP cosine to reach in threshold mode")
+    pipe.add_argument("--max-images", type=int, default=20, help="budget in threshold mode")
+    pipe.add_argument("--text-source", choices=["auto", "llm", "corpus", "rag"], default="auto")
+    pipe.add_argument("--steps", type=int, default=20)
+    pipe.add_argument("--size", type=int, default=512, help="width and height in pixels (multiple of 8)")
+    pipe.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
+    demo = sub.add_parser("demo", help="run the pipeline on an example with whatever backends answer")
+    demo.add_argument("keywords", nargs="?", default=None, help="keywords (default: the first example)")
+    demo.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
     sub.add_parser("serve", help="start the kit's A1111-compatible server (all options: python -m helpers.sdserver -h)",
                    add_help=False)
 
@@ -31,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import print_report, run_checks
 
         return 0 if print_report(run_checks(include_a1111=not args.no_a1111, include_llm=not args.no_llm)) else 1
+    if args.command == "pipeline":
+        from .cli import pipeline_command
+
+        return pipeline_command(args)
+    if args.command == "demo":
+        from .cli import demo_command
+
+        return demo_command(args)
     if args.command == "models":
         from .clipqa import ClipError, ClipScorer
 

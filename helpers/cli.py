@@ -1,0 +1,70 @@
+"""The pipeline and demo commands of ``python -m helpers`` (see helpers/__main__.py)."""
+
+from __future__ import annotations
+
+from .config import KIT_ROOT
+
+EXAMPLES = KIT_ROOT / "data" / "examples" / "inputs.txt"
+
+
+def example_inputs() -> list[str]:
+    """The example keyword lines of data/examples/inputs.txt."""
+    lines = EXAMPLES.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def print_table(run) -> None:
+    """A summary table of a run's candidates, best marked."""
+    best = run.best
+    print(f"{'#':>3}  {'seed':>10}  {'score':>7}  round  file")
+    for c in run.candidates:
+        score = "-" if c.score is None else f"{c.score:.3f}"
+        mark = "  <- best" if best is not None and c.index == best.index else ""
+        print(f"{c.index:>3}  {c.seed:>10}  {score:>7}  {c.round:>5}  {c.file}{mark}")
+
+
+def pipeline_command(args) -> int:
+    from .a1111 import A1111Error
+    from .pipeline import PipelineError, run_pipeline
+
+    try:
+        run = run_pipeline(args.keywords, n=args.n, mode=args.mode, threshold=args.threshold,
+                           max_images=args.max_images, text_source=args.text_source, out_dir=args.out,
+                           steps=args.steps, width=args.size, height=args.size)
+    except (PipelineError, A1111Error, ValueError) as err:
+        print(f"error: {err}")
+        return 1
+    print(run.summary())
+    print_table(run)
+    print(f"run folder: {run.path}\nreport: {run.report()}")
+    return 0
+
+
+def demo_command(args) -> int:
+    """Use A1111 and the LLM when they answer; otherwise the kit's own server, retrieval and the baseline."""
+    from .backends import connect_a1111
+    from .llm import LLM
+    from .pipeline import run_pipeline
+
+    keywords = args.keywords or example_inputs()[0]
+    client = connect_a1111(start_preview=True, step_delay=0.0)
+    llm = LLM(timeout=60)
+    print(f"LLM: {'using ' + llm.model + ' at ' + llm.base_url if llm.available() else 'none answered at ' + llm.base_url + ' (text by retrieval, prompt by the baseline)'}")
+    size = 256 if client.placeholder else 512
+    run = run_pipeline(keywords, n=4, client=client, llm=llm, out_dir=args.out, steps=20, width=size, height=size)
+    print()
+    print(run.summary())
+    print_table(run)
+    report = run.report()
+    placeholders = []
+    if run.placeholder:
+        placeholders.append("images (kit's offline preview engine)")
+    if run.text.get("source") == "corpus":
+        placeholders.append("no LLM: text retrieved from the corpus")
+    if run.prompt.get("source") == "baseline":
+        placeholders.append("no LLM: rule-based baseline prompt")
+    if run.scorer is None:
+        placeholders.append("no CLIP weights: unscored (run `make models` while online)")
+    print(f"\nReport: {report}")
+    print("Stand-ins used: " + ("; ".join(placeholders) if placeholders else "none, all backends are real"))
+    return 0

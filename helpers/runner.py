@@ -1,0 +1,214 @@
+"""The stages of one pipeline run, recorded as they happen (used by helpers.pipeline.run_pipeline).
+
+Each stage is a method; ``run()`` calls them in order and keeps ``run.json`` up to date, so a
+reader can follow one run from keywords to the chosen image.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from .a1111 import A1111Client, A1111Error, GenerationInterrupted, _without_password
+from .pipeline import Candidate, PipelineError, PipelineRun, new_run_folder
+
+THRESHOLD_BATCH = 2  # images per call in threshold mode: small, so the run can stop early
+
+REFINE_SYSTEM = (
+    "You improve prompts for the Stable Diffusion image generator. You get a text, the previous prompt "
+    "and how well the images matched the text (CLIP cosine similarity, higher is better). Write a better "
+    "prompt that shows the text's main subject and setting more clearly: comma-separated phrases, medium "
+    "first, no negation, at most 60 words. Answer with a JSON object with the fields prompt and negative_prompt."
+)
+
+
+class PipelineRunner:
+    """Runs the stages of one pipeline run and records each in ``run.json``."""
+
+    def __init__(self, user_input, *, n, mode, threshold, max_images, text_source, refine, out_dir, progress,
+                 client, llm, scorer, fields: dict[str, Any]):
+        self.user_input = user_input
+        self.text_source = text_source
+        self.progress = progress
+        self.client = client
+        self.llm = llm
+        self.scorer = scorer
+        self.fields = dict(fields)
+        self.run_record = PipelineRun(user_input=str(user_input), path=new_run_folder(str(user_input), out_dir),
+                                      mode=mode, n=n, threshold=threshold, max_images=max_images, refine=refine,
+                                      created=datetime.now().isoformat(timespec="seconds"))
+        self.image_prompt = None
+        self._notes: list[str] = []
+
+    # ----- the run -----------------------------------------------------------------------------
+
+    def run(self) -> PipelineRun:
+        record = self.run_record
+        record.save()
+        started = time.perf_counter()
+        try:
+            self._timed("text", self.get_text)
+            self._timed("prompt", self.write_prompt)
+            self._timed("clip_load", self.load_scorer)
+            self.generate_and_score()
+        except (KeyboardInterrupt, GenerationInterrupted) as stop:
+            generation = getattr(stop, "generation", None)
+            if generation is not None:  # keep the partial images A1111 returned
+                self._keep(generation, len(record.rounds) - 1)
+            self._finish("interrupted", "stopped by the user (Ctrl-C / Stop)", started)
+            raise
+        except Exception as err:
+            self._finish("failed", f"{type(err).__name__}: {str(err).splitlines()[0]}", started)
+            raise PipelineError(f"The pipeline failed: {err}", record) from err
+        self._finish(record.status if record.status != "running" else "done", "; ".join(self._notes), started)
+        return record
+
+    def _finish(self, status: str, message: str, started: float) -> None:
+        record = self.run_record
+        record.status = status
+        record.message = message
+        record.timings["total"] = round(time.perf_counter() - started, 3)
+        record.save()
+
+    def _timed(self, stage: str, action) -> Any:
+        started = time.perf_counter()
+        try:
+            return action()
+        finally:
+            self.run_record.timings[stage] = round(self.run_record.timings.get(stage, 0) + time.perf_counter() - started, 3)
+            self.run_record.save()
+
+    # ----- stages ------------------------------------------------------------------------------
+
+    def get_text(self) -> None:
+        from .llm import LLM
+        from .text import get_text
+
+        if self.llm is None:
+            self.llm = LLM()
+        self.llm_available = self.llm.available()
+        text = get_text(self.user_input, source=self.text_source, llm=self.llm)
+        self.text = text
+        self.run_record.text = {"text": text.text, "source": text.source, "keywords": text.keywords,
+                                "title": text.title, "model": text.model, "note": text.note}
+        if text.note:
+            self._notes.append(text.note)
+
+    def write_prompt(self) -> None:
+        from .llm import LLMError
+        from .prompts import baseline_prompt, write_image_prompt
+
+        prompt = None
+        if self.llm_available:
+            try:
+                prompt = write_image_prompt(self.text.text, llm=self.llm)
+            except LLMError as err:
+                self._notes.append(f"the LLM could not write the prompt ({str(err).splitlines()[0]}); used the baseline")
+        if prompt is None:
+            prompt = baseline_prompt(self.text.text, keywords=self.text.keywords)
+            if not self.llm_available:
+                self._notes.append("no LLM: the prompt is the rule-based baseline")
+        self._set_prompt(prompt)
+
+    def _set_prompt(self, prompt) -> None:
+        self.image_prompt = prompt
+        self.run_record.prompt = {"prompt": prompt.prompt, "negative_prompt": prompt.negative_prompt,
+                                  "source": prompt.source, "tokens": prompt.tokens, "note": prompt.note}
+        self.run_record.rounds.append({"round": len(self.run_record.rounds), **self.run_record.prompt})
+
+    def load_scorer(self) -> None:
+        from .clipqa import ClipError, ClipScorer
+
+        if self.scorer is None:
+            try:
+                self.scorer = ClipScorer()
+            except ClipError as err:
+                self.scorer = False
+                self._notes.append(f"unscored: {str(err).splitlines()[0]} {err.fix}")
+        if self.scorer:
+            self.run_record.scorer = {"model": self.scorer.model_name, "pretrained": str(self.scorer.pretrained),
+                                      "meaningful": self.scorer.meaningful}
+
+    def generate_and_score(self) -> None:
+        record = self.run_record
+        client = self.client or A1111Client()
+        self.client = client
+        batch = int(self.fields.pop("batch_size", 0) or 0)
+        if record.mode == "best":
+            batch, budget = batch or record.n, record.n
+        else:
+            batch, budget = batch or THRESHOLD_BATCH, record.max_images
+        record.generation = {**self.fields, "batch_size": batch}
+        first_seed = self.fields.pop("seed", -1)
+        scoring = record.mode == "threshold" and self.scorer
+        if record.mode == "threshold" and not self.scorer:
+            budget = min(budget, record.n)
+            self._notes.append("threshold mode needs CLIP scores: made n unscored candidates instead")
+        while len(record.candidates) < budget:
+            size = min(batch, budget - len(record.candidates))
+            seed = first_seed + len(record.candidates) if first_seed not in (None, -1) else -1
+            started = time.perf_counter()
+            generation = client.txt2img(self.image_prompt.prompt, negative_prompt=self.image_prompt.negative_prompt,
+                                        batch_size=size, seed=seed, progress=self.progress, **self.fields)
+            record.timings["generate"] = round(record.timings.get("generate", 0) + time.perf_counter() - started, 3)
+            record.server = {"url": _without_password(client.base_url), "placeholder": generation.is_placeholder,
+                             "model": generation.info.get("sd_model_name")}
+            new = self._keep(generation, len(record.rounds) - 1)
+            if generation.interrupted:  # someone pressed Interrupt in A1111 (or client.interrupt())
+                record.status = "interrupted"
+                self._notes.append(f"A1111's generation was interrupted; kept {len(new)} partial image(s)")
+                return
+            if scoring and any(c.score is not None and c.score >= record.threshold for c in new):
+                record.status = "threshold met"
+                return
+            if scoring and record.refine and len(record.candidates) < budget:
+                self._timed("refine", lambda: self.refine_prompt(new))
+        if record.mode == "threshold" and scoring:
+            record.status = "max_images reached"
+
+    def _keep(self, generation, round_no: int) -> list[Candidate]:
+        """Save each image of a generation, score it, and record it at once."""
+        record = self.run_record
+        new = []
+        for image_no, (image, seed) in enumerate(zip(generation.images, generation.seeds)):
+            index = len(record.candidates)
+            candidate = Candidate(index=index, seed=seed, file=f"cand-{index:02d}.png", round=max(round_no, 0),
+                                  infotext=generation.infotexts[image_no] if image_no < len(generation.infotexts) else "",
+                                  run_path=record.path)
+            raw = generation.png[image_no] if image_no < len(generation.png) else None
+            if raw is None or image.format != "PNG":
+                from .infotext import png_bytes
+
+                raw = png_bytes(image, candidate.infotext)
+            candidate.path.write_bytes(raw)
+            record.candidates.append(candidate)
+            record.save()  # the file exists now; record it before scoring can fail
+            if self.scorer:
+                started = time.perf_counter()
+                candidate.score = round(self.scorer.similarity(self.text.text, [image], long_text="chunks")[0], 4)
+                record.timings["score"] = round(record.timings.get("score", 0) + time.perf_counter() - started, 3)
+                record.save()
+            new.append(candidate)
+        return new
+
+    def refine_prompt(self, last: list[Candidate]) -> None:
+        """Let the LLM revise the prompt from the text, the previous prompt and its scores."""
+        from .llm import LLMError
+        from .prompts import ImagePrompt, PROMPT_SCHEMA, _fit, _parse_reply
+
+        if not self.llm_available:
+            self._notes.append("refine needs an LLM: kept the same prompt")
+            self.run_record.refine = False
+            return
+        scores = ", ".join(f"{c.score:.3f}" for c in last if c.score is not None)
+        message = (f"Text:\n{self.text.text}\n\nPrevious prompt: {self.image_prompt.prompt}\n"
+                   f"CLIP scores of its images: {scores} (target {self.run_record.threshold})")
+        try:
+            reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
+                                  json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
+        except LLMError as err:
+            self._notes.append(f"refine failed ({str(err).splitlines()[0]}); kept the prompt")
+            return
+        prompt, negative, note = _parse_reply(reply)
+        self._set_prompt(_fit(ImagePrompt(prompt, negative, "llm-refined", note=note), 75))

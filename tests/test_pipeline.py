@@ -1,0 +1,192 @@
+"""The full pipeline over real HTTP: the kit's A1111-compatible server, the test LLM server, a tiny CLIP."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from PIL import ImageChops
+
+from helpers.a1111 import A1111Client
+from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
+from helpers.infotext import read_infotext
+from helpers.llm import LLM
+from helpers.pipeline import PipelineError, list_runs, load_run, run_pipeline
+
+SMALL = {"steps": 2, "width": 64, "height": 64}
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer(tmp_path_factory):
+    return ClipScorer(TINY_MODEL, str(make_tiny_checkpoint(tmp_path_factory.mktemp("clip") / "t.safetensors")), "cpu")
+
+
+@pytest.fixture
+def no_llm():
+    return LLM(_dead_url() + "/v1", timeout=2)
+
+
+@pytest.fixture
+def client(sd_server):
+    return A1111Client(sd_server.url, auth="")
+
+
+def _run(tmp_path, client, llm, scorer, **kw):
+    return run_pipeline("lighthouse, storm", client=client, llm=llm, scorer=scorer, out_dir=tmp_path,
+                        progress=False, **{**SMALL, **kw})
+
+
+def test_best_of_n_in_one_call_saves_scores_and_picks_the_argmax(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, n=4, seed=50)
+    assert run.status == "done"
+    assert [c.seed for c in run.candidates] == [50, 51, 52, 53]  # one call with batch_size=4
+    assert run.best.score == max(c.score for c in run.candidates)
+    for c in run.candidates:
+        assert c.path.exists() and read_infotext(c.path) == c.infotext and f"Seed: {c.seed}" in c.infotext
+        assert c.score == pytest.approx(tiny_scorer.similarity(run.text["text"], [c.image], long_text="chunks")[0],
+                                        abs=1e-3)
+    record = json.loads((run.path / "run.json").read_text())
+    assert record["best"] == run.best.index and record["status"] == "done"
+    assert record["text"]["source"] == "corpus" and record["prompt"]["source"] == "baseline"
+    assert "no LLM" in record["message"]
+    assert set(record["timings"]) >= {"text", "prompt", "clip_load", "generate", "score", "total"}
+    assert record["server"]["placeholder"] is True and record["scorer"]["meaningful"] is False
+
+
+def test_batch_size_splits_best_of_n_into_calls(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, n=5, seed=10, batch_size=2)
+    assert [c.seed for c in run.candidates] == [10, 11, 12, 13, 14]
+    assert run.generation["batch_size"] == 2
+
+
+def test_threshold_met_stops_early(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, mode="threshold", threshold=-1.0, max_images=10)
+    assert run.status == "threshold met" and len(run.candidates) == 2
+
+
+def test_threshold_never_met_spends_the_budget(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, mode="threshold", threshold=1.5, max_images=5)
+    assert run.status == "max_images reached" and len(run.candidates) == 5
+
+
+def test_llm_text_prompt_and_refine_rounds(tmp_path, client, llm, llm_server, tiny_scorer):
+    run = _run(tmp_path, client, llm, tiny_scorer, mode="threshold", threshold=1.5, max_images=6, refine=True)
+    assert run.text["source"] == "llm" and run.prompt["source"] == "llm-refined"
+    assert len(run.rounds) == 3 and [c.round for c in run.candidates] == [0, 0, 1, 1, 2, 2]
+    assert "CLIP scores of its images" in llm_server.requests[-1]["messages"][-1]["content"]
+    assert json.loads((run.path / "run.json").read_text())["rounds"][2]["source"] == "llm-refined"
+
+
+def test_unscored_without_clip_weights(tmp_path, client, no_llm):
+    run = _run(tmp_path, client, no_llm, None, n=2)
+    assert run.best is None and all(c.score is None for c in run.candidates)
+    assert "make models" in run.message and run.scorer is None
+
+
+class FailingClient(A1111Client):
+    """A client whose k-th txt2img call goes to a port where nothing listens (a real HTTP failure)."""
+
+    def __init__(self, url, fail_at):
+        super().__init__(url, auth="")
+        self.calls, self.fail_at, self.real_url = 0, fail_at, url
+
+    def txt2img(self, prompt, **fields):
+        self.calls += 1
+        self.base_url = _dead_url() if self.calls == self.fail_at else self.real_url
+        return super().txt2img(prompt, **fields)
+
+
+def test_failure_at_candidate_k_keeps_the_first_k_minus_1(tmp_path, sd_server, no_llm, tiny_scorer):
+    with pytest.raises(PipelineError) as err:
+        _run(tmp_path, FailingClient(sd_server.url, fail_at=3), no_llm, tiny_scorer, n=5, batch_size=1)
+    run = load_run(err.value.run.path)
+    assert run.status == "failed" and "Cannot connect" in run.message
+    assert len(run.candidates) == 2 and all(c.path.exists() and c.score is not None for c in run.candidates)
+    assert str(run.path) in str(err.value)
+
+
+def test_ctrl_c_keeps_a_valid_record_and_the_partial_image(tmp_path, slow_server, no_llm, tiny_scorer):
+    client = A1111Client(slow_server.url, auth="")
+    threading.Timer(0.6, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, client, no_llm, tiny_scorer, n=2, **{"steps": 60})
+    (folder,) = list_runs(tmp_path)
+    run = load_run(folder)
+    assert run.status == "interrupted"
+    assert len(run.candidates) >= 1 and run.candidates[0].path.exists()
+
+
+def test_a1111_interrupt_ends_the_run_with_what_was_made(tmp_path, slow_server, no_llm, tiny_scorer):
+    client = A1111Client(slow_server.url, auth="")
+    threading.Timer(0.5, client.interrupt).start()
+    run = _run(tmp_path, client, no_llm, tiny_scorer, mode="threshold", threshold=1.5, max_images=10,
+               **{"steps": 30})
+    assert run.status == "interrupted" and 1 <= len(run.candidates) < 10
+    assert "interrupted" in run.message
+
+
+def test_reload_and_regenerate_the_same_images(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, n=3)
+    again = load_run(run.path)
+    assert [c.seed for c in again.candidates] == [c.seed for c in run.candidates]
+    assert again.best.index == run.best.index and again.text == run.text
+    fields = again.candidates[1].fields()
+    image = client.txt2img(fields.pop("prompt"), **fields).image
+    assert ImageChops.difference(image, again.candidates[1].image).getbbox() is None
+
+
+def test_no_password_in_the_run_record(tmp_path, sd_server_auth, no_llm):
+    client = A1111Client(sd_server_auth.url.replace("http://", "http://student:s3cret-pass@"), auth=("student", "s3cret-pass"))
+    run = _run(tmp_path, client, no_llm, None, n=1)
+    assert "s3cret" not in (run.path / "run.json").read_text()
+
+
+def test_report_is_self_contained_html(tmp_path, client, no_llm, tiny_scorer):
+    run = _run(tmp_path, client, no_llm, tiny_scorer, n=2)
+    html = run.report().read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "PLACEHOLDERS" in html and "MEANINGLESS" in html and run.text["text"][:40] in html
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"mode": "fastest"}, "best' or 'threshold"),
+    ({"mode": "threshold"}, "needs a threshold"),
+    ({"n": 0}, "at least 1"),
+    ({"prompt": "x"}, "written by the pipeline"),
+])
+def test_bad_arguments(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        run_pipeline("owl", out_dir=tmp_path, **kwargs)
+
+
+def test_cli_prints_a_table_and_the_run_folder(tmp_path, sd_server, monkeypatch):
+    env = {"SD_URL": sd_server.url, "SD_AUTH": "", "LLM_BASE_URL": _dead_url() + "/v1", "HF_HUB_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "helpers", "pipeline", "owl, dusk", "--n", "2", "--steps", "2",
+                          "--size", "64", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cand-01.png" in out.stdout and "run folder:" in out.stdout and "PLACEHOLDERS" in out.stdout
+    assert len(list_runs(tmp_path)) == 1
+
+
+def test_demo_works_with_no_servers_and_names_the_stand_ins(tmp_path):
+    env = {"SD_URL": _dead_url(), "SD_AUTH": "", "LLM_BASE_URL": _dead_url() + "/v1", "HF_HUB_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "helpers", "demo", "--out", str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "started its own A1111-compatible server" in out.stdout
+    assert "Stand-ins used: images (kit's offline preview engine); no LLM" in out.stdout
+    (folder,) = list_runs(tmp_path)
+    assert (folder / "report.html").exists() and len(load_run(folder).candidates) == 4
