@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import platform
 
-from . import bench_client, bench_clip, bench_import
+from . import bench_client, bench_clip, bench_import, bench_pipeline
 
 
 def main() -> None:
     print(f"# benchmarks on {platform.machine()}, Python {platform.python_version()}; ratios < 1 mean the first is faster")
-    for module in (bench_import, bench_client, bench_clip):
+    for module in (bench_import, bench_client, bench_clip, bench_pipeline):
         for text in module.run():
             print(text, flush=True)
 
