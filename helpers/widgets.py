@@ -2,6 +2,7 @@
 
 ``side_by_side`` returns plain HTML with the image embedded, so it shows in JupyterLab, survives
 ``nbconvert --to html`` and Moodle's HTML view, and needs no running kernel.
+``Inspector`` (in helpers/inspector.py, importable from here) browses and rates a run's candidates.
 
 Example:
     >>> from helpers.widgets import side_by_side
@@ -60,3 +61,16 @@ def side_by_side(text: str, image, score: float | None = None, prompt: str | Non
     from IPython.display import HTML
 
     return HTML(side_by_side_html(text, image, score, prompt, title, placeholder))
+
+
+def __getattr__(name: str):
+    """``from helpers.widgets import Inspector`` works; the Inspector lives in helpers/inspector.py.
+
+    It is imported on first use (the same as ``from .inspector import Inspector``) so that
+    ``side_by_side`` and the HTML report stay light: ipywidgets takes a third of a second to import.
+    """
+    if name == "Inspector":
+        from .inspector import Inspector
+
+        return Inspector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,7 +61,7 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch):
         monkeypatch.setenv("LLM_BASE_URL", llm_server.base_url if llm_server else f"http://127.0.0.1:{_dead_port()}/v1")
         monkeypatch.setenv("LLM_MODEL", "")
         monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
-        monkeypatch.setenv("MPLBACKEND", "Agg")
+        monkeypatch.delenv("MPLBACKEND", raising=False)  # the inline backend turns figures into image/png
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()

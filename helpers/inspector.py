@@ -1,0 +1,433 @@
+"""The Inspector: browse a pipeline run's candidates next to its text, and rate them by hand.
+
+Built from core ipywidgets only (HBox, VBox, HTML, Image, Button, ToggleButtons, Textarea,
+Dropdown, Output, Label), so it works in any JupyterLab or Notebook without extensions.
+
+Example (in a notebook, as the last line of a cell):
+    >>> from helpers.widgets import Inspector
+    >>> from helpers.pipeline import list_runs
+    >>> Inspector(run)                           # doctest: +SKIP
+    >>> Inspector(list_runs()[-3:])              # the last three runs, with a run selector   # doctest: +SKIP
+    >>> Inspector(run).export_html("inspector.html")   # a static copy that needs no kernel  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import traceback
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from .config import load_settings
+from .pipeline import Candidate, PipelineRun, load_run
+from .widgets import image_data_uri
+
+RATINGS_FILE = "ratings.jsonl"
+THUMB_SIDE = 96  # pixels of a thumbnail in the strip
+IMAGE_WIDTH = "384px"  # the selected image; small test images are scaled up to this
+
+
+class Inspector:
+    """Text and image side by side, candidate by candidate, with manual ratings saved to a file.
+
+    Args:
+        run_or_runs: a PipelineRun, a run folder (or its run.json), or a list of either.
+            With several runs a drop-down selects the run.
+        ratings_path: where ratings go; default ``<OUTPUT_DIR>/ratings.jsonl`` (see helpers.config).
+        scale: the rating buttons; a rating is stored as the label you clicked (a string).
+
+    How it behaves:
+        * Previous / Next WRAP around within the shown run: Next on the last candidate shows the
+          first one. Switch runs with the drop-down. Clicking a thumbnail selects that candidate.
+        * Rating: pick a value on the scale, optionally write a note, click "Save rating". Each
+          click on "Save rating" appends one JSON line to the ratings file at once:
+          ``{"time", "run", "candidate", "seed", "rating", "note", "score"}``. Rating the same
+          candidate again appends a new line; the latest line counts.
+        * Resume: a new Inspector reads the file, so earlier ratings show on the thumbnails and
+          are preselected on the scale.
+        * Undo: "Undo last rating" removes the last line that THIS Inspector wrote (the file is
+          rewritten through a temporary file, so it is never half-written) and shows that
+          candidate again with its previous rating, if any. Press it again to go further back.
+        * Errors in a button's action (e.g. an image file that was deleted) are shown in the
+          red box under the widget (``.output``) instead of disappearing.
+
+    Example:
+        >>> Inspector(run)                                   # doctest: +SKIP
+        >>> Inspector(list_runs()[-3:], scale=("bad", "ok", "good"))   # doctest: +SKIP
+
+    For notebooks and tests: ``select(i)``, ``next()``, ``previous()``, ``rate(value, note)``,
+    ``undo()``, ``export_html(path)``, ``current`` (the Candidate shown), ``run`` (its PipelineRun),
+    ``ratings`` (``{(run folder name, candidate index): latest record}``), and the widgets
+    ``widget`` (the whole thing), ``image``, ``thumbnails``, ``next_button``, ``prev_button``,
+    ``rating_buttons``, ``note_box``, ``save_button``, ``undo_button``, ``run_selector``, ``output``.
+    """
+
+    def __init__(self, run_or_runs, ratings_path: str | Path | None = None,
+                 scale=("1", "2", "3", "4", "5")):
+        self.runs = [_as_run(item) for item in _as_list(run_or_runs)]
+        if not self.runs:
+            raise ValueError("Inspector needs at least one run, e.g. Inspector(list_runs()[-1]).")
+        self.ratings_path = Path(ratings_path) if ratings_path else load_settings().output_dir / RATINGS_FILE
+        self.scale = tuple(str(value) for value in scale)
+        self.ratings, skipped = read_ratings(self.ratings_path)
+        self._written: list[str] = []  # the exact lines this Inspector appended, for undo
+        self.run_index = 0
+        self.index = 0  # position in self.run.candidates
+
+        # ----- the widgets (each one is an attribute, so tests and notebooks can drive it) -----
+        self.run_selector = None
+        if len(self.runs) > 1:
+            self.run_selector = widgets.Dropdown(
+                options=[(f"{run.path.name} ({len(run.candidates)} images)", i) for i, run in enumerate(self.runs)],
+                value=0, description="Run:", layout=widgets.Layout(width="480px"))
+            self.run_selector.observe(self._guard(self._on_run_chosen, "Run"), names="value")
+        self.text_html = widgets.HTML(layout=widgets.Layout(width="45%", padding="0 12px 0 0"))
+        self.caption = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=IMAGE_WIDTH))
+        self.thumbnails: list[widgets.Button] = []
+        self.strip = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self.prev_button = widgets.Button(description="◀ Previous")
+        self.next_button = widgets.Button(description="Next ▶")
+        self.position = widgets.Label()
+        self.rating_buttons = widgets.ToggleButtons(options=self.scale, value=None, description="Rating:",
+                                                    style={"button_width": "48px"})
+        self.note_box = widgets.Textarea(placeholder="Note (optional): why this rating?",
+                                         layout=widgets.Layout(width="100%", height="48px"))
+        self.save_button = widgets.Button(description="Save rating", button_style="success", icon="check")
+        self.undo_button = widgets.Button(description="Undo last rating", icon="undo")
+        self.message = widgets.Label()  # what the last action did
+        # Widget callbacks run outside any cell, so JupyterLab shows their errors nowhere;
+        # every callback goes through _guard, which writes its error into this Output.
+        self.output = widgets.Output(layout=widgets.Layout(border="1px solid #e99"))
+
+        self.prev_button.on_click(self._guard(self.previous, "Previous"))
+        self.next_button.on_click(self._guard(self.next, "Next"))
+        self.save_button.on_click(self._guard(
+            lambda: self.rate(self.rating_buttons.value, self.note_box.value), "Save rating"))
+        self.undo_button.on_click(self._guard(self.undo, "Undo"))
+
+        right = widgets.VBox([
+            self.caption, self.image,
+            widgets.HBox([self.prev_button, self.position, self.next_button]),
+            self.strip, self.rating_buttons, self.note_box,
+            widgets.HBox([self.save_button, self.undo_button]), self.message,
+        ], layout=widgets.Layout(width="55%"))
+        top = [self.run_selector] if self.run_selector else []
+        self.widget = widgets.VBox(top + [widgets.HBox([self.text_html, right]), self.output])
+
+        if skipped:
+            self._say(f"Skipped {skipped} unreadable line(s) in {self.ratings_path}.")
+        # Show the first candidate; a missing image file is reported in .output, not raised.
+        self._guard(lambda: self.select(0), "Show")()
+
+    # ----- what is shown ------------------------------------------------------------------------
+
+    @property
+    def run(self) -> PipelineRun:
+        """The run shown now."""
+        return self.runs[self.run_index]
+
+    @property
+    def current(self) -> Candidate | None:
+        """The candidate shown now (None for a run without images)."""
+        candidates = self.run.candidates
+        return candidates[self.index] if candidates else None
+
+    def select(self, index: int, run: int | str | None = None) -> Candidate | None:
+        """Show candidate ``index`` (its position in the run) of the current run, or of ``run``
+        (a position in the list of runs, or a run folder name)."""
+        if run is not None:
+            self._switch_run(run)
+        count = len(self.run.candidates)
+        if count and not 0 <= index < count:
+            raise IndexError(f"There is no candidate {index}: this run has {count} (0 to {count - 1}).")
+        self.index = index if count else 0
+        self._show()
+        return self.current
+
+    def next(self) -> Candidate | None:
+        """Show the next candidate; after the last one comes the first (wrap)."""
+        return self.select((self.index + 1) % max(len(self.run.candidates), 1))
+
+    def previous(self) -> Candidate | None:
+        """Show the previous candidate; before the first one comes the last (wrap)."""
+        return self.select((self.index - 1) % max(len(self.run.candidates), 1))
+
+    def _switch_run(self, run: int | str) -> None:
+        names = [r.path.name for r in self.runs]
+        position = names.index(run) if isinstance(run, str) and run in names else run
+        if not isinstance(position, int) or not 0 <= position < len(self.runs):
+            raise ValueError(f"No run {run!r} in this Inspector; it has {names}.")
+        if position != self.run_index:
+            self.run_index = position
+            self._build_strip()
+        if self.run_selector is not None:
+            self.run_selector.value = position  # its observer sees run_index == position: no-op
+
+    def _on_run_chosen(self) -> None:
+        """The drop-down changed: show the first candidate of the chosen run."""
+        if self.run_selector.value != self.run_index:
+            self.select(0, run=self.run_selector.value)
+
+    def _build_strip(self) -> None:
+        """One small image and one button per candidate of the current run."""
+        self.thumbnails, cells = [], []
+        for position, candidate in enumerate(self.run.candidates):
+            button = widgets.Button(layout=widgets.Layout(width="auto"), tooltip=f"seed {candidate.seed}")
+            button.on_click(self._guard(lambda position=position: self.select(position), "Select"))
+            small = widgets.Image(value=_thumbnail_png(candidate.path), format="png",
+                                  layout=widgets.Layout(width=f"{THUMB_SIDE}px"))
+            self.thumbnails.append(button)
+            cells.append(widgets.VBox([small, button], layout=widgets.Layout(margin="2px", align_items="center")))
+        self.strip.children = cells
+
+    def _show(self) -> None:
+        """Bring every widget in line with run_index, index and the ratings."""
+        if not self.thumbnails and self.run.candidates:
+            self._build_strip()
+        run, current = self.run, self.current
+        self.text_html.value = text_side_html(run)
+        for position, (button, candidate) in enumerate(zip(self.thumbnails, run.candidates)):
+            button.description = self._label(candidate)
+            button.button_style = "info" if position == self.index else ""
+        if current is None:
+            self.position.value = "no images in this run"
+            self.caption.value = "<p><b>This run has no images.</b> See its status on the left.</p>"
+            self.image.value = b""
+            return
+        self.position.value = f"{self.index + 1} / {len(run.candidates)}"
+        record = self.ratings.get((run.path.name, current.index))
+        # Preselect the saved rating (or nothing) so the scale shows what the file holds.
+        saved = record["rating"] if record else None
+        self.rating_buttons.value = saved if saved in self.scale else None
+        self.note_box.value = record.get("note", "") if record else ""
+        self.caption.value = self._caption(current, record)
+        self.image.value = b""  # never leave the previous image under a new caption
+        if not current.path.is_file():
+            raise FileNotFoundError(f"The image file {current.path} is missing (deleted or moved?). "
+                                    f"Its seed {current.seed} and infotext are still in run.json, "
+                                    "so it can be made again with the same settings.")
+        self.image.value = current.path.read_bytes()
+
+    def _label(self, candidate: Candidate) -> str:
+        """The text of a thumbnail button: index, score, best mark, rating."""
+        best = self.run.best
+        parts = [f"#{candidate.index}", _score_text(candidate.score)]
+        if best is not None and candidate.index == best.index:
+            parts.append("★ best")
+        record = self.ratings.get((self.run.path.name, candidate.index))
+        if record:
+            parts.append(f"rated {record['rating']}")
+        return " · ".join(parts)
+
+    def _caption(self, candidate: Candidate, record: dict | None) -> str:
+        score = _score_text(candidate.score)
+        if candidate.score is not None and self.run.scorer and not self.run.scorer.get("meaningful", True):
+            score += " (MEANINGLESS: tiny test model)"
+        best = self.run.best
+        mark = " <b style='color:#2a2'>★ best</b>" if best is not None and candidate.index == best.index else ""
+        rating = (f"<br>Your rating: <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
+                  if record else "<br>Not rated yet.")
+        return (f"<b>Candidate #{candidate.index}</b>{mark} · seed {candidate.seed} · round {candidate.round}"
+                f" · CLIP {escape(score)}{rating}")
+
+    # ----- ratings ------------------------------------------------------------------------------
+
+    def rate(self, value, note: str = "") -> dict:
+        """Rate the shown candidate: append one line to the ratings file now, and show it."""
+        candidate = self.current
+        if candidate is None:
+            raise ValueError("This run has no images to rate.")
+        if value is None or str(value) not in self.scale:
+            raise ValueError(f"Choose a rating on the scale {list(self.scale)} first (got {value!r}).")
+        record = {"time": datetime.now().isoformat(timespec="seconds"), "run": self.run.path.name,
+                  "candidate": candidate.index, "seed": candidate.seed, "rating": str(value),
+                  "note": str(note or ""), "score": candidate.score}
+        line = json.dumps(record, ensure_ascii=False)
+        self.ratings_path.parent.mkdir(parents=True, exist_ok=True)
+        # A file edited by hand may lack its last newline: start a fresh line, or two records merge.
+        start = "\n" if _ends_without_newline(self.ratings_path) else ""
+        with open(self.ratings_path, "a", encoding="utf-8") as file:
+            file.write(start + line + "\n")
+        self._written.append(line)
+        self.ratings[(record["run"], record["candidate"])] = record
+        self._show()
+        self._say(f"Saved rating {value} for #{candidate.index} to {self.ratings_path}.")
+        return record
+
+    def undo(self) -> dict | None:
+        """Remove the last rating this Inspector saved from the file; returns it (None: nothing to undo)."""
+        if not self._written:
+            self._say("Nothing to undo: no rating was saved in this Inspector.")
+            return None
+        line = self._written.pop()
+        lines = self.ratings_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        for position in range(len(lines) - 1, -1, -1):  # the last copy of the line is ours
+            if lines[position].rstrip("\r\n") == line:
+                del lines[position]
+                break
+        else:
+            raise RuntimeError(f"Cannot undo: the rating line is no longer in {self.ratings_path} "
+                               f"(edited by hand?). The file was not changed. Line: {line}")
+        # Write the whole file to a temporary file and rename it over the old one, so a crash
+        # in the middle leaves either the old file or the new one, never half of it.
+        temporary = self.ratings_path.with_name(self.ratings_path.name + ".tmp")
+        temporary.write_text("".join(lines), encoding="utf-8")
+        os.replace(temporary, self.ratings_path)
+        self.ratings, _ = read_ratings(self.ratings_path)  # an earlier rating may count again
+        record = json.loads(line)
+        # Show the candidate whose rating was undone (it is in one of our runs: we rated it).
+        run = [r.path.name for r in self.runs].index(record["run"])
+        self.select([c.index for c in self.runs[run].candidates].index(record["candidate"]), run=run)
+        self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}.")
+        return record
+
+    # ----- errors, messages, display ------------------------------------------------------------
+
+    def _guard(self, action, what: str):
+        """Wrap a callback so that an exception is shown in ``self.output`` instead of being lost."""
+        def callback(*_ignored):  # buttons pass themselves, observers pass a change: not needed
+            self.output.outputs = ()  # the box shows the error of the last action only
+            try:
+                action()
+            except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+                self.output.append_stderr(f"{what} failed: {type(error).__name__}: {error}\n\n"
+                                          + traceback.format_exc())
+                self._say(f"{what} failed: {error}")
+        return callback
+
+    def _say(self, text: str) -> None:
+        self.message.value = text
+
+    def _repr_mimebundle_(self, **kwargs):
+        # Shown like its root widget when it is the last expression of a cell.
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Inspector of {len(self.runs)} run(s), ratings in {self.ratings_path}>"
+
+    # ----- static copy --------------------------------------------------------------------------
+
+    def export_html(self, path: str | Path) -> Path:
+        """Write every run with all its candidates, scores and ratings to one self-contained HTML
+        file (images embedded), which opens without a kernel and survives upload."""
+        sections = []
+        for run in self.runs:
+            cards = [card_html(run, c, self.ratings.get((run.path.name, c.index))) for c in run.candidates]
+            sections.append(f"<section><h2>{escape(run.path.name)}</h2>{text_side_html(run)}"
+                            f"<div>{''.join(cards) or '<p>No images in this run.</p>'}</div></section>")
+        page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Inspector</title><style>"
+                "body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
+                "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
+                "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold}</style></head><body>"
+                f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}</body></html>\n")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+        return path
+
+
+# ----- helpers shared by the widget and the static copy ------------------------------------------
+
+def run_warnings(run: PipelineRun) -> list[str]:
+    """What a viewer must know before trusting the images or the scores."""
+    warnings = []
+    if run.placeholder:
+        warnings.append("PLACEHOLDER images from the kit's offline preview engine, not a real model.")
+    if run.scorer is None:
+        warnings.append("Unscored: no CLIP scores in this run (no CLIP weights were available).")
+    elif not run.scorer.get("meaningful", True):
+        warnings.append("Scores are MEANINGLESS: they come from a tiny random test model.")
+    return warnings
+
+
+def text_side_html(run: PipelineRun) -> str:
+    """The left side: keywords, text, image prompt, status and warnings of a run, as HTML."""
+    text, prompt = run.text, run.prompt
+    title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
+    model = f", model {escape(text['model'])}" if text.get("model") else ""
+    lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in run_warnings(run)]
+    lines += [
+        f"<p><b>Keywords:</b> {escape(run.user_input)}</p>",
+        f"<p><b>Text</b> (source: {escape(str(text.get('source', '?')))}{model}){title}<br>"
+        f"<span style='white-space:pre-wrap'>{escape(text.get('text', ''))}</span></p>",
+        f"<p><b>Image prompt</b> (source: {escape(str(prompt.get('source', '?')))}):<br>"
+        f"<code>{escape(prompt.get('prompt', ''))}</code></p>",
+        f"<p><b>Negative prompt:</b> <code>{escape(prompt.get('negative_prompt', ''))}</code></p>",
+        f"<p><b>Status:</b> {escape(run.status)}"
+        + (f" <small>({escape(run.message)})</small>" if run.message else "") + "</p>",
+    ]
+    return f"<div style='font-size:14px;line-height:1.35'>{''.join(lines)}</div>"
+
+
+def card_html(run: PipelineRun, candidate: Candidate, record: dict | None) -> str:
+    """One candidate of the static copy: embedded thumbnail, seed, score, best mark, rating and note."""
+    best = run.best
+    is_best = best is not None and candidate.index == best.index
+    if candidate.path.is_file():
+        image = f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>"
+    else:
+        image = f"<p class='warn'>image file missing: {escape(candidate.file)}</p>"
+    rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
+              if record else "not rated")
+    return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
+            f"{' <b>★ best</b>' if is_best else ''}<br>seed {candidate.seed}, round {candidate.round}"
+            f"<br>CLIP {escape(_score_text(candidate.score))}<br>{rating}</figcaption></figure>")
+
+
+def read_ratings(path: Path) -> tuple[dict[tuple[str, int], dict], int]:
+    """The latest rating per (run folder name, candidate index) in a ratings file, and how many
+    lines could not be read (they are skipped here, but kept in the file)."""
+    ratings, skipped = {}, 0
+    if not Path(path).is_file():
+        return ratings, 0
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            ratings[(record["run"], int(record["candidate"]))] = record  # later lines win
+        except (ValueError, KeyError, TypeError):
+            skipped += 1
+    return ratings, skipped
+
+
+def _as_list(run_or_runs) -> list:
+    if isinstance(run_or_runs, (PipelineRun, str, Path)):
+        return [run_or_runs]
+    return list(run_or_runs)
+
+
+def _as_run(item) -> PipelineRun:
+    return item if isinstance(item, PipelineRun) else load_run(item)
+
+
+def _ends_without_newline(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
+
+
+def _score_text(score: float | None) -> str:
+    return "unscored" if score is None else f"{score:.3f}"
+
+
+def _thumbnail_png(path: Path) -> bytes:
+    """A small PNG of an image file (empty bytes when the file is missing: the strip still shows)."""
+    from PIL import Image
+
+    if not path.is_file():
+        return b""
+    with Image.open(path) as image:
+        small = image.convert("RGB")
+    small.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,336 @@
+"""The Inspector driven as widgets: set ``.value``, call ``.click()``, then check the view and the file.
+
+Two real runs are made once for the module with the real pipeline against the kit's server
+(preview engine, so the images are placeholders): one unscored, one scored by a tiny CLIP model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+
+import ipywidgets
+import pytest
+
+from helpers.pipeline import load_run
+from helpers.widgets import Inspector
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(sd_server, tmp_path_factory):
+    """{"unscored": PipelineRun, "scored": PipelineRun}, made once for this file."""
+    from helpers.a1111 import A1111Client
+    from helpers.clipqa import ClipScorer, make_tiny_checkpoint
+    from helpers.llm import LLM
+    from helpers.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("inspector")
+    client = A1111Client(sd_server.url, auth="")
+    no_llm = LLM("http://127.0.0.1:9/v1")  # nothing listens there: text from the corpus, baseline prompt
+    scorer = ClipScorer("tiny-clip-test", str(make_tiny_checkpoint(root / "tiny.safetensors")), "cpu")
+    common = dict(n=3, client=client, llm=no_llm, out_dir=root / "runs", progress=False, steps=2, width=64, height=64)
+    unscored = run_pipeline("lighthouse, storm", scorer=None, **common)  # no CLIP weights offline: unscored
+    scored = run_pipeline("fox, snow", scorer=scorer, **common)
+    assert unscored.best is None and unscored.placeholder
+    assert scored.best is not None and scored.scorer["meaningful"] is False
+    return {"unscored": unscored, "scored": scored}
+
+
+@pytest.fixture
+def ratings(tmp_path):
+    return tmp_path / "ratings.jsonl"
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def copy_run(run, tmp_path):
+    """A private copy of a run folder, for tests that damage it."""
+    return load_run(shutil.copytree(run.path, tmp_path / run.path.name))
+
+
+# ----- what it shows ---------------------------------------------------------------------------
+
+def test_shows_text_prompt_and_labels(runs, ratings):
+    run = runs["unscored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    left = inspector.text_html.value
+    assert isinstance(inspector.widget, ipywidgets.Box)
+    for part in (run.user_input, run.text["text"][:40], run.text["source"], run.prompt["prompt"][:40],
+                 run.prompt["negative_prompt"][:20], run.prompt["source"], run.status):
+        assert part in left.replace("&#x27;", "'")
+    assert "PLACEHOLDER" in left and "Unscored" in left
+    assert inspector.current.index == 0
+    assert inspector.image.value == run.candidates[0].path.read_bytes()
+    assert bytes(inspector.image.value).startswith(PNG_MAGIC)
+    assert f"seed {run.candidates[0].seed}" in inspector.caption.value
+    assert [b.description for b in inspector.thumbnails] == [f"#{i} · unscored" for i in range(3)]
+    assert inspector.run_selector is None
+    assert inspector.output.outputs == ()
+
+
+def test_displays_as_its_root_widget(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+    bundle = inspector._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == inspector.widget.model_id
+    assert not hasattr(inspector, "_repr_html_")
+
+
+def test_accepts_a_folder_or_run_json(runs, ratings):
+    run = runs["unscored"]
+    for source in (run.path, str(run.path), run.path / "run.json", [run.path]):
+        inspector = Inspector(source, ratings_path=ratings)
+        assert inspector.run.path == run.path and len(inspector.thumbnails) == 3
+    with pytest.raises(ValueError, match="at least one run"):
+        Inspector([], ratings_path=ratings)
+
+
+def test_next_and_previous_wrap_within_the_run(runs, ratings):
+    run = runs["unscored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    files = [c.path.read_bytes() for c in run.candidates]
+    assert len(set(files)) == 3  # different seeds, different pictures
+    shown = []
+    for _ in range(3):
+        inspector.next_button.click()
+        shown.append((inspector.current.index, inspector.image.value))
+    assert shown == [(1, files[1]), (2, files[2]), (0, files[0])]  # wraps to the first
+    inspector.prev_button.click()
+    assert inspector.current.index == 2 and inspector.image.value == files[2]  # wraps to the last
+    assert inspector.position.value == "3 / 3"
+    assert inspector.thumbnails[2].button_style == "info" and inspector.thumbnails[0].button_style == ""
+
+
+def test_clicking_a_thumbnail_selects_it(runs, ratings):
+    run = runs["scored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    inspector.thumbnails[2].click()
+    assert inspector.current.index == 2
+    assert inspector.image.value == run.candidates[2].path.read_bytes()
+    assert f"{run.candidates[2].score:.3f}" in inspector.caption.value
+
+
+def test_best_is_marked_and_meaningless_scores_are_labelled(runs, ratings):
+    run = runs["scored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    marked = [i for i, b in enumerate(inspector.thumbnails) if "★ best" in b.description]
+    assert marked == [run.best.index]
+    for button, candidate in zip(inspector.thumbnails, run.candidates):
+        assert f"{candidate.score:.3f}" in button.description
+    assert "MEANINGLESS" in inspector.text_html.value and "PLACEHOLDER" in inspector.text_html.value
+    inspector.select(run.best.index)
+    assert "★ best" in inspector.caption.value and "MEANINGLESS" in inspector.caption.value
+
+
+def test_unscored_run_says_unscored(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+    assert "unscored" in inspector.caption.value
+    assert not any("best" in b.description for b in inspector.thumbnails)
+
+
+# ----- ratings ----------------------------------------------------------------------------------
+
+def test_a_rating_click_appends_one_line_at_once(runs, ratings):
+    run = runs["scored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    inspector.thumbnails[1].click()
+    inspector.rating_buttons.value = "4"
+    inspector.note_box.value = "good light, wrong animal"
+    inspector.save_button.click()
+
+    written = lines(ratings)  # read right after the click
+    assert len(written) == 1
+    record = json.loads(written[0])
+    candidate = run.candidates[1]
+    assert record == {"time": record["time"], "run": run.path.name, "candidate": 1, "seed": candidate.seed,
+                      "rating": "4", "note": "good light, wrong animal", "score": candidate.score}
+    datetime.fromisoformat(record["time"])
+    assert inspector.ratings[(run.path.name, 1)] == record
+    assert "rated 4" in inspector.thumbnails[1].description
+    assert "good light" in inspector.caption.value
+
+    inspector.rating_buttons.value = "2"  # a second click is a second line; the latest counts
+    inspector.save_button.click()
+    assert len(lines(ratings)) == 2
+    assert "rated 2" in inspector.thumbnails[1].description
+    assert inspector.output.outputs == ()
+
+
+def test_rate_method_and_a_rating_outside_the_scale(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings, scale=("bad", "ok", "good"))
+    assert inspector.rating_buttons.options == ("bad", "ok", "good")
+    inspector.rate("good", note="sharp")
+    assert json.loads(lines(ratings)[0])["rating"] == "good"
+    with pytest.raises(ValueError, match="Choose a rating"):
+        inspector.rate(4)
+    assert len(lines(ratings)) == 1
+
+
+def test_save_without_a_choice_shows_the_reason(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+    inspector.save_button.click()  # nothing chosen on the scale
+    assert not ratings.exists()
+    assert "Choose a rating" in inspector.output.outputs[0]["text"]
+
+
+def test_a_new_inspector_resumes_the_ratings(runs, ratings):
+    run = runs["scored"]
+    first = Inspector(run, ratings_path=ratings)
+    first.select(2)
+    first.rate(5, note="the one")
+    first.select(0)
+    first.rate(3)
+
+    again = Inspector(run, ratings_path=ratings)
+    assert again.current.index == 0 and again.rating_buttons.value == "3"
+    assert "rated 5" in again.thumbnails[2].description and "rated 3" in again.thumbnails[0].description
+    again.next_button.click()
+    assert again.rating_buttons.value is None and again.note_box.value == ""  # not rated
+    again.next_button.click()
+    assert again.rating_buttons.value == "5" and again.note_box.value == "the one"
+    assert again.ratings[(run.path.name, 2)]["rating"] == "5"
+
+
+def test_undo_removes_the_last_line_of_this_inspector(runs, ratings):
+    run = runs["scored"]
+    other = Inspector(run, ratings_path=ratings)  # an earlier session
+    other.rate(1, note="earlier")
+    inspector = Inspector(run, ratings_path=ratings)
+    inspector.rate(4)  # re-rates #0
+    inspector.select(1)
+    inspector.rate(2)
+    assert len(lines(ratings)) == 3
+
+    inspector.select(2)
+    inspector.undo_button.click()
+    assert [json.loads(x)["rating"] for x in lines(ratings)] == ["1", "4"]
+    assert inspector.current.index == 1  # shows the candidate whose rating was undone
+    assert inspector.rating_buttons.value is None and "rated" not in inspector.thumbnails[1].description
+
+    inspector.undo_button.click()
+    assert [json.loads(x)["note"] for x in lines(ratings)] == ["earlier"]  # the other session's line stays
+    assert inspector.current.index == 0
+    assert inspector.rating_buttons.value == "1" and "rated 1" in inspector.thumbnails[0].description
+
+    inspector.undo_button.click()  # nothing of this session left: the file stays, no error
+    assert len(lines(ratings)) == 1 and "Nothing to undo" in inspector.message.value
+    assert inspector.output.outputs == ()
+    assert sorted(p.name for p in ratings.parent.iterdir()) == ["ratings.jsonl"]  # no temporary file left
+
+
+def test_unreadable_lines_are_skipped_and_kept(runs, ratings):
+    run = runs["unscored"]
+    good = {"run": run.path.name, "candidate": 1, "rating": "3", "note": ""}
+    ratings.write_text("not json\n" + json.dumps(good), encoding="utf-8")  # and no final newline
+    inspector = Inspector(run, ratings_path=ratings)
+    assert "Skipped 1 unreadable line" in inspector.message.value
+    assert inspector.ratings[(run.path.name, 1)]["rating"] == "3"
+    inspector.rate(5)
+    written = lines(ratings)
+    assert written[0] == "not json" and json.loads(written[1]) == good and json.loads(written[2])["rating"] == "5"
+
+
+def test_ratings_go_to_the_output_dir_by_default(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
+    inspector = Inspector(runs["unscored"])
+    assert inspector.ratings_path == tmp_path / "out" / "ratings.jsonl"
+    inspector.rating_buttons.value = "2"
+    inspector.save_button.click()
+    assert len(lines(tmp_path / "out" / "ratings.jsonl")) == 1
+
+
+# ----- several runs -----------------------------------------------------------------------------
+
+def test_the_selector_switches_runs(runs, ratings):
+    scored, unscored = runs["scored"], runs["unscored"]
+    inspector = Inspector([scored, unscored.path], ratings_path=ratings)
+    selector = inspector.run_selector
+    assert isinstance(selector, ipywidgets.Dropdown) and len(selector.options) == 2
+    inspector.next()
+    selector.value = 1
+    assert inspector.run.path == unscored.path and inspector.current.index == 0
+    assert unscored.user_input in inspector.text_html.value
+    assert inspector.image.value == unscored.candidates[0].path.read_bytes()
+    assert all("unscored" in b.description for b in inspector.thumbnails)
+    inspector.next_button.click()
+    inspector.next_button.click()
+    inspector.next_button.click()  # wraps within the run, does not move to the other run
+    assert inspector.run.path == unscored.path and inspector.current.index == 0
+
+    inspector.select(2, run=scored.path.name)
+    assert selector.value == 0 and inspector.current.index == 2  # the drop-down follows
+    inspector.rate(4)
+    selector.value = 1
+    inspector.rate(1)
+    assert set(inspector.ratings) == {(scored.path.name, 2), (unscored.path.name, 0)}
+    assert inspector.output.outputs == ()
+
+
+# ----- errors in callbacks ---------------------------------------------------------------------
+
+def test_a_deleted_image_is_reported_in_the_widget(runs, ratings, tmp_path):
+    run = copy_run(runs["unscored"], tmp_path)
+    run.candidates[1].path.unlink()
+    inspector = Inspector(run, ratings_path=ratings)  # building it does not fail
+    inspector.next_button.click()  # does not raise
+    text = "".join(o["text"] for o in inspector.output.outputs)
+    assert "FileNotFoundError" in text and "cand-01.png" in text
+    assert inspector.image.value == b""  # not the previous image under the new caption
+    assert "failed" in inspector.message.value
+    inspector.next_button.click()  # the next action works and clears the error box
+    assert inspector.current.index == 2 and inspector.output.outputs == ()
+    html = inspector.export_html(tmp_path / "export.html").read_text(encoding="utf-8")
+    assert "image file missing: cand-01.png" in html and html.count("data:image/png;base64,") == 2
+
+
+def test_a_raising_method_is_shown_not_lost(runs, ratings, monkeypatch):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full (test)")
+
+    monkeypatch.setattr(inspector, "rate", broken)
+    inspector.rating_buttons.value = "3"
+    inspector.save_button.click()
+    text = inspector.output.outputs[0]["text"]
+    assert "Save rating failed: RuntimeError: disk full (test)" in text and "Traceback" in text
+    assert inspector.output.outputs[0]["name"] == "stderr"
+
+
+def test_a_run_without_images(runs, ratings, tmp_path):
+    run = copy_run(runs["unscored"], tmp_path)
+    run.candidates, run.status = [], "failed"
+    inspector = Inspector(run, ratings_path=ratings)
+    assert inspector.current is None and inspector.thumbnails == []
+    assert "no images" in inspector.position.value
+    inspector.next_button.click()
+    inspector.rating_buttons.value = "3"
+    inspector.save_button.click()
+    assert "no images to rate" in inspector.output.outputs[0]["text"]
+    assert "No images in this run" in inspector.export_html(tmp_path / "empty.html").read_text(encoding="utf-8")
+
+
+# ----- static export ---------------------------------------------------------------------------
+
+def test_export_html_is_self_contained(runs, ratings, tmp_path):
+    scored, unscored = runs["scored"], runs["unscored"]
+    inspector = Inspector([scored, unscored], ratings_path=ratings)
+    inspector.select(1)
+    inspector.rate(4, note="moody <sky>")
+    path = inspector.export_html(tmp_path / "export" / "inspector.html")
+    html = path.read_text(encoding="utf-8")
+    assert path.is_file()
+    assert html.count("src='data:image/png;base64,") == len(scored.candidates) + len(unscored.candidates)
+    for run in (scored, unscored):
+        assert run.user_input in html and run.path.name in html
+        assert run.prompt["prompt"][:30] in html
+        for candidate in run.candidates:
+            assert f"seed {candidate.seed}" in html
+    assert "rating <b>4</b> moody &lt;sky&gt;" in html  # escaped, so a note cannot break the page
+    assert "★ best" in html and f"{scored.best.score:.3f}" in html
+    assert "PLACEHOLDER" in html and "MEANINGLESS" in html and "Unscored" in html
+    assert "<script" not in html and "widget-view" not in html  # no kernel, no widget state needed
