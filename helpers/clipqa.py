@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -316,7 +317,8 @@ class ClipScorer:
         return float(features[0] @ features[1])
 
 
-def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None) -> tuple[str, float]:
+def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
+                       long_text: str = "truncate") -> tuple[str, float]:
     """The caption route: caption the image, then compare caption and text (text-text cosine).
 
     ``captioner`` is any function image -> caption; by default the A1111 server's ``interrogate``.
@@ -330,7 +332,7 @@ def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | No
         captioner = A1111Client().interrogate
     caption = captioner(_as_rgb(image) if isinstance(image, (str, Path)) else image)
     scorer = scorer or ClipScorer()
-    return caption, scorer.text_similarity(text, caption)
+    return caption, scorer.text_similarity(text, caption, long_text)
 
 
 def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
@@ -345,7 +347,14 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
 
     _register_configs()
     torch.manual_seed(seed)
-    model = open_clip.create_model(TINY_MODEL, pretrained=None)
+    # open_clip logs "No pretrained weights loaded ... initialized randomly": true, and the point here.
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        model = open_clip.create_model(TINY_MODEL, pretrained=None)
+    finally:
+        logger.setLevel(level)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

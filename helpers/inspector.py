@@ -25,6 +25,7 @@ import ipywidgets as widgets
 
 from .config import load_settings
 from .pipeline import Candidate, PipelineRun, load_run
+from .report import card_html, run_warnings, score_text, text_side_html
 from .widgets import image_data_uri
 
 RATINGS_FILE = "ratings.jsonl"
@@ -217,7 +218,7 @@ class Inspector:
     def _label(self, candidate: Candidate) -> str:
         """The text of a thumbnail button: index, score, best mark, rating."""
         best = self.run.best
-        parts = [f"#{candidate.index}", _score_text(candidate.score)]
+        parts = [f"#{candidate.index}", score_text(candidate.score)]
         if best is not None and candidate.index == best.index:
             parts.append("★ best")
         record = self.ratings.get((self.run.path.name, candidate.index))
@@ -226,7 +227,7 @@ class Inspector:
         return " · ".join(parts)
 
     def _caption(self, candidate: Candidate, record: dict | None) -> str:
-        score = _score_text(candidate.score)
+        score = score_text(candidate.score)
         if candidate.score is not None and self.run.scorer and not self.run.scorer.get("meaningful", True):
             score += " (MEANINGLESS: tiny test model)"
         best = self.run.best
@@ -334,52 +335,6 @@ class Inspector:
 
 # ----- helpers shared by the widget and the static copy ------------------------------------------
 
-def run_warnings(run: PipelineRun) -> list[str]:
-    """What a viewer must know before trusting the images or the scores."""
-    warnings = []
-    if run.placeholder:
-        warnings.append("PLACEHOLDER images from the kit's offline preview engine, not a real model.")
-    if run.scorer is None:
-        warnings.append("Unscored: no CLIP scores in this run (no CLIP weights were available).")
-    elif not run.scorer.get("meaningful", True):
-        warnings.append("Scores are MEANINGLESS: they come from a tiny random test model.")
-    return warnings
-
-
-def text_side_html(run: PipelineRun) -> str:
-    """The left side: keywords, text, image prompt, status and warnings of a run, as HTML."""
-    text, prompt = run.text, run.prompt
-    title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
-    model = f", model {escape(text['model'])}" if text.get("model") else ""
-    lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in run_warnings(run)]
-    lines += [
-        f"<p><b>Keywords:</b> {escape(run.user_input)}</p>",
-        f"<p><b>Text</b> (source: {escape(str(text.get('source', '?')))}{model}){title}<br>"
-        f"<span style='white-space:pre-wrap'>{escape(text.get('text', ''))}</span></p>",
-        f"<p><b>Image prompt</b> (source: {escape(str(prompt.get('source', '?')))}):<br>"
-        f"<code>{escape(prompt.get('prompt', ''))}</code></p>",
-        f"<p><b>Negative prompt:</b> <code>{escape(prompt.get('negative_prompt', ''))}</code></p>",
-        f"<p><b>Status:</b> {escape(run.status)}"
-        + (f" <small>({escape(run.message)})</small>" if run.message else "") + "</p>",
-    ]
-    return f"<div style='font-size:14px;line-height:1.35'>{''.join(lines)}</div>"
-
-
-def card_html(run: PipelineRun, candidate: Candidate, record: dict | None) -> str:
-    """One candidate of the static copy: embedded thumbnail, seed, score, best mark, rating and note."""
-    best = run.best
-    is_best = best is not None and candidate.index == best.index
-    if candidate.path.is_file():
-        image = f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>"
-    else:
-        image = f"<p class='warn'>image file missing: {escape(candidate.file)}</p>"
-    rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
-              if record else "not rated")
-    return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
-            f"{' <b>★ best</b>' if is_best else ''}<br>seed {candidate.seed}, round {candidate.round}"
-            f"<br>CLIP {escape(_score_text(candidate.score))}<br>{rating}</figcaption></figure>")
-
-
 def read_ratings(path: Path) -> tuple[dict[tuple[str, int], dict], int]:
     """The latest rating per (run folder name, candidate index) in a ratings file, and how many
     lines could not be read (they are skipped here, but kept in the file)."""
@@ -413,10 +368,6 @@ def _ends_without_newline(path: Path) -> bool:
     with open(path, "rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) != b"\n"
-
-
-def _score_text(score: float | None) -> str:
-    return "unscored" if score is None else f"{score:.3f}"
 
 
 def _thumbnail_png(path: Path) -> bytes:

@@ -108,9 +108,13 @@ class LLM:
         """
         probe = LLM(self.base_url, self._model, self._api_key, timeout=timeout, max_retries=0)
         try:
-            return bool(probe.models())
+            names = probe.models()
         except LLMError:
             return False
+        if self._model and names:
+            # A configured model must be there too (Ollama lists "llama3.2:latest" for "llama3.2").
+            return any(name == self._model or name == f"{self._model}:latest" for name in names)
+        return bool(names)
 
     # ----- chat --------------------------------------------------------------------------------
 

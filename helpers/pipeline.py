@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -157,10 +157,13 @@ def load_run(path: str | Path) -> PipelineRun:
     if not (folder / RUN_FILE).is_file():
         raise FileNotFoundError(f"No {RUN_FILE} in {folder}. Pass a folder from outputs/runs/.")
     data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    candidates = [Candidate(**c, run_path=folder) for c in data.pop("candidates", [])]
-    data.pop("best", None)
-    data["path"] = folder
-    return PipelineRun(**data, candidates=candidates)
+    # Keys this version does not know (a newer kit wrote the file) are ignored, not fatal.
+    known_run = {f.name for f in fields(PipelineRun)}
+    known_candidate = {f.name for f in fields(Candidate)} - {"run_path"}
+    candidates = [Candidate(**{k: v for k, v in c.items() if k in known_candidate}, run_path=folder)
+                  for c in data.get("candidates", [])]
+    values = {k: v for k, v in data.items() if k in known_run and k not in ("candidates", "path")}
+    return PipelineRun(**values, path=folder, candidates=candidates)
 
 
 def list_runs(root: str | Path | None = None) -> list[Path]:
@@ -176,12 +179,15 @@ def _slug(text: str) -> str:
 def new_run_folder(user_input: str, out_dir: str | Path | None = None) -> Path:
     root = Path(out_dir) if out_dir else load_settings().output_dir / "runs"
     base = f"{datetime.now():%Y%m%d-%H%M%S}-{_slug(user_input)}"
-    folder, number = root / base, 1
-    while folder.exists():
-        number += 1
-        folder = root / f"{base}-{number}"
-    folder.mkdir(parents=True)
-    return folder
+    root.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        folder = root / (base if number == 1 else f"{base}-{number}")
+        try:
+            folder.mkdir()  # fails if another run took the name in the same second
+            return folder
+        except FileExistsError:
+            number += 1
 
 
 def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: float | None = None,
@@ -197,7 +203,8 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
             reaches ``threshold`` or ``max_images`` are spent).
         text_source: "auto", "llm", "corpus" or "rag" (see helpers.text.get_text).
         refine: in threshold mode, let the LLM revise the prompt after a round below the threshold.
-        client, llm, scorer: backends to use (default: from the settings; see the module doc).
+        client, llm, scorer: backends to use (default: from the settings; see the module doc);
+            ``scorer=False`` turns scoring off.
         **generation_fields: txt2img fields, e.g. steps=20, width=512, cfg_scale=7, seed=1, batch_size=2.
 
     Without an LLM the text comes from retrieval and the prompt from the baseline; without CLIP

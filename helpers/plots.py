@@ -35,8 +35,9 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
         raise ValueError("image_grid needs at least one image")
     ncols = ncols or min(len(images), 5)
     nrows = math.ceil(len(images) / ncols)
+    # "constrained" layout leaves room for multi-line titles and labels (tight_layout does not).
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.5 if title else 0)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < len(images):
@@ -47,7 +48,6 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
         fig.delaxes(ax)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 

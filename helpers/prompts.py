@@ -81,17 +81,41 @@ def count_clip_tokens(text: str) -> int:
     return len(_tokenizer().encode(text))
 
 
+def split_phrases(prompt: str) -> list[str]:
+    """Split a prompt at its commas, except inside A1111's brackets such as ``(red fox, snow:1.2)``.
+
+    >>> split_phrases("(red fox, snow:1.2), winter sun")
+    ['(red fox, snow:1.2)', 'winter sun']
+    """
+    phrases, current, depth = [], [], 0
+    for char in prompt:
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        if char == "," and depth == 0:
+            phrases.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    phrases.append("".join(current))
+    return [p.strip() for p in phrases if p.strip()]
+
+
 def trim_to_tokens(prompt: str, limit: int = CLIP_TOKEN_LIMIT) -> tuple[str, str]:
     """Cut ``prompt`` at the last comma that keeps it within ``limit`` tokens; returns (kept, cut).
 
-    When even the first phrase is too long, it is cut word by word.
+    Commas inside A1111's brackets do not count, so a weighted group stays whole. When even the
+    first phrase is too long, it is cut word by word. Note the count includes A1111's syntax
+    characters (brackets, ``:1.2``), which A1111 itself does not feed to CLIP: the count errs on
+    the safe side.
 
     >>> trim_to_tokens("red fox, snow, winter sun", limit=4)
     ('red fox, snow', 'winter sun')
     """
     if count_clip_tokens(prompt) <= limit:
         return prompt, ""
-    phrases = [p.strip() for p in prompt.split(",") if p.strip()]
+    phrases = split_phrases(prompt)
     kept: list[str] = []
     for phrase in phrases:
         if count_clip_tokens(", ".join(kept + [phrase])) > limit:
@@ -195,7 +219,7 @@ def _phrases(text: str) -> list[str]:
     """Runs of up to 3 content words between stop words and punctuation, in text order.
 
     >>> _phrases("A white lighthouse stands on a rocky point, warning ships away.")
-    ['white lighthouse stands', 'rocky point', 'warning ships']
+    ['white lighthouse stands', 'rocky point', 'warning ships away']
     """
     phrases = []
     for chunk in re.split(r"[.,;:!?()\n]+", text):

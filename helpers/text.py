@@ -240,7 +240,9 @@ def rag_text(keywords: str | list[str], llm=None, *, k: int = 3, temperature: fl
     query = keywords_to_query(keywords)
     hits = retrieve_text(query, k=k)
     if not hits:
-        return generate_text(query, llm, temperature=temperature, max_tokens=max_tokens, stream=stream)
+        text = generate_text(query, llm, temperature=temperature, max_tokens=max_tokens, stream=stream)
+        text.note = "no corpus text matched, so the LLM wrote the text without sources"
+        return text
     sources = "\n\n".join(f"[{i}] {hit.title}\n{hit.text}" for i, hit in enumerate(hits, start=1))
     llm = llm or LLM()
     reply = llm.chat(f"Keywords: {query}\n\nSource texts:\n\n{sources}", system=load_system_prompt("rag_system"),

@@ -32,14 +32,16 @@ def image_data_uri(image, max_side: int = 512) -> str:
 
 
 def side_by_side_html(text: str, image, score: float | None = None, prompt: str | None = None,
-                      title: str | None = None, placeholder: bool = False, max_side: int = 384) -> str:
+                      title: str | None = None, placeholder: bool = False, max_side: int = 384,
+                      score_note: str | None = None) -> str:
     """The HTML of :func:`side_by_side`, for writing into a report file."""
     rows = [f"<h4 style='margin:0 0 6px 0'>{escape(title)}</h4>" if title else ""]
     rows.append(f"<p style='white-space:pre-wrap;margin:0 0 8px 0'>{escape(str(text))}</p>")
     if prompt:
         rows.append(f"<p style='margin:0 0 8px 0'><b>Image prompt:</b> <code>{escape(prompt)}</code></p>")
     if score is not None:
-        rows.append(f"<p style='margin:0'><b>CLIP score:</b> {score:.3f}</p>")
+        note = f" <span style='color:#b00'>({escape(score_note)})</span>" if score_note else ""
+        rows.append(f"<p style='margin:0'><b>CLIP score:</b> {score:.3f}{note}</p>")
     if placeholder:
         rows.append("<p style='color:#b00;margin:8px 0 0 0'><b>Placeholder image</b> from the kit's offline "
                     "preview engine, not a real model.</p>")
@@ -53,14 +55,15 @@ def side_by_side_html(text: str, image, score: float | None = None, prompt: str 
 
 
 def side_by_side(text: str, image, score: float | None = None, prompt: str | None = None,
-                 title: str | None = None, placeholder: bool = False):
+                 title: str | None = None, placeholder: bool = False, score_note: str | None = None):
     """Show a text next to an image (with an optional score and image prompt) in a notebook.
 
+    ``score_note`` says what the score is, e.g. "cosine, ViT-B-32" or "test model: meaningless".
     Returns an ``IPython.display.HTML`` object: put it last in a cell, or pass it to ``display()``.
     """
     from IPython.display import HTML
 
-    return HTML(side_by_side_html(text, image, score, prompt, title, placeholder))
+    return HTML(side_by_side_html(text, image, score, prompt, title, placeholder, score_note=score_note))
 
 
 def __getattr__(name: str):

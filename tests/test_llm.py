@@ -162,3 +162,8 @@ def test_base_url_pointing_at_a_web_page(llm, llm_server):
 def test_bad_messages_argument(llm):
     with pytest.raises(TypeError, match="string or a list"):
         llm.chat(42)
+
+
+def test_available_is_false_when_the_configured_model_is_missing(llm_server):
+    assert not LLM(llm_server.base_url, model="no-such-model").available()
+    assert LLM(llm_server.base_url, model="other-model").available()

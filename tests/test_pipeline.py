@@ -156,7 +156,7 @@ def test_report_is_self_contained_html(tmp_path, client, no_llm, tiny_scorer):
     run = _run(tmp_path, client, no_llm, tiny_scorer, n=2)
     html = run.report().read_text()
     assert html.count("data:image/png;base64,") == 2
-    assert "PLACEHOLDERS" in html and "MEANINGLESS" in html and run.text["text"][:40] in html
+    assert "PLACEHOLDER images" in html and "MEANINGLESS" in html and run.text["text"][:40] in html
 
 
 @pytest.mark.parametrize("kwargs, words", [

@@ -108,3 +108,8 @@ def test_baseline_is_deterministic_and_within_the_limit_for_every_corpus_text():
 
 def test_simple_tokenizer_is_the_one_counted():
     assert count_clip_tokens("lighthouse") == len(SimpleTokenizer().encode("lighthouse"))
+
+
+def test_trim_never_splits_a_weighted_group():
+    kept, cut = trim_to_tokens("(red fox, snow:1.2), winter sun, pale light", limit=11)
+    assert kept == "(red fox, snow:1.2)" and cut == "winter sun, pale light"

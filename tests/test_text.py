@@ -103,3 +103,8 @@ def test_auto_falls_back_to_retrieval_and_says_so():
     text = get_text("lighthouse storm", source="auto", llm=LLM(f"http://127.0.0.1:{port}/v1"))
     assert text.source == "corpus" and text.title == "Lighthouse in a Storm"
     assert "no LLM answered" in text.note and "no LLM answered" in text.describe()
+
+
+def test_rag_without_matching_texts_says_the_llm_wrote_it_alone(llm):
+    text = get_text("xyzzy qwerty", source="rag", llm=llm)
+    assert text.source == "llm" and "without sources" in text.note
