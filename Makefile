@@ -9,7 +9,7 @@ PORT   ?= 7860
 ENGINE ?= preview
 STEP_DELAY ?= 0.05
 
-.PHONY: help setup lab demo test serve doctor models bench clean
+.PHONY: help setup lab demo test serve doctor models student submission bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found. Install Python 3.11 (python.org, pyenv or conda), or run: make setup PYTHON=python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,course]'
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the kit with its test tools
+setup: $(STAMP)  ## create .venv and install the kit with its test and course tools
 	@echo "Set up: $(VENV) ($$($(PY) --version))"
 
 lab: $(STAMP)  ## open JupyterLab on notebooks/ with the kit's kernel
@@ -43,6 +43,13 @@ doctor: $(STAMP)  ## preflight checks with a fix for each failure
 
 models: $(STAMP)  ## download the CLIP weights once, ahead of a class (needs internet)
 	$(PY) -m helpers models
+
+student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in dist/student/
+	$(PY) -m helpers student
+
+submission: $(STAMP)  ## Moodle files for a notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=ann
+	@test -n "$(NB)" || { echo "Say which notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=your-name"; exit 2; }
+	$(PY) -m helpers submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
 bench: $(STAMP)  ## benchmarks: print ratios measured side by side
 	$(PY) -m bench

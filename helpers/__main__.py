@@ -4,6 +4,8 @@
     python -m helpers models          # download the CLIP weights ahead of a class (needs internet)
     python -m helpers pipeline "lighthouse, storm" --n 5      # run the whole pipeline once
     python -m helpers demo            # the pipeline on an example, with whatever backends answer
+    python -m helpers submit notebooks/06_full_pipeline.ipynb --name ann   # files for Moodle
+    python -m helpers student         # student versions of the notebooks in dist/student/
     python -m helpers serve --port 7860 --engine preview   # the kit's A1111-compatible server
 """
 
@@ -34,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the pipeline on an example with whatever backends answer")
     demo.add_argument("keywords", nargs="?", default=None, help="keywords (default: the first example)")
     demo.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
+    submit = sub.add_parser("submit", help="check a notebook and write .ipynb + .html + .zip for Moodle")
+    submit.add_argument("notebook")
+    submit.add_argument("--name", default=None, help="your name or student id (default: your user name)")
+    submit.add_argument("--max-mb", type=float, default=2.0, help="size budget in MB (default 2)")
+    submit.add_argument("--execute", action="store_true", help="run the notebook top to bottom first")
+    submit.add_argument("--out", default=None, help="folder for the files (default submission/)")
+    student = sub.add_parser("student", help="write student versions (solutions stubbed) to dist/student/")
+    student.add_argument("--out", default=None)
     sub.add_parser("serve", help="start the kit's A1111-compatible server (all options: python -m helpers.sdserver -h)",
                    add_help=False)
 
@@ -54,6 +64,24 @@ def main(argv: list[str] | None = None) -> int:
         from .cli import demo_command
 
         return demo_command(args)
+    if args.command == "submit":
+        from .submission import SubmissionError, submit as make_submission
+
+        try:
+            result = make_submission(args.notebook, name=args.name, max_mb=args.max_mb, execute=args.execute,
+                                     out_dir=args.out)
+        except SubmissionError as err:
+            print(f"Not submitted. {err}")
+            return 1
+        print(result.report())
+        print(f"Upload {result.zip_path} to Moodle (or the .html and .ipynb files).")
+        return 0 if result.zip_path.stat().st_size <= result.budget_bytes else 1
+    if args.command == "student":
+        from .student import make_student_versions
+
+        for path in make_student_versions(target=args.out) if args.out else make_student_versions():
+            print(path)
+        return 0
     if args.command == "models":
         from .clipqa import ClipError, ClipScorer
 

@@ -1,0 +1,80 @@
+"""Student versions of the notebooks: every solution replaced by a stub (``make student``).
+
+The notebooks in notebooks/ are the solution versions. Each exercise's solution sits between
+nbgrader's markers ``### BEGIN SOLUTION`` and ``### END SOLUTION``; nbgrader's own
+``ClearSolutions`` preprocessor replaces it with ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
+(and a Markdown answer with ``YOUR ANSWER HERE``). We call nbgrader's preprocessors directly, so
+no nbgrader course database or exchange is needed.
+
+Example:
+    >>> from helpers.student import make_student_versions
+    >>> make_student_versions("notebooks", "dist/student")      # doctest: +SKIP
+    [PosixPath('dist/student/01_a1111_setup_and_api.ipynb'), ...]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import KIT_ROOT
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+PLAIN_KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def check_markers(nb, name: str = "notebook") -> int:
+    """Count the exercises of a notebook; raise ValueError when markers are unbalanced or nested."""
+    exercises = 0
+    for number, cell in enumerate(nb.cells, start=1):
+        depth = 0
+        for line in cell.source.splitlines():
+            if line.strip() == BEGIN:
+                depth += 1
+                exercises += 1
+                if depth > 1:
+                    raise ValueError(f"{name}, cell {number}: '{BEGIN}' inside another solution block.")
+            elif line.strip() == END:
+                depth -= 1
+                if depth < 0:
+                    raise ValueError(f"{name}, cell {number}: '{END}' without a '{BEGIN}' before it.")
+        if depth:
+            raise ValueError(f"{name}, cell {number}: '{BEGIN}' is never closed with '{END}'.")
+    return exercises
+
+
+def student_version(nb):
+    """A copy of a solution notebook with solutions stubbed, hidden tests and outputs removed."""
+    import copy
+
+    from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
+
+    nb = copy.deepcopy(nb)
+    resources: dict = {}
+    # enforce_metadata=False: markers alone are enough, so instructors can add an exercise without
+    # nbgrader's cell toolbar (cells made with the toolbar work the same).
+    for preprocessor in (ClearSolutions(enforce_metadata=False), ClearHiddenTests(enforce_metadata=False),
+                         ClearOutput()):
+        nb, resources = preprocessor.preprocess(nb, resources)
+    nb.metadata["kernelspec"] = dict(PLAIN_KERNEL)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def make_student_versions(source: str | Path = KIT_ROOT / "notebooks",
+                          target: str | Path = KIT_ROOT / "dist" / "student") -> list[Path]:
+    """Write the student version of every ``NN_*.ipynb`` in ``source`` to ``target``; returns the paths."""
+    import nbformat
+
+    source, target = Path(source), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted(source.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        if check_markers(nb, path.name) == 0:
+            raise ValueError(f"{path.name} has no exercise (no '{BEGIN}' marker).")
+        out = target / path.name
+        nbformat.write(student_version(nb), out)
+        written.append(out)
+    if not written:
+        raise FileNotFoundError(f"No notebooks named NN_*.ipynb in {source}.")
+    return written
