@@ -112,7 +112,7 @@ class PipelineRun:
         """A few lines for a terminal or a notebook: status, text source, prompt, best, placeholders."""
         best = self.best
         lines = [f"Run {self.path.name}: {self.status}" + (f" ({self.message})" if self.message else ""),
-                 f"  text ({self.text.get('source', '?')}): {self.text.get('text', '')[:100]}...",
+                 f"  text ({self.text.get('source', '?')}): {_shorten(self.text.get('text', ''), 100)}",
                  f"  prompt ({self.prompt.get('source', '?')}): {self.prompt.get('prompt', '')}",
                  f"  {len(self.candidates)} candidate(s); best: "
                  + (f"#{best.index} seed {best.seed} score {best.score:.3f}" if best else "none (unscored)")]
@@ -170,6 +170,10 @@ def list_runs(root: str | Path | None = None) -> list[Path]:
     """Run folders under ``outputs/runs`` (or ``root``), oldest first."""
     root = Path(root) if root else load_settings().output_dir / "runs"
     return sorted(p for p in root.glob("*") if (p / RUN_FILE).is_file())
+
+
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length].rstrip() + "..."
 
 
 def _slug(text: str) -> str:

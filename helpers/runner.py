@@ -184,12 +184,14 @@ class PipelineRunner:
             candidate.path.write_bytes(raw)
             record.candidates.append(candidate)
             record.save()  # the file exists now; record it before scoring can fail
-            if self.scorer:
-                started = time.perf_counter()
-                candidate.score = round(self.scorer.similarity(self.text.text, [image], long_text="chunks")[0], 4)
-                record.timings["score"] = round(record.timings.get("score", 0) + time.perf_counter() - started, 3)
-                record.save()
             new.append(candidate)
+        if self.scorer and new:  # all images of one call in one CLIP batch
+            started = time.perf_counter()
+            scores = self.scorer.similarity(self.text.text, generation.images[: len(new)], long_text="chunks")
+            for candidate, score in zip(new, scores):
+                candidate.score = round(score, 4)
+            record.timings["score"] = round(record.timings.get("score", 0) + time.perf_counter() - started, 3)
+            record.save()
         return new
 
     def refine_prompt(self, last: list[Candidate]) -> None:
@@ -211,4 +213,6 @@ class PipelineRunner:
             self._notes.append(f"refine failed ({str(err).splitlines()[0]}); kept the prompt")
             return
         prompt, negative, note = _parse_reply(reply)
+        if prompt == self.image_prompt.prompt:
+            self._notes.append(f"round {len(self.run_record.rounds)}: the LLM kept the same prompt")
         self._set_prompt(_fit(ImagePrompt(prompt, negative, "llm-refined", note=note), 75))
