@@ -104,7 +104,7 @@ class Inspector:
         self.message = widgets.Label()  # what the last action did
         # Widget callbacks run outside any cell, so JupyterLab shows their errors nowhere;
         # every callback goes through _guard, which writes its error into this Output.
-        self.output = widgets.Output(layout=widgets.Layout(border="1px solid #e99"))
+        self.output = widgets.Output()  # framed in red only while it shows an error
 
         self.prev_button.on_click(self._guard(self.previous, "Previous"))
         self.next_button.on_click(self._guard(self.next, "Next"))
@@ -258,7 +258,7 @@ class Inspector:
         self._written.append(line)
         self.ratings[(record["run"], record["candidate"])] = record
         self._show()
-        self._say(f"Saved rating {value} for #{candidate.index} to {self.ratings_path}.")
+        self._say(f"Saved rating {value} for #{candidate.index} to {self.ratings_path.name}.")
         return record
 
     def undo(self) -> dict | None:
@@ -294,9 +294,11 @@ class Inspector:
         """Wrap a callback so that an exception is shown in ``self.output`` instead of being lost."""
         def callback(*_ignored):  # buttons pass themselves, observers pass a change: not needed
             self.output.outputs = ()  # the box shows the error of the last action only
+            self.output.layout.border = ""
             try:
                 action()
             except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+                self.output.layout.border = "1px solid #e99"
                 self.output.append_stderr(f"{what} failed: {type(error).__name__}: {error}\n\n"
                                           + traceback.format_exc())
                 self._say(f"{what} failed: {error}")
