@@ -443,9 +443,13 @@ class A1111Client:
         """
         return self.request("POST", "png-info", json={"image": encode_image_b64(image)}, timeout=60)
 
-    def interrogate(self, image, model: str = "clip") -> str:
-        """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption."""
-        return self.request("POST", "interrogate", json={"image": encode_image_b64(image), "model": model})["caption"]
+    def interrogate(self, image, model: str = "clip", timeout: float | None = None) -> str:
+        """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption.
+
+        A1111 downloads its captioning model on first use, so the first call can take minutes.
+        """
+        payload = {"image": encode_image_b64(image), "model": model}
+        return self.request("POST", "interrogate", json=payload, timeout=timeout)["caption"]
 
 
 def decode_image(data: str):

@@ -61,7 +61,7 @@ def demo_command(args) -> int:
         placeholders.append("images (kit's offline preview engine)")
     if run.text.get("source") == "corpus":
         placeholders.append("no LLM: text retrieved from the corpus")
-    if run.prompt.get("source") == "baseline":
+    if run.prompt is not None and run.prompt.source == "baseline":
         placeholders.append("no LLM: rule-based baseline prompt")
     if run.scorer is None:
         placeholders.append("no CLIP weights: unscored (run `make models` while online)")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_settings
+from .prompts import ImagePrompt
 from .text import Text
 
 MODES = ("best", "threshold")
@@ -89,7 +90,7 @@ class PipelineRun:
     message: str = ""
     created: str = ""
     text: dict[str, Any] = field(default_factory=dict)
-    prompt: dict[str, Any] = field(default_factory=dict)
+    prompt: ImagePrompt | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     generation: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +114,7 @@ class PipelineRun:
         best = self.best
         lines = [f"Run {self.path.name}: {self.status}" + (f" ({self.message})" if self.message else ""),
                  f"  text ({self.text.get('source', '?')}): {_shorten(self.text.get('text', ''), 100)}",
-                 f"  prompt ({self.prompt.get('source', '?')}): {self.prompt.get('prompt', '')}",
+                 f"  prompt ({self.prompt.source if self.prompt else '?'}): {self.prompt or ''}",
                  f"  {len(self.candidates)} candidate(s); best: "
                  + (f"#{best.index} seed {best.seed} score {best.score:.3f}" if best else "none (unscored)")]
         if self.placeholder:
@@ -163,6 +164,9 @@ def load_run(path: str | Path) -> PipelineRun:
     candidates = [Candidate(**{k: v for k, v in c.items() if k in known_candidate}, run_path=folder)
                   for c in data.get("candidates", [])]
     values = {k: v for k, v in data.items() if k in known_run and k not in ("candidates", "path")}
+    if isinstance(values.get("prompt"), dict):
+        known_prompt = {f.name for f in fields(ImagePrompt)}
+        values["prompt"] = ImagePrompt(**{k: v for k, v in values["prompt"].items() if k in known_prompt})
     return PipelineRun(**values, path=folder, candidates=candidates)
 
 

@@ -38,7 +38,9 @@ def run_warnings(run) -> list[str]:
 
 def text_side_html(run) -> str:
     """The left side: keywords, text, image prompt, status and warnings of a run, as HTML."""
-    text, prompt = run.text, run.prompt
+    from .prompts import ImagePrompt
+
+    text, prompt = run.text, run.prompt or ImagePrompt("", "", "?")
     title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
     model = f", model {escape(text['model'])}" if text.get("model") else ""
     lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in run_warnings(run)]
@@ -46,9 +48,8 @@ def text_side_html(run) -> str:
         f"<p><b>Keywords:</b> {escape(run.user_input)}</p>",
         f"<p><b>Text</b> (source: {escape(str(text.get('source', '?')))}{model}){title}<br>"
         f"<span style='white-space:pre-wrap'>{escape(text.get('text', ''))}</span></p>",
-        f"<p><b>Image prompt</b> (source: {escape(str(prompt.get('source', '?')))}):<br>"
-        f"<code>{escape(prompt.get('prompt', ''))}</code></p>",
-        f"<p><b>Negative prompt:</b> <code>{escape(prompt.get('negative_prompt', ''))}</code></p>",
+        f"<p><b>Image prompt</b> (source: {escape(prompt.source)}):<br><code>{escape(prompt.prompt)}</code></p>",
+        f"<p><b>Negative prompt:</b> <code>{escape(prompt.negative_prompt)}</code></p>",
         f"<p><b>Status:</b> {escape(run.status)}"
         + (f" <small>({escape(run.message)})</small>" if run.message else "") + "</p>",
     ]

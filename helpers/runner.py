@@ -7,6 +7,7 @@ reader can follow one run from keywords to the chosen image.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -113,9 +114,8 @@ class PipelineRunner:
 
     def _set_prompt(self, prompt) -> None:
         self.image_prompt = prompt
-        self.run_record.prompt = {"prompt": prompt.prompt, "negative_prompt": prompt.negative_prompt,
-                                  "source": prompt.source, "tokens": prompt.tokens, "note": prompt.note}
-        self.run_record.rounds.append({"round": len(self.run_record.rounds), **self.run_record.prompt})
+        self.run_record.prompt = prompt
+        self.run_record.rounds.append({"round": len(self.run_record.rounds), **asdict(prompt)})
 
     def load_scorer(self) -> None:
         from .clipqa import ClipError, ClipScorer
@@ -194,6 +194,13 @@ class PipelineRunner:
             record.save()
         return new
 
+    def _caption(self, candidate: Candidate) -> str:
+        """The caption route's description of an image, when the server can give one quickly."""
+        try:
+            return self.client.interrogate(candidate.image, timeout=60)
+        except A1111Error:
+            return ""  # no captioner (or a slow first download): refine from the scores alone
+
     def refine_prompt(self, last: list[Candidate]) -> None:
         """Let the LLM revise the prompt from the text, the previous prompt and its scores."""
         from .llm import LLMError
@@ -206,6 +213,9 @@ class PipelineRunner:
         scores = ", ".join(f"{c.score:.3f}" for c in last if c.score is not None)
         message = (f"Text:\n{self.text.text}\n\nPrevious prompt: {self.image_prompt.prompt}\n"
                    f"CLIP scores of its images: {scores} (target {self.run_record.threshold})")
+        caption = self._caption(max(last, key=lambda c: c.score if c.score is not None else -2))
+        if caption:
+            message += f"\nA captioner describes the best of those images as: {caption}"
         try:
             reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
                                   json_schema=PROMPT_SCHEMA, schema_name="image_prompt")

@@ -60,8 +60,8 @@ def test_shows_text_prompt_and_labels(runs, ratings):
     inspector = Inspector(run, ratings_path=ratings)
     left = inspector.text_html.value
     assert isinstance(inspector.widget, ipywidgets.Box)
-    for part in (run.user_input, run.text["text"][:40], run.text["source"], run.prompt["prompt"][:40],
-                 run.prompt["negative_prompt"][:20], run.prompt["source"], run.status):
+    for part in (run.user_input, run.text["text"][:40], run.text["source"], run.prompt.prompt[:40],
+                 run.prompt.negative_prompt[:20], run.prompt.source, run.status):
         assert part in left.replace("&#x27;", "'")
     assert "PLACEHOLDER" in left and "Unscored" in left
     assert inspector.current.index == 0
@@ -327,7 +327,7 @@ def test_export_html_is_self_contained(runs, ratings, tmp_path):
     assert html.count("src='data:image/png;base64,") == len(scored.candidates) + len(unscored.candidates)
     for run in (scored, unscored):
         assert run.user_input in html and run.path.name in html
-        assert run.prompt["prompt"][:30] in html
+        assert run.prompt.prompt[:30] in html
         for candidate in run.candidates:
             assert f"seed {candidate.seed}" in html
     assert "rating <b>4</b> moody &lt;sky&gt;" in html  # escaped, so a note cannot break the page

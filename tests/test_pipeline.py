@@ -82,9 +82,12 @@ def test_threshold_never_met_spends_the_budget(tmp_path, client, no_llm, tiny_sc
 
 def test_llm_text_prompt_and_refine_rounds(tmp_path, client, llm, llm_server, tiny_scorer):
     run = _run(tmp_path, client, llm, tiny_scorer, mode="threshold", threshold=1.5, max_images=6, refine=True)
-    assert run.text["source"] == "llm" and run.prompt["source"] == "llm-refined"
+    assert run.text["source"] == "llm" and run.prompt.source == "llm-refined"
     assert len(run.rounds) == 3 and [c.round for c in run.candidates] == [0, 0, 1, 1, 2, 2]
-    assert "CLIP scores of its images" in llm_server.requests[-1]["messages"][-1]["content"]
+    refine_request = llm_server.requests[-1]["messages"][-1]["content"]
+    assert "CLIP scores of its images" in refine_request
+    caption = refine_request.split("A captioner describes the best of those images as: ", 1)[1]
+    assert "placeholder" in caption.lower()  # the caption route's caption, from the kit's server
     assert json.loads((run.path / "run.json").read_text())["rounds"][2]["source"] == "llm-refined"
 
 
