@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from . import bench_client, bench_clip, bench_import, bench_pipeline
+from . import bench_client, bench_clip, bench_diffusers, bench_import, bench_pipeline
 
 
 def main() -> None:
@@ -12,6 +12,14 @@ def main() -> None:
     for module in (bench_import, bench_client, bench_clip, bench_pipeline):
         for text in module.run():
             print(text, flush=True)
+    # The diffusers engine at real size takes minutes and ~7 GB: run it only where it is installed.
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        print("diffusers: not installed (pip install -e '.[diffusers]'), skipped")
+        return
+    for text in bench_diffusers.run():
+        print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ AUTH = ("student", "s3cret-pass")
 def _serve(**kwargs):
     from helpers.sdserver import serve_in_thread
 
-    return serve_in_thread(host="127.0.0.1", port=0, engine="preview", **kwargs)
+    # KIT_TEST_ENGINE=diffusers KIT_TEST_MODEL=<diffusers folder> runs the shared server fixtures on the
+    # diffusers engine (e.g. the tiny model of tests/tiny_sd.py); the default is the preview engine.
+    engine = os.environ.get("KIT_TEST_ENGINE", "preview")
+    if engine == "diffusers":
+        kwargs.update(model=os.environ.get("KIT_TEST_MODEL"), decoder=os.environ.get("KIT_TEST_DECODER", "auto"))
+    return serve_in_thread(host="127.0.0.1", port=0, engine=engine, **kwargs)
 
 
 @pytest.fixture(scope="session")

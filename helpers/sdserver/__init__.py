@@ -16,7 +16,7 @@ Package layout (each file reads in one sitting):
     options.py    GET/POST /options and override_settings
     state.py      job state behind GET /progress
     images.py     base64 PNG in and out
-    engines/      base.py (the Engine interface) and preview.py (placeholders)
+    engines/      base.py (the Engine interface), preview.py (placeholders), diffusers_engine.py (real images)
 
 Example, in a notebook or a test:
     >>> import requests
@@ -42,13 +42,21 @@ def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float 
     ``{user: password}``; None leaves the API open. ``step_delay`` is the time the preview
     engine spends on each sampling step (seconds), so that progress can be watched.
 
+    Other keyword arguments go to the engine, e.g. ``create_app(engine="diffusers", model="/path/to/folder",
+    decoder="tiny")``; ``engine`` may also be a ready ``Engine`` instance.
+
     >>> app = create_app(step_delay=0.1)
     >>> app.title
     'Course kit: A1111-compatible server'
     """
     from .app import build_app  # FastAPI is imported only when a server is built
 
-    return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, **kwargs)
+    cmd_flags = kwargs.pop("cmd_flags", None)
+    if kwargs:  # engine options (model, decoder, dtype, device, ...): build the engine here
+        from .engines import get_engine
+
+        engine = get_engine(engine, step_delay=step_delay, **kwargs)
+    return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, cmd_flags=cmd_flags)
 
 
 class ServerHandle:
@@ -88,7 +96,7 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0, *, log_level: str = 
     """Start the server in a background thread and return once it answers HTTP.
 
     ``port=0`` picks a free port (see ``.port``/``.url``); other keyword arguments go to
-    :func:`create_app` (``engine``, ``api_auth``, ``step_delay``).
+    :func:`create_app` (``engine``, ``api_auth``, ``step_delay``, and engine options such as ``model``).
 
     >>> with serve_in_thread(step_delay=0.05) as server:                 # doctest: +SKIP
     ...     print(server.url)

@@ -4,8 +4,15 @@ Flags follow A1111 where they exist (``--port``, ``--api-auth``, ``--nowebui``, 
 ``--api-log``); ``--step-delay`` is the kit's own: seconds per sampling step of the preview
 engine, so that progress bars and interrupt can be tried in class.
 
-Example:
+With ``--engine diffusers`` the server makes real images with Hugging Face diffusers (needs the
+``diffusers`` extra). The model is loaded once at start-up; if it cannot be (not downloaded, wrong
+name, out of memory) the server says why and how to fix it, and exits with status 1.
+
+Examples:
     python -m helpers.sdserver --port 7860 --step-delay 0.1 --api-auth teacher:s3cret
+    python -m helpers.sdserver --engine diffusers --model stabilityai/sd-turbo --download   # once, online
+    python -m helpers.sdserver --engine diffusers                                           # then offline
+    python -m helpers.sdserver --engine diffusers --model ~/models/my-sd15-folder --decoder full
 """
 
 from __future__ import annotations
@@ -24,37 +31,112 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860, like A1111)")
     parser.add_argument("--engine", choices=ENGINES, default="preview",
-                        help="image engine (default preview: labelled placeholder images, no GPU)")
+                        help="image engine: preview (default: labelled placeholder images, no GPU) or diffusers "
+                             "(real images from a Stable Diffusion model on this machine)")
     parser.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
                         help="require HTTP Basic auth on /sdapi/v1/*, like A1111's --api-auth")
     parser.add_argument("--step-delay", type=float, default=0.0, metavar="SECONDS",
-                        help="seconds per sampling step, to watch progress and try interrupt (default 0)")
+                        help="seconds per sampling step, to watch progress and try interrupt (default 0; "
+                             "with diffusers: added to each real step)")
     parser.add_argument("--api-log", action="store_true", help="print one line per request")
     # Accepted so that A1111 command lines can be pasted; the kit's server is always API-only.
     parser.add_argument("--nowebui", action="store_true", help="ignored (the kit's server has no web UI)")
     parser.add_argument("--api", action="store_true", help="ignored (the API is always on)")
+
+    real = parser.add_argument_group("diffusers engine (--engine diffusers)")
+    real.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                      help="Hugging Face id (from the local cache; default stabilityai/sd-turbo), a diffusers "
+                           "folder, or an A1111 .safetensors checkpoint (then also --config). SD 1.x/2.x only")
+    real.add_argument("--config", default=None, metavar="DIR_OR_ID",
+                      help="for a single .safetensors checkpoint: a diffusers folder or Hugging Face id of the same "
+                           "architecture whose config files diffusers reads (default: a folder named like the "
+                           "checkpoint next to it)")
+    real.add_argument("--decoder", default="auto", metavar="auto|tiny|full|PATH",
+                      help="VAE decoder for the final image: tiny (TAESD, several times faster on a CPU, slightly "
+                           "softer details), full (the model's own VAE), auto (default: tiny on a CPU, full on a "
+                           "GPU; full if TAESD is not downloaded), or a folder with an AutoencoderTiny")
+    real.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                      help="precision: auto (default: float16 on a GPU, bfloat16 on a CPU with native bf16, "
+                           "else float32)")
+    real.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
+                      help="where to run: auto (default: cuda, then mps, then cpu)")
+    real.add_argument("--download", action="store_true",
+                      help="download the model (fp16 weights, ~2.6 GB for sd-turbo), the tiny decoder and any "
+                           "--config files into the Hugging Face cache, then exit (needs internet; what `make "
+                           "models` runs)")
     return parser
 
 
+def diffusers_options(args: argparse.Namespace) -> dict:
+    """The engine options given on the command line (only those of the diffusers engine)."""
+    return {"model": args.model, "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
+            "device": args.device}
+
+
+def download(args: argparse.Namespace) -> int:
+    """--download: fetch what the diffusers engine needs while online, then exit."""
+    from .engines import EngineUnavailable
+
+    try:
+        from .engines.diffusers_models import DEFAULT_MODEL, download as fetch
+    except ImportError as error:
+        print(f"--download needs the diffusers extra ({error}). Fix: pip install -e '.[diffusers]'", file=sys.stderr)
+        return 1
+    model = args.model or DEFAULT_MODEL
+    print(f"Downloading {model} (and the tiny decoder) into the Hugging Face cache; this needs internet "
+          "and takes a while the first time...", flush=True)
+    try:
+        for line in fetch(model, decoder=args.decoder, config=args.config):
+            print("  " + line, flush=True)
+    except EngineUnavailable as error:
+        print(f"Download failed: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # offline, HF_HUB_OFFLINE=1, a wrong id, a gated model...
+        print(f"Download of {model} failed: {type(error).__name__}: {error}\n"
+              "Fix: check the internet connection and the model id; unset HF_HUB_OFFLINE; for a gated model, "
+              "accept its licence on huggingface.co and log in with `hf auth login`.", file=sys.stderr)
+        return 1
+    print(f"Done. Start the server with: python -m helpers.sdserver --engine diffusers --model {model}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from .app import parse_api_auth
 
     if args.api_auth is not None:
         try:
             parse_api_auth(args.api_auth)
         except ValueError as error:
-            build_parser().error(str(error))  # exits with status 2 and the usage line
+            parser.error(str(error))  # exits with status 2 and the usage line
     if args.step_delay < 0:
-        build_parser().error("--step-delay must be 0 or more seconds")
+        parser.error("--step-delay must be 0 or more seconds")
+    engine_options = {}
+    if args.engine == "diffusers":
+        if args.download:
+            return download(args)
+        engine_options = diffusers_options(args)
+    elif args.model or args.config or args.download:
+        parser.error("--model, --config and --download go with --engine diffusers")
 
     import uvicorn
 
     from . import create_app
+    from .engines import EngineUnavailable
 
     flags = {"host": args.host, "port": args.port, "listen": args.host not in ("127.0.0.1", "localhost"),
-             "api_log": args.api_log}
-    app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags)
+             "api_log": args.api_log, **engine_options}
+    if args.engine == "diffusers":
+        print(f"Loading the model for the diffusers engine ({args.model or 'default: stabilityai/sd-turbo'})...",
+              flush=True)
+    try:
+        app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,
+                         **engine_options)
+    except EngineUnavailable as error:
+        # Say it now, with the fix, rather than serve errors or broken images later.
+        print(f"The kit's server cannot start the {args.engine} engine: {error}", file=sys.stderr)
+        return 1
     engine = app.state.engine
     url = f"http://{args.host}:{args.port}"
     auth_note = ", HTTP Basic auth on /sdapi/v1/*" if args.api_auth else ""

@@ -126,6 +126,12 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     if overrides and not req.value("override_settings_restore_afterwards"):
         options.update(overrides)  # A1111 keeps them when restore_afterwards is false
 
+    # An engine may refuse what it cannot do (a clear 422 before the job is queued) and name the
+    # extra infotext entries it will write; the preview engine has no such hook.
+    check_request = getattr(engine, "check_request", None)
+    engine_params = check_request(req, opts) if check_request else {}
+    version = getattr(engine, "version", VERSION)
+
     sampler, scheduler = resolve_sampler(req.sampler_name or req.value("sampler_index"), req.scheduler)
     width, height = req.value("width"), req.value("height")
     steps, cfg_scale = req.value("steps"), float(req.value("cfg_scale"))
@@ -143,6 +149,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     if req.value("enable_hr"):
         extra.update(hires_params(req))
         out_width, out_height = hires_target_size(req)
+    extra.update(engine_params)
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
     # variation strength the seed stays and the subseeds count up (A1111's processing.py).
@@ -181,7 +188,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
             "RNG": opts["randn_source"] if opts["randn_source"] != "GPU" else None,
             "Tiling": "True" if tiling else None,
             **extra,
-            "Version": VERSION if opts["add_version_to_infotext"] else None,
+            "Version": version if opts["add_version_to_infotext"] else None,
         }
         return format_infotext(all_prompts[i], all_negative_prompts[i], params)
 
@@ -255,7 +262,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         "job_timestamp": job_timestamp,
         "clip_skip": clip_skip,
         "is_using_inpainting_conditioning": False,
-        "version": VERSION,
+        "version": version,
     }
     # parameters echoes the request (seed stays -1); info is a JSON *string*, as in A1111.
     return {"images": encoded, "parameters": req.model_dump(), "info": json.dumps(info, default=lambda o: None)}

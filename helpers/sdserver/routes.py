@@ -143,7 +143,18 @@ class SdApi:
         return self.options.as_dict()
 
     def set_options(self, req: dict[str, Any] = Body(...)):
-        """Change settings; an unknown key is a 500 KeyError, as in A1111. Returns null."""
+        """Change settings; an unknown key is a 500 KeyError, as in A1111. Returns null.
+
+        With an engine that can load models, a new ``sd_model_checkpoint`` is loaded here, after the
+        running job (the queue lock), as A1111 does; one it cannot find is a 500.
+        """
+        switch_model = getattr(self.engine, "switch_model", None)
+        if switch_model is not None and isinstance(req.get("sd_model_checkpoint"), str):
+            self.options.checked({key: value for key, value in req.items() if key != "sd_model_checkpoint"})
+            with self.queue_lock:
+                switch_model(req["sd_model_checkpoint"])
+            req = {**req, "sd_model_checkpoint": self.engine.model_title,
+                   "sd_checkpoint_hash": self.engine.model_sha256}
         self.options.update(req)
 
     def get_cmd_flags(self):
@@ -151,10 +162,12 @@ class SdApi:
         return {key: ("***" if "auth" in key and value else value) for key, value in self.cmd_flags.items()}
 
     def samplers(self):
-        return catalog.sampler_list()
+        names = getattr(self.engine, "sampler_names", None)  # an engine may run only some of them
+        return [item for item in catalog.sampler_list() if names is None or item["name"] in names]
 
     def schedulers(self):
-        return catalog.scheduler_list()
+        labels = getattr(self.engine, "scheduler_names", None)
+        return [item for item in catalog.scheduler_list() if labels is None or item["label"] in labels]
 
     def upscalers(self):
         return catalog.UPSCALERS
@@ -164,6 +177,8 @@ class SdApi:
 
     def sd_models(self):
         engine = self.engine
+        if hasattr(engine, "list_models"):  # an engine that can load several models lists them
+            return engine.list_models()
         return [{"title": engine.model_title, "model_name": engine.model_name, "hash": engine.model_hash,
                  "sha256": engine.model_sha256, "filename": engine.model_filename, "config": None}]
 

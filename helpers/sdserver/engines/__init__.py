@@ -1,5 +1,10 @@
 """Image engines of the kit's server, by name.
 
+* ``preview``: labelled placeholder images drawn with Pillow (no model, no GPU);
+* ``diffusers``: real images from a Stable Diffusion 1.x/2.x model with Hugging Face diffusers
+  (an optional extra: ``pip install -e '.[diffusers]'``). It is imported only when asked for,
+  so the preview engine never imports torch or diffusers.
+
     >>> get_engine("preview").model_name
     'offline-preview'
 """
@@ -8,16 +13,41 @@ from __future__ import annotations
 
 from .base import Engine, GenerationJob, StepCallback
 
-ENGINES = ("preview",)
+ENGINES = ("preview", "diffusers")
 
 
-def get_engine(name: str = "preview", **options) -> Engine:
-    """Build the engine called ``name``; ``options`` go to its constructor (e.g. ``step_delay``)."""
+class EngineUnavailable(RuntimeError):
+    """An engine cannot start (model not downloaded, package missing, out of memory...).
+
+    ``str(error)`` says what went wrong and, on a second line, how to fix it; ``.fix`` holds the fix.
+    The command line prints it and exits with status 1 instead of serving broken images.
+    """
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        self.message, self.fix = message, fix
+        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+
+
+def get_engine(name="preview", **options) -> Engine:
+    """Build the engine called ``name``; ``options`` go to its constructor (e.g. ``step_delay``,
+    or ``model``/``decoder``/``dtype``/``device`` for diffusers). An ``Engine`` instance is
+    returned as it is (options are then ignored), so a ready engine can be served."""
+    if isinstance(name, Engine):
+        return name
     if name == "preview":
         from .preview import PreviewEngine
 
         return PreviewEngine(**options)
+    if name == "diffusers":
+        from .diffusers_engine import DiffusersEngine  # light: torch and diffusers are imported inside
+
+        try:
+            return DiffusersEngine(**options)
+        except ImportError as error:
+            raise EngineUnavailable(f"the diffusers engine needs packages that are not installed ({error}).",
+                                    fix="pip install -e '.[diffusers]' (diffusers, transformers, accelerate, "
+                                        "scipy)") from error
     raise ValueError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "GenerationJob", "StepCallback", "get_engine", "ENGINES"]
+__all__ = ["Engine", "GenerationJob", "StepCallback", "get_engine", "ENGINES", "EngineUnavailable"]

@@ -1,0 +1,296 @@
+"""The ``diffusers`` engine: real images from a Stable Diffusion 1.x/2.x model, on this machine.
+
+    python -m helpers.sdserver --engine diffusers                      # stabilityai/sd-turbo
+    python -m helpers.sdserver --engine diffusers --model /path/to/diffusers-folder
+
+It plugs into the same server as the preview engine, so every /sdapi/v1 request, the infotext,
+/progress, /interrupt and /skip work as before; the pixels come from Hugging Face diffusers'
+``StableDiffusionPipeline``. What it adds to a plain pipeline call, to behave like A1111:
+
+* **seeds**: one generator per image, so image i depends only on ``all_seeds[i]`` (a batch equals
+  single calls); ``subseed_strength`` blends in the subseed's noise as A1111 does (latents.py);
+* **samplers**: A1111's names mapped to diffusers schedulers (samplers.py); an unknown name is a
+  422 listing the names that work (A1111 1.10 would silently use another sampler);
+* **prompts**: A1111's emphasis ``(word:1.3)``, ``BREAK`` and prompts longer than 75 tokens
+  (prompt_weights.py), and "Clip skip" (option ``CLIP_stop_at_last_layers``);
+* **progress**: after every step the server gets the step number and a cheap preview of the
+  model's current guess of the image (latents.py);
+* **interrupt / skip**: sampling stops after the current step and the call still returns 200
+  with the images as far as they got: the model's current guess, decoded (what A1111 returns);
+* **speed on a CPU**: a tiny decoder (TAESD) instead of the full VAE, and bfloat16 where the CPU
+  computes it natively.
+
+Devices: CUDA, then Apple's MPS, then the CPU. Precision ("auto"): float16 on a GPU, bfloat16 on a
+CPU with native bf16 (AVX512-BF16 or AMX), float32 otherwise.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from typing import Any
+
+from PIL import Image
+
+from . import EngineUnavailable
+from .base import Engine, GenerationJob, StepCallback
+from .diffusers_models import (DEFAULT_MODEL, ModelInfo, cached_hub_models, load_pipeline, load_tiny_decoder, locate,
+                               locate_config)
+from .devices import pick_device, pick_dtype
+from .latents import initial_noise, latents_to_preview, watch_predictions
+from .prompt_weights import PromptEncoder
+from .samplers import UnknownSampler, available_samplers, available_schedules, make_scheduler, resolve
+
+log = logging.getLogger("helpers.sdserver")
+
+
+class DiffusersEngine(Engine):
+    """Stable Diffusion with diffusers. The model is loaded once, when the engine is built.
+
+    ``model``: Hugging Face id, diffusers folder or .safetensors file (default stabilityai/sd-turbo);
+    ``decoder``: "auto" (tiny on a CPU, full on a GPU), "tiny", "full", an AutoencoderTiny folder (or object);
+    ``dtype``: "auto", "float32", "bfloat16" or "float16"; ``device``: "auto", "cpu", "cuda", "mps";
+    ``config``: config folder or id for a single-file checkpoint; ``step_delay``: extra seconds per
+    step (for demos of progress and interrupt); ``pipeline``: serve a StableDiffusionPipeline you
+    already built instead of loading one.
+    """
+
+    name = "diffusers"
+
+    def __init__(self, model: str | None = None, decoder: str = "auto", dtype: str = "auto", device: str = "auto",
+                 config: str | None = None, step_delay: float = 0.0, pipeline=None) -> None:
+        from importlib.metadata import version
+
+        if pipeline is None:
+            # Is the model on this machine at all? Answered from the file system in milliseconds,
+            # before the slow imports of torch and diffusers.
+            kind, path = locate(model or DEFAULT_MODEL, config)
+            if kind == "file":
+                locate_config(path, config)
+            self.device = pick_device(device)
+            self.dtype = pick_dtype(dtype, self.device)
+        else:  # serve it as it is: its device and precision
+            self.device, self.dtype = str(pipeline.device), pipeline.unet.dtype
+        self.decoder_request = decoder
+        self.config = config
+        self.step_delay = float(step_delay)
+        self.version = f"kit-diffusers-{version('diffusers')}"
+        self.notes: list[str] = []  # start-up notes (the fallback to the full VAE is also logged)
+        self.pipe = None
+        self.info: ModelInfo | None = None
+        self._loaded: dict[str, ModelInfo] = {}  # every model loaded in this session, by title
+        self._tiny = None  # the tiny decoder, shared by every model
+        self.decoder_name = "full"
+        if pipeline is not None:
+            self._use(pipeline, ModelInfo(source="pipeline", kind="folder", path=_pipeline_path(pipeline),
+                                          name="custom-pipeline", sha256="0" * 64))
+        else:
+            self._use(*load_pipeline(model or DEFAULT_MODEL, dtype=self.dtype, device=self.device, config=config))
+        self._set_up_decoder()
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def _use(self, pipe, info: ModelInfo) -> None:
+        """Make ``pipe`` the current model and update the names the server reports."""
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.info = info
+        self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self.base_scheduler_config = dict(pipe.scheduler.config)  # every sampler is built from this
+        self.full_vae = pipe.vae
+        self._loaded[info.title] = info
+        self.model_title = info.title
+        self.model_name = info.name
+        self.model_hash = info.short_hash
+        self.model_sha256 = info.sha256
+        self.model_filename = str(info.path)
+
+    def _set_up_decoder(self) -> None:
+        """Swap in the tiny decoder when asked for (and on a CPU by default)."""
+        wanted = self.decoder_request
+        if not isinstance(wanted, str):  # an AutoencoderTiny object handed over (e.g. by a benchmark)
+            self._tiny, wanted = wanted, "tiny"
+        if wanted == "auto":
+            wanted = "tiny" if self.device == "cpu" else "full"
+        if wanted != "full":
+            if self._tiny is None:
+                self._tiny, note = load_tiny_decoder(wanted, dtype=self.dtype, device=self.device)
+                self.notes.append(note)
+                if self._tiny is None:
+                    log.warning("Note: %s", note)  # not an error: the server starts with the full VAE
+            if self._tiny is not None:
+                self.pipe.vae = self._tiny
+                self.decoder_name = "tiny"
+        dtype = str(self.dtype).replace("torch.", "")
+        self.description = (f"real images from {self.model_title} with diffusers on {self.device} ({dtype}, "
+                            f"{self.decoder_name} VAE decoder)")
+
+    def list_models(self) -> list[dict]:
+        """GET /sd-models: the models loaded in this session and the SD models in the Hugging Face cache."""
+        models = {info.title: info for info in self._loaded.values()}
+        try:
+            for info in cached_hub_models():
+                models.setdefault(info.title, info)
+        except OSError:
+            pass
+        return [models[title].entry() for title in sorted(models, key=str.lower)]
+
+    def switch_model(self, name: str) -> None:
+        """POST /options {"sd_model_checkpoint": name}: load another model (the server holds the queue
+        lock, so no job is running). Unknown or unloadable: RuntimeError, a 500 as in A1111.
+
+        ``name`` may be a title from GET /sd-models, a model name or hash, a Hugging Face id, a folder
+        or a .safetensors file. The current model is unloaded first (two models may not fit in memory);
+        if the new one fails to load, the previous one is loaded again.
+        """
+        candidates = [self.info, *self._loaded.values()]
+        known = [info for info in candidates if info is not None and name in info.names()]
+        if not known:
+            try:
+                known = [info for info in cached_hub_models() if name in info.names()]
+            except OSError:
+                known = []
+        if known and known[0] is self.info:
+            return  # already loaded
+        source = known[0].source if known else (name.rsplit(" [", 1)[0] if name.endswith("]") else name)
+        try:
+            locate(source, self.config)  # cheap: is it there at all? (nothing is unloaded yet)
+        except EngineUnavailable as error:
+            raise RuntimeError(f"model {name!r} not found: {error.message}") from error
+        previous = self.info
+        self._unload()
+        try:
+            self._use(*load_pipeline(source, dtype=self.dtype, device=self.device, config=self.config))
+        except EngineUnavailable as error:
+            log.warning("could not switch to %s: %s", name, error)
+            if previous is not None and previous.source != "pipeline":
+                self._use(*load_pipeline(previous.source, dtype=self.dtype, device=self.device, config=self.config))
+                self._set_up_decoder()
+            raise RuntimeError(f"model {name!r} could not be loaded: {error.message}") from error
+        self._set_up_decoder()
+
+    def _unload(self) -> None:
+        import torch
+
+        self.pipe = self.encoder = self.full_vae = None
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    # --- requests -------------------------------------------------------------------------------
+
+    @property
+    def sampler_names(self) -> list[str]:
+        """The samplers GET /samplers lists: those this engine can run."""
+        return available_samplers()
+
+    @property
+    def scheduler_names(self) -> list[str]:
+        return available_schedules()
+
+    def check_request(self, req, opts: dict) -> dict[str, Any]:
+        """Called by the server before a job is queued: reject what this engine cannot do with a clear
+        422, and return the extra infotext entries it will write (A1111's keys)."""
+        from fastapi import HTTPException
+
+        try:
+            sampler, schedule = resolve(req.sampler_name or req.value("sampler_index"), req.scheduler)
+            make_scheduler(sampler, schedule, self.base_scheduler_config)
+        except UnknownSampler as error:
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        width, height = req.value("width"), req.value("height")
+        if width % 8 or height % 8:
+            raise HTTPException(status_code=422, detail=f"width and height must be multiples of 8 for Stable "
+                                                        f"Diffusion (got {width}x{height}); e.g. 512x512 or 512x768")
+        if req.value("enable_hr"):
+            raise HTTPException(status_code=422, detail="hires fix (enable_hr) is not supported by the kit's "
+                                                        "diffusers engine: ask for the final width and height directly")
+        extra: dict[str, Any] = {}
+        if opts.get("emphasis", "Original") != "Original":
+            extra["Emphasis"] = opts["emphasis"]
+        if self.decoder_name == "tiny":
+            extra["VAE Decoder"] = "TAESD"  # A1111's own key when TAESD decodes the final image
+        return extra
+
+    def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
+        import torch
+
+        pipe = self.pipe
+        opts = job.extra.get("options", {})
+        request = job.extra.get("request", {})
+        scheduler = make_scheduler(job.sampler_name, job.scheduler, self.base_scheduler_config)
+        guesses = watch_predictions(scheduler)
+        pipe.scheduler = scheduler
+
+        # Prompts -> CLIP vectors, A1111-style (emphasis, chunks of 75 tokens, Clip skip).
+        emphasis = str(opts.get("emphasis", "Original"))
+        clip_skip = _as_int(opts.get("CLIP_stop_at_last_layers"), 1)
+        backtrack = _as_int(opts.get("comma_padding_backtrack"), 20)
+        use_cfg = job.cfg_scale > 1  # diffusers skips the negative prompt at CFG <= 1 (one UNet call per step)
+        chunks = self.encoder.chunk_count(job.prompt, emphasis, backtrack)
+        if use_cfg:
+            chunks = max(chunks, self.encoder.chunk_count(job.negative_prompt, emphasis, backtrack))
+        positive = self.encoder.encode(job.prompt, emphasis, clip_skip, backtrack, min_chunks=chunks)
+        negative = (self.encoder.encode(job.negative_prompt, emphasis, clip_skip, backtrack, min_chunks=chunks)
+                    if use_cfg else None)
+
+        # Starting noise: one generator per image, seeded with all_seeds[i].
+        scale = pipe.vae_scale_factor
+        shape = (pipe.unet.config.in_channels, job.height // scale, job.width // scale)
+        noise, generators = initial_noise(shape, job.seeds, job.subseeds, job.subseed_strength)
+        noise = noise.to(device=self.device, dtype=pipe.unet.dtype)
+
+        reported = {"step": 0}
+
+        def on_step_end(p, index: int, timestep, tensors: dict) -> dict:
+            total = p.num_timesteps  # 2N-1 for 2nd-order samplers such as Heun: map back to N steps
+            step = min(job.steps, max(1, math.ceil((index + 1) * job.steps / total)))
+            if self.step_delay > 0:
+                time.sleep(self.step_delay)
+            guess = guesses.get("x0")
+            latest = guess if guess is not None else tensors["latents"]
+            preview = None
+            if (job.preview_every > 0 and step != reported["step"]
+                    and (step % job.preview_every == 0 or step == job.steps)):
+                preview = latents_to_preview(latest[:1])[0]
+            reported["step"] = step
+            if not on_step(step, preview):  # interrupt or skip: stop after this step
+                p._interrupt = True  # diffusers' documented way to end the loop early
+                if index < total - 1:
+                    return {"latents": latest}  # decode the current guess, as A1111 returns it
+            return tensors
+
+        eta = request.get("eta")
+        eta = float(eta) if eta is not None else float(opts.get("eta_ddim", 0.0) or 0.0)
+        with torch.inference_mode():
+            result = pipe(
+                prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
+                num_inference_steps=job.steps, width=job.width, height=job.height,
+                num_images_per_prompt=job.batch_size, generator=generators, latents=noise, eta=eta,
+                output_type="pil", callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
+        return list(result.images)
+
+    def caption(self, image: Image.Image) -> str:
+        """POST /interrogate. A1111 captions with BLIP; this engine has no captioning model, so it
+        answers, like the preview engine, with a caption that says so (and never looks at pixels)."""
+        return (f"placeholder caption: the kit's diffusers engine has no captioning model and does not look at "
+                f"the pixels (image of {image.width}x{image.height}); compare images with texts with "
+                "helpers.clipqa.ClipScorer")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _as_int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _pipeline_path(pipeline):
+    from pathlib import Path
+
+    return Path(getattr(pipeline.config, "_name_or_path", "") or "pipeline")

@@ -1,0 +1,449 @@
+"""The diffusers engine over real HTTP, with a tiny random-weight SD model built from configs.
+
+The model is saved to a folder once per session and loaded the way users load theirs
+(``--model /path/to/folder``), so the whole path runs: loading, naming, samplers, seeds,
+emphasis, progress, interrupt, model switching and the start-up errors. No model hub is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+
+from helpers.a1111 import A1111Client, A1111Error  # noqa: E402
+from helpers.infotext import parse_infotext  # noqa: E402
+from helpers.sdserver import serve_in_thread  # noqa: E402
+from helpers.sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
+
+from tiny_sd import build_tiny_sd, build_tiny_taesd  # noqa: E402
+
+SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
+ROOT = Path(__file__).resolve().parents[1]
+# diffusers' schedulers trip a numpy 2 deprecation notice on every call; it is theirs, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and a busy 2-core CI box slows down a lot with two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Two tiny SD models (different random weights) and a tiny TAESD decoder, saved to folders."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {"a": build_tiny_sd(root / "tiny-sd"), "b": build_tiny_sd(root / "tiny-sd-b", seed=1),
+            "taesd": build_tiny_taesd(root / "tiny-taesd")}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models):
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder=str(tiny_models["taesd"])) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def slow(tiny_models):
+    """The same model with 0.05 s per step, to watch progress and interrupt."""
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", step_delay=0.05) as handle:
+        yield handle
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache with nothing in it, and no network at all."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        assert host in ("127.0.0.1", "localhost", "::1"), f"network access attempted: {host}"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        assert not isinstance(address, tuple) or address[0] in ("127.0.0.1", "::1"), f"network access: {address}"
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tmp_path / "hub"
+
+
+def txt2img(server, **fields):
+    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={"prompt": "a red fox", **SMALL, **fields}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def pixels(encoded: str) -> np.ndarray:
+    from helpers.sdserver.images import decode_image
+
+    return np.asarray(decode_image(encoded).convert("RGB"), dtype=np.int16)
+
+
+def close(a, b, tolerance: int = 1) -> bool:
+    return a.shape == b.shape and int(np.abs(a - b).max()) <= tolerance
+
+
+# --- images, seeds, infotext ----------------------------------------------------------------------
+
+
+def test_real_images_with_infotext_through_the_client(server, tiny_models):
+    client = A1111Client(server.url, auth="")
+    gen = client.txt2img("a lighthouse at dusk", negative_prompt="blurry", seed=7, batch_size=2, **SMALL)
+    assert not gen.is_placeholder and "PLACEHOLDER" not in repr(gen)
+    assert [image.size for image in gen.images] == [(64, 64)] * 2 and gen.seeds == [7, 8]
+    settings = gen.settings(1)
+    assert settings["Prompt"] == "a lighthouse at dusk" and settings["Negative prompt"] == "blurry"
+    assert [settings[key] for key in ("Seed", "Steps", "Sampler", "CFG scale")] == ["8", "3", "Euler a", "7.0"]
+    assert (settings["Size-1"], settings["Size-2"]) == ("64", "64")
+    assert settings["Model"] == "tiny-sd" and settings["VAE Decoder"] == "TAESD"
+    assert settings["Model hash"] == gen.info["sd_model_hash"] and len(settings["Model hash"]) == 10
+    assert settings["Version"].startswith("kit-diffusers-")
+    assert client.png_info(gen.png[0])["info"] == gen.infotexts[0]
+    # Real pixels: not a flat image, and the two images of the batch differ.
+    first, second = (np.asarray(image, dtype=np.int16) for image in gen.images)
+    assert first.std() > 1 and np.abs(first - second).max() > 10
+
+
+def test_batch_equals_single_calls_and_seeds_reproduce(server):
+    for sampler in ("Euler a", "DPM++ 2M"):  # ancestral (noise every step) and multistep
+        batch = txt2img(server, seed=100, batch_size=3, sampler_name=sampler)
+        assert json.loads(batch["info"])["all_seeds"] == [100, 101, 102]
+        for index, seed in enumerate((100, 101, 102)):
+            single = txt2img(server, seed=seed, sampler_name=sampler)
+            assert close(pixels(batch["images"][index]), pixels(single["images"][0])), (sampler, seed)
+    again = txt2img(server, seed=100)
+    other = txt2img(server, seed=99)
+    first = pixels(txt2img(server, seed=100)["images"][0])
+    assert close(first, pixels(again["images"][0]), 0)
+    assert not close(first, pixels(other["images"][0]), 10)
+
+
+def test_n_iter_and_sizes(server):
+    reply = txt2img(server, seed=5, batch_size=2, n_iter=2, width=96, height=64)
+    info = json.loads(reply["info"])
+    assert info["all_seeds"] == [5, 6, 7, 8] and len(reply["images"]) == 4
+    assert {pixels(image).shape for image in reply["images"]} == {(64, 96, 3)}
+    # Image 3 (second batch, first image) is the same as a single call with its seed.
+    assert close(pixels(reply["images"][2]), pixels(txt2img(server, seed=7, width=96, height=64)["images"][0]))
+
+
+def test_same_pixels_as_a_plain_diffusers_call(tiny_models, server):
+    """The engine adds A1111's protocol, not its own sampling: with the model's own scheduler and the
+    full VAE, an image equals what StableDiffusionPipeline makes for the same seed."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_models["a"]), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe("a red fox", negative_prompt="", num_inference_steps=3, guidance_scale=7.0, height=64, width=64,
+                    generator=torch.Generator().manual_seed(42), output_type="np").images[0]
+    engine = get_engine("diffusers", model=str(tiny_models["a"]), decoder="full")
+    with serve_in_thread(engine=engine) as handle:
+        reply = txt2img(handle, seed=42, sampler_name="Euler")  # "Euler": the model's own EulerDiscreteScheduler
+    assert close(pixels(reply["images"][0]), np.round(expected * 255).astype(np.int16))
+
+
+def test_variation_seed_blends_towards_the_subseed(server):
+    plain = pixels(txt2img(server, seed=10, sampler_name="Euler")["images"][0])
+    half = txt2img(server, seed=10, subseed=20, subseed_strength=0.5, sampler_name="Euler", batch_size=2)
+    info = json.loads(half["info"])
+    assert info["all_seeds"] == [10, 10] and info["all_subseeds"] == [20, 21]
+    assert parse_infotext(info["infotexts"][1])["Variation seed"] == "21"
+    assert not close(pixels(half["images"][0]), plain, 5)
+    # Strength 1 is all subseed noise: with a sampler that adds no noise later, it is the subseed's image.
+    full = txt2img(server, seed=10, subseed=20, subseed_strength=1.0, sampler_name="Euler")
+    assert close(pixels(full["images"][0]), pixels(txt2img(server, seed=20, sampler_name="Euler")["images"][0]))
+
+
+# --- samplers -------------------------------------------------------------------------------------
+
+
+def test_every_listed_sampler_runs(server):
+    names = [item["name"] for item in requests.get(f"{server.url}/sdapi/v1/samplers", timeout=10).json()]
+    assert {"Euler a", "Euler", "DPM++ 2M", "DDIM", "UniPC", "LMS", "Heun"} <= set(names)
+    for name in names + ["DPM++ 2M Karras"]:
+        reply = txt2img(server, seed=1, steps=2, sampler_name=name)
+        assert len(reply["images"]) == 1, name
+    karras = txt2img(server, seed=1, sampler_name="DPM++ 2M", scheduler="Karras")
+    combined = txt2img(server, seed=1, sampler_name="DPM++ 2M Karras")
+    assert close(pixels(karras["images"][0]), pixels(combined["images"][0]), 0)
+    euler_karras = json.loads(txt2img(server, seed=1, sampler_name="Euler", scheduler="karras")["info"])
+    assert "Schedule type: Karras" in euler_karras["infotexts"][0]
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"sampler_name": "Euler A"}, ["'Euler A' is not known", "did you mean 'Euler a'", "DPM++ 2M", "UniPC"]),
+    ({"sampler_name": "DPM fast"}, ["A1111 sampler that diffusers does not have", "Euler a"]),
+    ({"scheduler": "wobbly"}, ["schedule type 'wobbly' is not known", "Karras"]),
+    ({"sampler_name": "Euler a", "scheduler": "Karras"}, ["cannot be used with sampler 'Euler a'"]),
+    ({"width": 100}, ["multiples of 8"]),
+    ({"enable_hr": True, "denoising_strength": 0.5}, ["hires fix"]),
+])
+def test_what_the_engine_cannot_do_is_a_clear_422(server, fields, words):
+    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, **fields}, timeout=30)
+    assert reply.status_code == 422
+    detail = reply.json()["detail"]
+    assert all(word in detail for word in words), detail
+
+
+# --- prompts ----------------------------------------------------------------------------------------
+
+
+def test_emphasis_long_prompts_and_clip_skip(server):
+    def image(prompt, **fields):
+        return pixels(txt2img(server, prompt=prompt, seed=3, sampler_name="Euler", **fields)["images"][0])
+
+    plain = image("a cat on a mat")
+    assert not close(image("a (cat:1.8) on a mat"), plain, 0)  # the weight changes the picture
+    ignored = txt2img(server, prompt="a (cat:1.8) on a mat", seed=3, sampler_name="Euler",
+                      override_settings={"emphasis": "Ignore"})
+    assert close(pixels(ignored["images"][0]), plain, 0)  # brackets parsed away, weights ignored
+    assert "Emphasis: Ignore" in json.loads(ignored["info"])["infotexts"][0]
+    # Nothing is cut at 75 tokens: words in a second chunk change the picture.
+    long = "a cat, " * 40
+    assert not close(image(long + "in a red hat"), image(long + "in a blue box"), 0)
+    skipped = txt2img(server, prompt="a cat on a mat", seed=3, sampler_name="Euler",
+                      override_settings={"CLIP_stop_at_last_layers": 2})
+    assert "Clip skip: 2" in json.loads(skipped["info"])["infotexts"][0]
+    assert not close(pixels(skipped["images"][0]), plain, 0)
+
+
+def test_prompt_chunks_like_a1111(tiny_models):
+    from transformers import CLIPTokenizer
+
+    from helpers.sdserver.engines.prompt_weights import PromptEncoder
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(tiny_models["a"] / "tokenizer"), local_files_only=True)
+    encoder = PromptEncoder(tokenizer, text_encoder=None)
+    (tokens, weights), = encoder.tokenize_line("a (red:1.5) fox")
+    assert len(tokens) == 77 and tokens[0] == tokenizer.bos_token_id and tokens[4] == tokenizer.eos_token_id
+    assert weights[:5] == [1.0, 1.0, 1.5, 1.0, 1.0]
+    assert len(encoder.tokenize_line("a cat BREAK a dog")) == 2
+    assert len(encoder.tokenize_line("word " * 80)) == 2
+    chunks = encoder.tokenize_line("red, " * 30 + "a very long description of a cat")  # 60 tokens + 7
+    assert len(chunks) == 1
+    chunks = encoder.tokenize_line("red, " * 36 + "a b c d e f g h")  # the 76th token does not fit
+    assert len(chunks) == 2 and tokenizer.decode(chunks[1][0][1:9]).strip() == "a b c d e f g h"
+
+
+# --- progress, interrupt, skip ------------------------------------------------------------------------
+
+
+def test_progress_advances_per_step_with_a_live_preview(slow):
+    seen = []
+
+    def watch():
+        while not done.is_set():
+            state = requests.get(f"{slow.url}/sdapi/v1/progress", timeout=10).json()
+            if state["state"]["job_count"]:
+                seen.append((state["state"]["sampling_step"], state["state"]["sampling_steps"],
+                             state["current_image"] is not None))
+            time.sleep(0.02)
+
+    done = threading.Event()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        txt2img(slow, seed=1, steps=8)
+    finally:
+        done.set()
+        watcher.join()
+    steps = [step for step, total, _ in seen if total == 8]
+    assert steps and steps == sorted(steps) and len(set(steps)) >= 4  # it advanced step by step
+    assert any(has_preview for step, _, has_preview in seen if step >= 1)
+
+
+def at_step(server, step: int, action) -> threading.Thread:
+    """Call ``action`` once the running job has reached sampling step ``step`` of its first batch."""
+    def wait():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = requests.get(f"{server.url}/sdapi/v1/progress", timeout=10).json()["state"]
+            if state["job_count"] and state["job_no"] == 0 and state["sampling_step"] >= step:
+                action()
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread
+
+
+def test_interrupt_returns_200_with_partial_images(slow):
+    client = A1111Client(slow.url, auth="")
+    full = client.txt2img("a long job", seed=1, **{**SMALL, "steps": 12})
+    watcher = at_step(slow, 3, client.interrupt)
+    gen = client.txt2img("a long job", seed=1, n_iter=3, **{**SMALL, "steps": 12})
+    watcher.join()
+    assert len(gen.images) == 1 and gen.interrupted and gen.seeds == [1]  # later batches never ran
+    partial, finished = (np.asarray(image, dtype=np.int16) for image in (gen.image, full.image))
+    assert partial.std() > 1 and not close(partial, finished, 2)  # a real, partly done image
+    assert not client.txt2img("a short job", **SMALL).interrupted  # the flag does not stick
+
+
+def test_skip_abandons_the_current_batch_only(slow):
+    client = A1111Client(slow.url, auth="")
+    watcher = at_step(slow, 3, client.skip)
+    gen = client.txt2img("two batches", seed=1, n_iter=2, **{**SMALL, "steps": 10})
+    watcher.join()
+    assert len(gen.images) == 2 and gen.seeds == [1, 2] and not gen.interrupted
+    first, second = (np.asarray(image, dtype=np.int16) for image in gen.images)
+    complete = [np.asarray(client.txt2img("two batches", seed=seed, **{**SMALL, "steps": 10}).image, dtype=np.int16)
+                for seed in (1, 2)]
+    assert not close(first, complete[0], 2)  # skipped part-way: a partly done image
+    assert close(second, complete[1])  # the next batch ran in full
+
+
+# --- models and options -------------------------------------------------------------------------------
+
+
+def test_options_and_sd_models_report_the_model(server):
+    models = requests.get(f"{server.url}/sdapi/v1/sd-models", timeout=10).json()
+    ours = next(model for model in models if model["model_name"] == "tiny-sd")
+    assert ours["title"] == f"tiny-sd [{ours['hash']}]" and ours["sha256"].startswith(ours["hash"])
+    options = requests.get(f"{server.url}/sdapi/v1/options", timeout=10).json()
+    assert options["sd_model_checkpoint"] == ours["title"] and options["sd_checkpoint_hash"] == ours["sha256"]
+    flags = requests.get(f"{server.url}/sdapi/v1/cmd-flags", timeout=10).json()
+    assert flags["engine"] == "diffusers"
+
+
+def test_switch_model_through_options(tiny_models):
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full") as handle:
+        client = A1111Client(handle.url, auth="")
+        before = client.txt2img("a tram", seed=4, **SMALL)
+        client.set_options(sd_model_checkpoint=str(tiny_models["b"]))
+        titles = client.models()
+        assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [") and len(titles) == 2
+        after = client.txt2img("a tram", seed=4, **SMALL)
+        assert after.settings()["Model"] == "tiny-sd-b" and after.info["sd_model_hash"] != before.info["sd_model_hash"]
+        assert not close(np.asarray(after.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16), 5)
+        with pytest.raises(A1111Error) as error:
+            client.set_options(sd_model_checkpoint="no-such/model")
+        assert error.value.status == 500 and "not found" in str(error.value)
+        assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [")  # unchanged
+        first = next(title for title in titles if title.startswith("tiny-sd ["))
+        client.set_options(sd_model_checkpoint=first)  # back, by the title from sd-models
+        again = client.txt2img("a tram", seed=4, **SMALL)
+        assert close(np.asarray(again.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16))
+
+
+def test_interrogate_says_it_cannot_caption(server):
+    client = A1111Client(server.url, auth="")
+    caption = client.interrogate(client.txt2img("a cat", seed=1, **SMALL).image)
+    assert "placeholder caption" in caption and "does not look at the pixels" in caption
+
+
+# --- start-up: precision, decoder, missing models -----------------------------------------------------
+
+
+def test_bfloat16_and_the_tiny_decoder_fallback(tiny_models, empty_hub_cache):
+    engine = get_engine("diffusers", model=str(tiny_models["a"]), dtype="bfloat16", decoder="tiny")
+    assert "bfloat16" in engine.description and engine.decoder_name == "full"
+    assert any("madebyollin/taesd" in note and "make models" in note for note in engine.notes)
+    with serve_in_thread(engine=engine) as handle:
+        reply = txt2img(handle, seed=2, steps=2)
+    assert "VAE Decoder" not in json.loads(reply["info"])["infotexts"][0]
+
+
+def test_missing_models_fail_fast_without_network(tiny_models, empty_hub_cache, tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(EngineUnavailable) as error:
+        get_engine("diffusers", model="stabilityai/sd-turbo")
+    assert "not on this machine" in str(error.value) and "make models" in error.value.fix
+    with pytest.raises(EngineUnavailable, match="model_index.json"):
+        get_engine("diffusers", model=str(tmp_path))
+    checkpoint = tmp_path / "v1-5-pruned-emaonly.safetensors"
+    checkpoint.write_bytes(b"not really")
+    with pytest.raises(EngineUnavailable) as error:
+        get_engine("diffusers", model=str(checkpoint))
+    assert "--config" in error.value.fix
+    with pytest.raises(EngineUnavailable) as error:
+        get_engine("diffusers", model=str(tiny_models["a"]), decoder=str(tmp_path / "nothing"))
+    assert time.perf_counter() - started < 10
+
+
+def test_a1111_checkpoint_file_is_read_with_local_configs(tiny_models, tmp_path, monkeypatch):
+    """A single .safetensors file goes to from_single_file with config= a local folder and nothing
+    online (converting a real A1111 checkpoint is diffusers' job; here the call is stood in for)."""
+    import hashlib
+
+    from diffusers import StableDiffusionPipeline
+
+    checkpoint = tmp_path / "my-model.safetensors"
+    checkpoint.write_bytes(b"weights")
+    calls = []
+
+    def from_single_file(path, **kwargs):
+        calls.append((path, kwargs))
+        return StableDiffusionPipeline.from_pretrained(str(tiny_models["a"]), local_files_only=True)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", from_single_file)
+    engine = get_engine("diffusers", model=str(checkpoint), config=str(tiny_models["a"]), decoder="full")
+    (path, kwargs), = calls
+    assert path == str(checkpoint) and kwargs["config"] == str(tiny_models["a"]) and kwargs["local_files_only"]
+    sha = hashlib.sha256(b"weights").hexdigest()
+    assert engine.model_title == f"my-model.safetensors [{sha[:10]}]" and engine.model_name == "my-model"  # as A1111
+
+
+def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    env.pop("HF_HUB_CACHE", None)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "helpers.sdserver", "--engine", "diffusers", "--port", "0"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "stabilityai/sd-turbo" in result.stderr and "make models" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.perf_counter() - started < 60  # imports included; no retries
+    from helpers.sdserver.__main__ import main
+
+    assert main(["--engine", "diffusers", "--download"]) == 1  # offline (conftest): fails at once, with the fix
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
+
+
+def test_download_picks_one_copy_of_each_weight():
+    from helpers.sdserver.engines.diffusers_models import pick_download_files
+
+    sd_turbo = ["model_index.json", "sd_turbo.safetensors", "README.md", "scheduler/scheduler_config.json",
+                "text_encoder/config.json", "text_encoder/model.fp16.safetensors", "text_encoder/model.safetensors",
+                "tokenizer/merges.txt", "tokenizer/vocab.json", "tokenizer/tokenizer_config.json",
+                "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+                "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"]
+    picked = pick_download_files(sd_turbo)
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in picked and "text_encoder/model.fp16.safetensors" in picked
+    assert "vae/diffusion_pytorch_model.safetensors" in picked  # no fp16 copy: the full one
+    assert not {"sd_turbo.safetensors", "unet/diffusion_pytorch_model.safetensors", "README.md",
+                "vae/diffusion_pytorch_model.bin"} & set(picked)
+
+
+def test_the_preview_engine_never_imports_torch_or_diffusers():
+    code = ("import sys; from helpers.sdserver import create_app; create_app(); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -1,0 +1,98 @@
+"""A tiny Stable Diffusion pipeline with random weights, built from configs and saved to a folder.
+
+The diffusers engine's tests load it through the same path users take with a real model
+(``--model /path/to/folder``). Nothing is downloaded: the CLIP tokenizer is built from the BPE
+file that open_clip ships (reference/diffusers.md §1), and every weight is random, so the images
+are noise, but seeds, batches, samplers, progress and interrupt behave as with a real model.
+
+    >>> folder = build_tiny_sd("/tmp/tiny-sd")            # doctest: +SKIP
+    >>> taesd = build_tiny_taesd("/tmp/tiny-taesd")       # doctest: +SKIP
+
+Sizes: about 8.5 MB on disk (most of it the tokenizer and the 49408-entry token embedding); a
+64x64 image takes a few hundredths of a second per step on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's vocabulary and BPE merges, built from open_clip's ``bpe_simple_vocab_16e6.txt.gz``."""
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+
+    bpe = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+    lines = gzip.open(bpe).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]  # 48894 merges
+    merges = [tuple(line.split()) for line in lines]
+    vocab = list(bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab]
+    vocab += ["".join(merge) for merge in merges] + ["<|startoftext|>", "<|endoftext|>"]  # 49408 entries
+    return {token: i for i, token in enumerate(vocab)}, merges
+
+
+def clip_tokenizer():
+    """An SD 1.x-style CLIPTokenizer (pads with <|endoftext|>, 77 tokens)."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab_and_merges()
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "EulerDiscreteScheduler") -> Path:
+    """Build a tiny SD 1.x-shaped pipeline (random weights) and ``save_pretrained`` it to ``folder``.
+
+    The VAE has 2 blocks, so one latent pixel is 2x2 image pixels (real SD: 8x8). ``seed`` changes
+    the weights, e.g. to make a second, different "model" for model-switch tests.
+    """
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
+        block_out_channels=(16, 32), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407))
+    scheduler_class = getattr(diffusers, scheduler, EulerDiscreteScheduler)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+        scheduler=scheduler_class(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                  beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    folder = Path(folder)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny AutoencoderTiny (TAESD's architecture, fewer channels) that matches build_tiny_sd's
+    2x latent scale, saved with ``save_pretrained``."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    taesd = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4)
+    folder = Path(folder)
+    taesd.save_pretrained(folder)
+    return folder
+
+
+if __name__ == "__main__":  # python tests/tiny_sd.py /tmp/tiny-sd
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-sd")
+    print(build_tiny_sd(target), build_tiny_taesd(target.with_name(target.name + "-taesd")))
