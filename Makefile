@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 7860
 ENGINE ?= preview
-STEP_DELAY ?= 0.05
+# The preview engine waits per step so progress can be watched; a real engine needs no delay.
+STEP_DELAY ?= $(if $(filter preview,$(ENGINE)),0.05,0)
 
-.PHONY: help setup lab demo test serve doctor models student submission bench clean
+.PHONY: help setup lab demo test serve doctor models models-sd student submission bench clean
 
 help:  ## list the commands
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # The stamp is newer than pyproject.toml once the install succeeded, so a second `make setup`
 # does nothing; editing the dependencies re-runs pip.
@@ -35,8 +36,8 @@ demo: $(STAMP)  ## run the pipeline on an example; starts the kit's server if no
 test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
 	$(PY) -m pytest
 
-serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview PORT=7860)
-	$(PY) -m helpers.sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY)
+serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, MODEL=, PORT=7860)
+	$(PY) -m helpers.sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)")
 
 doctor: $(STAMP)  ## preflight checks with a fix for each failure
 	$(PY) -m helpers doctor
@@ -50,6 +51,9 @@ student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in d
 submission: $(STAMP)  ## Moodle files for a notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=ann
 	@test -n "$(NB)" || { echo "Say which notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=your-name"; exit 2; }
 	$(PY) -m helpers submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
+
+models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
+	$(PY) -m helpers.sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)")
 
 bench: $(STAMP)  ## benchmarks: print ratios measured side by side
 	$(PY) -m bench

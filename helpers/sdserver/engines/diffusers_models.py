@@ -3,7 +3,7 @@
 A model is given as one of:
 
 * a **Hugging Face id** (``stabilityai/sd-turbo``): loaded from the local Hugging Face cache only.
-  The server never downloads; ``--download`` (``make models``) does, once, while online;
+  The server never downloads; ``--download`` (``make models-sd``) does, once, while online;
 * a **diffusers folder** (one with ``model_index.json``, e.g. written by ``pipe.save_pretrained``);
 * a single **A1111-style checkpoint** (``.safetensors``): diffusers needs the matching config
   files for it, from ``--config DIR_OR_ID`` or a ``<checkpoint stem>/`` folder next to the file.
@@ -37,7 +37,7 @@ COMPONENTS = ("unet", "vae", "text_encoder")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 NOT_SUPPORTED = ("text_encoder_2", "transformer", "prior", "decoder")  # SDXL, SD3/Flux, cascades
 # The fix printed when a model is not on this machine.
-DOWNLOAD_FIX = ("while online, run `make models` (or `python -m helpers.sdserver --engine diffusers "
+DOWNLOAD_FIX = ("while online, run `make models-sd` (or `python -m helpers.sdserver --engine diffusers "
                 "--model {model} --download`); or start with --model /path/to/a/diffusers/folder")
 
 
@@ -295,7 +295,7 @@ def load_tiny_decoder(spec: str, *, dtype, device: str):
     if folder is None:
         if spec == "tiny":
             return None, (f"the tiny decoder ({TINY_DECODER}) is not downloaded, so images are decoded with the "
-                          "model's full VAE (slower on a CPU). To get it: `make models` while online.")
+                          "model's full VAE (slower on a CPU). To get it: `make models-sd` while online.")
         raise EngineUnavailable(f"--decoder {spec}: no such folder or downloaded Hugging Face id.",
                                 fix="use --decoder tiny, --decoder full, or a folder with an AutoencoderTiny")
     try:
@@ -307,7 +307,7 @@ def load_tiny_decoder(spec: str, *, dtype, device: str):
     return decoder, f"tiny decoder: {repo}"
 
 
-# --- downloading (make models) --------------------------------------------------------------------
+# --- downloading (make models-sd) --------------------------------------------------------------------
 
 
 def pick_download_files(files: list[str]) -> list[str]:
