@@ -203,6 +203,7 @@ def test_every_listed_sampler_runs(server):
     ({"sampler_name": "Euler a", "scheduler": "Karras"}, ["cannot be used with sampler 'Euler a'"]),
     ({"width": 100}, ["multiples of 8"]),
     ({"enable_hr": True, "denoising_strength": 0.5}, ["hires fix"]),
+    ({"restore_faces": True}, ["restore_faces is not supported"]),
 ])
 def test_what_the_engine_cannot_do_is_a_clear_422(server, fields, words):
     reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, **fields}, timeout=30)
@@ -212,6 +213,28 @@ def test_what_the_engine_cannot_do_is_a_clear_422(server, fields, words):
 
 
 # --- prompts ----------------------------------------------------------------------------------------
+
+
+def test_tiling_wraps_around_the_edges(server):
+    plain = pixels(txt2img(server, seed=6, sampler_name="Euler")["images"][0])
+    tiled = txt2img(server, seed=6, sampler_name="Euler", tiling=True)
+    assert "Tiling: True" in json.loads(tiled["info"])["infotexts"][0]
+    assert not close(pixels(tiled["images"][0]), plain, 2)
+    assert close(pixels(txt2img(server, seed=6, sampler_name="Euler")["images"][0]), plain, 0)  # switched back
+    # Seamless: with tiling the UNet sees the image on a torus, so shifting its input sideways (by a
+    # multiple of its downsampling) shifts its output the same way, edges included.
+    import torch
+
+    from helpers.sdserver.engines.diffusers_engine import set_tiling
+
+    unet = server.app.state.engine.pipe.unet
+    latents, context = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 16)
+    shifted = torch.roll(latents, 4, dims=-1)
+    with torch.no_grad():
+        for tiling in (True, False):
+            set_tiling(server.app.state.engine.pipe, tiling)
+            out, out_shifted = (unet(x, 500, encoder_hidden_states=context).sample for x in (latents, shifted))
+            assert torch.allclose(torch.roll(out, 4, dims=-1), out_shifted, atol=1e-4) == tiling
 
 
 def test_emphasis_long_prompts_and_clip_skip(server):

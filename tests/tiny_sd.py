@@ -33,12 +33,21 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(vocab)}, merges
 
 
-def clip_tokenizer():
-    """An SD 1.x-style CLIPTokenizer (pads with <|endoftext|>, 77 tokens)."""
+def clip_tokenizer(**options):
+    """An SD 1.x-style CLIPTokenizer (pads with <|endoftext|>, 77 tokens); ``options`` go to it
+    (e.g. ``pad_token="!"`` for SD 2.x). Built from vocab.json and merges.txt files, the way that
+    works in transformers 4 and 5 alike."""
+    import json
+    import tempfile
+
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                              encoding="utf-8")
+        return CLIPTokenizer.from_pretrained(folder, model_max_length=77, local_files_only=True, **options)
 
 
 def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "EulerDiscreteScheduler") -> Path:

@@ -17,8 +17,12 @@ It plugs into the same server as the preview engine, so every /sdapi/v1 request,
   model's current guess of the image (latents.py);
 * **interrupt / skip**: sampling stops after the current step and the call still returns 200
   with the images as far as they got: the model's current guess, decoded (what A1111 returns);
+* **tiling**: A1111's seamless "Tiling" (every convolution wraps around the edges);
 * **speed on a CPU**: a tiny decoder (TAESD) instead of the full VAE, and bfloat16 where the CPU
   computes it natively.
+
+What it cannot do is a clear 422 before the job starts: hires fix, restore_faces, a sampler or
+schedule diffusers does not have, a size that is not a multiple of 8.
 
 Devices: CUDA, then Apple's MPS, then the CPU. Precision ("auto"): float16 on a GPU, bfloat16 on a
 CPU with native bf16 (AVX512-BF16 or AMX), float32 otherwise.
@@ -207,6 +211,10 @@ class DiffusersEngine(Engine):
         if req.value("enable_hr"):
             raise HTTPException(status_code=422, detail="hires fix (enable_hr) is not supported by the kit's "
                                                         "diffusers engine: ask for the final width and height directly")
+        restore_faces = req.restore_faces if req.restore_faces is not None else opts.get("face_restoration")
+        if restore_faces:  # the infotext would claim a face restoration that never happened
+            raise HTTPException(status_code=422, detail="restore_faces is not supported by the kit's diffusers "
+                                                        "engine (no CodeFormer/GFPGAN): send restore_faces=false")
         extra: dict[str, Any] = {}
         if opts.get("emphasis", "Original") != "Original":
             extra["Emphasis"] = opts["emphasis"]
@@ -264,12 +272,20 @@ class DiffusersEngine(Engine):
 
         eta = request.get("eta")
         eta = float(eta) if eta is not None else float(opts.get("eta_ddim", 0.0) or 0.0)
-        with torch.inference_mode():
-            result = pipe(
-                prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
-                num_inference_steps=job.steps, width=job.width, height=job.height,
-                num_images_per_prompt=job.batch_size, generator=generators, latents=noise, eta=eta,
-                output_type="pil", callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
+        tiling = request.get("tiling")
+        tiling = bool(opts.get("tiling")) if tiling is None else bool(tiling)
+        set_tiling(pipe, tiling)
+        try:
+            with torch.inference_mode():
+                result = pipe(
+                    prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
+                    num_inference_steps=job.steps, width=job.width, height=job.height,
+                    num_images_per_prompt=job.batch_size, generator=generators, latents=noise, eta=eta,
+                    output_type="pil", callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=["latents"])
+        finally:
+            if tiling:
+                set_tiling(pipe, False)
         return list(result.images)
 
     def caption(self, image: Image.Image) -> str:
@@ -288,6 +304,17 @@ def _as_int(value, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def set_tiling(pipe, on: bool) -> None:
+    """A1111's "Tiling": every convolution of the UNet and the decoder wraps around the image edges,
+    so the picture repeats seamlessly (A1111 flips the same padding_mode switch)."""
+    import torch
+
+    for model in (pipe.unet, pipe.vae):
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.padding_mode = "circular" if on else "zeros"
 
 
 def _pipeline_path(pipeline):

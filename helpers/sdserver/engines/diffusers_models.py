@@ -237,6 +237,14 @@ def quiet_libraries():
         transformers.utils.logging.set_verbosity(levels[1])
 
 
+def dtype_argument(dtype) -> dict:
+    """``{"dtype": dtype}`` for from_pretrained, or ``{"torch_dtype": dtype}`` for diffusers releases
+    from before the 2026 rename (diffusers PR #14205, which added ``diffusers.utils._resolve_dtype``)."""
+    import diffusers.utils
+
+    return {"dtype": dtype} if hasattr(diffusers.utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
 def load_pipeline(source: str, *, dtype, device: str, config: str | None = None):
     """Load an SD 1.x/2.x pipeline from local files only; returns (pipeline, ModelInfo).
 
@@ -246,7 +254,7 @@ def load_pipeline(source: str, *, dtype, device: str, config: str | None = None)
     from diffusers import StableDiffusionPipeline
 
     kind, path = locate(source, config)
-    common = dict(dtype=dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
+    common = dict(**dtype_argument(dtype), local_files_only=True, safety_checker=None, feature_extractor=None,
                   requires_safety_checker=False)  # A1111 has no safety checker either
     variant = None
     try:
@@ -300,7 +308,8 @@ def load_tiny_decoder(spec: str, *, dtype, device: str):
                                 fix="use --decoder tiny, --decoder full, or a folder with an AutoencoderTiny")
     try:
         with quiet_libraries():
-            decoder = AutoencoderTiny.from_pretrained(str(folder), dtype=dtype, local_files_only=True).to(device)
+            decoder = AutoencoderTiny.from_pretrained(str(folder), **dtype_argument(dtype),
+                                                      local_files_only=True).to(device)
     except Exception as error:
         raise EngineUnavailable(f"could not load the tiny decoder from {folder}: {type(error).__name__}: {error}",
                                 fix="use --decoder full, or download it again with --download") from error
