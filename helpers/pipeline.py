@@ -30,7 +30,6 @@ from typing import Any
 
 from .config import load_settings
 from .prompts import ImagePrompt
-from .text import Text
 
 MODES = ("best", "threshold")
 RUN_FILE = "run.json"
@@ -232,9 +231,3 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
                             text_source=text_source, refine=refine, out_dir=out_dir, progress=progress,
                             client=client, llm=llm, scorer=scorer, fields=generation_fields)
     return runner.run()
-
-
-def text_from_record(record: dict[str, Any]) -> Text:
-    """The Text of a run record (for showing a reopened run)."""
-    return Text(record.get("text", ""), record.get("source", ""), record.get("keywords", ""),
-                title=record.get("title"), model=record.get("model"), note=record.get("note", ""))
