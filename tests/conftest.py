@@ -1,7 +1,13 @@
-"""Shared fixtures: the kit's A1111-compatible server on free ports of 127.0.0.1."""
+"""Shared fixtures: the kit's A1111-compatible server on free ports of 127.0.0.1, and an LLM server.
+
+The A1111 protocol tests (tests/test_client.py) run against every engine installed here: the
+preview engine always, and the diffusers engine on a tiny random-weight model (tests/tiny_sd.py)
+when the ``diffusers`` extra is installed, as it is in CI.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -10,53 +16,68 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 AUTH = ("student", "s3cret-pass")
+HAS_DIFFUSERS = all(importlib.util.find_spec(name) for name in ("diffusers", "transformers"))
+ENGINES = ["preview"] + (["diffusers"] if HAS_DIFFUSERS else [])
 
 
-def _serve(**kwargs):
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Two tiny SD models (different random weights) and a tiny TAESD decoder, saved to folders
+    once per test session: ``{"a": folder, "b": folder, "taesd": folder}``."""
+    pytest.importorskip("diffusers")
+    from tiny_sd import build_tiny_sd, build_tiny_taesd
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {"a": build_tiny_sd(root / "tiny-sd"), "b": build_tiny_sd(root / "tiny-sd-b", seed=1),
+            "taesd": build_tiny_taesd(root / "tiny-taesd")}
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """``servers(engine, auth=False, step_delay=0.0)``: the kit's server with that engine, started
+    on first use and shared by the whole session (``auth`` turns on --api-auth student:s3cret-pass).
+    The diffusers engine serves tiny_sd's model with its tiny decoder."""
     from helpers.sdserver import serve_in_thread
 
-    # KIT_TEST_ENGINE=diffusers KIT_TEST_MODEL=<diffusers folder> runs the shared server fixtures on the
-    # diffusers engine (e.g. the tiny model of tests/tiny_sd.py); the default is the preview engine.
-    engine = os.environ.get("KIT_TEST_ENGINE", "preview")
-    if engine == "diffusers":
-        kwargs.update(model=os.environ.get("KIT_TEST_MODEL"), decoder=os.environ.get("KIT_TEST_DECODER", "auto"))
-    return serve_in_thread(host="127.0.0.1", port=0, engine=engine, **kwargs)
+    started = {}
+    models = {}
+
+    def get(engine: str = "preview", auth: bool = False, step_delay: float = 0.0):
+        key = (engine, auth, step_delay)
+        if key not in started:
+            options = {}
+            if engine == "diffusers":
+                if not models:  # the same folders as the tiny_models fixture would build
+                    from tiny_sd import build_tiny_sd, build_tiny_taesd
+
+                    root = tmp_path_factory.mktemp("served-tiny-model")
+                    models.update(a=build_tiny_sd(root / "tiny-sd"), taesd=build_tiny_taesd(root / "tiny-taesd"))
+                options = {"model": str(models["a"]), "decoder": str(models["taesd"])}
+            started[key] = serve_in_thread(host="127.0.0.1", port=0, engine=engine, step_delay=step_delay,
+                                           api_auth=f"{AUTH[0]}:{AUTH[1]}" if auth else None, **options)
+        return started[key]
+
+    yield get
+    for server in started.values():
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def sd_server():
-    """The kit's server without auth, no step delay."""
-    server = _serve()
-    yield server
-    server.stop()
+def sd_server(servers):
+    """The kit's server (preview engine) without auth, no step delay."""
+    return servers("preview")
 
 
 @pytest.fixture(scope="session")
-def sd_server_auth():
-    """The kit's server started with --api-auth student:s3cret-pass."""
-    server = _serve(api_auth=f"{AUTH[0]}:{AUTH[1]}")
-    yield server
-    server.stop()
+def sd_server_auth(servers):
+    """The kit's server (preview engine) started with --api-auth student:s3cret-pass."""
+    return servers("preview", auth=True)
 
 
 @pytest.fixture(scope="session")
-def slow_server():
-    """The kit's server with 0.05 s per step, for progress and interrupt tests."""
-    server = _serve(step_delay=0.05)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["no-auth", "api-auth"])
-def client(request):
-    """An A1111Client against the kit's server, once without and once with --api-auth."""
-    from helpers.a1111 import A1111Client
-
-    if request.param == "no-auth":
-        server = request.getfixturevalue("sd_server")
-        return A1111Client(server.url, auth="")
-    server = request.getfixturevalue("sd_server_auth")
-    return A1111Client(server.url, auth=AUTH)
+def slow_server(servers):
+    """The kit's server (preview engine) with 0.05 s per step, for progress and interrupt tests."""
+    return servers("preview", step_delay=0.05)
 
 
 @pytest.fixture(scope="session")

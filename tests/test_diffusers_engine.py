@@ -28,7 +28,6 @@ from helpers.infotext import parse_infotext  # noqa: E402
 from helpers.sdserver import serve_in_thread  # noqa: E402
 from helpers.sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 
-from tiny_sd import build_tiny_sd, build_tiny_taesd  # noqa: E402
 
 SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,24 +46,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """Two tiny SD models (different random weights) and a tiny TAESD decoder, saved to folders."""
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {"a": build_tiny_sd(root / "tiny-sd"), "b": build_tiny_sd(root / "tiny-sd-b", seed=1),
-            "taesd": build_tiny_taesd(root / "tiny-taesd")}
-
-
 @pytest.fixture(scope="module")
 def server(tiny_models):
-    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder=str(tiny_models["taesd"])) as handle:
+    # float32 on every CPU, so that these checks are the same everywhere ("auto" picks bfloat16 on CPUs
+    # that compute it natively; tests/test_client.py runs on "auto", test_bfloat16_... on bfloat16).
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder=str(tiny_models["taesd"]),
+                         dtype="float32") as handle:
         yield handle
 
 
 @pytest.fixture(scope="module")
 def slow(tiny_models):
     """The same model with 0.05 s per step, to watch progress and interrupt."""
-    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", step_delay=0.05) as handle:
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", step_delay=0.05,
+                         dtype="float32") as handle:
         yield handle
 
 
@@ -162,7 +157,7 @@ def test_same_pixels_as_a_plain_diffusers_call(tiny_models, server):
     pipe.set_progress_bar_config(disable=True)
     expected = pipe("a red fox", negative_prompt="", num_inference_steps=3, guidance_scale=7.0, height=64, width=64,
                     generator=torch.Generator().manual_seed(42), output_type="np").images[0]
-    engine = get_engine("diffusers", model=str(tiny_models["a"]), decoder="full")
+    engine = get_engine("diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32")
     with serve_in_thread(engine=engine) as handle:
         reply = txt2img(handle, seed=42, sampler_name="Euler")  # "Euler": the model's own EulerDiscreteScheduler
     assert close(pixels(reply["images"][0]), np.round(expected * 255).astype(np.int16))
@@ -356,7 +351,7 @@ def test_options_and_sd_models_report_the_model(server):
 
 
 def test_switch_model_through_options(tiny_models):
-    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full") as handle:
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32") as handle:
         client = A1111Client(handle.url, auth="")
         before = client.txt2img("a tram", seed=4, **SMALL)
         client.set_options(sd_model_checkpoint=str(tiny_models["b"]))
@@ -385,12 +380,18 @@ def test_interrogate_says_it_cannot_caption(server):
 
 
 def test_bfloat16_and_the_tiny_decoder_fallback(tiny_models, empty_hub_cache):
-    engine = get_engine("diffusers", model=str(tiny_models["a"]), dtype="bfloat16", decoder="tiny")
+    engine = get_engine("diffusers", model=str(tiny_models["a"]), dtype="bfloat16", decoder="tiny", step_delay=0.05)
     assert "bfloat16" in engine.description and engine.decoder_name == "full"
     assert any("madebyollin/taesd" in note and "make models" in note for note in engine.notes)
     with serve_in_thread(engine=engine) as handle:
         reply = txt2img(handle, seed=2, steps=2)
-    assert "VAE Decoder" not in json.loads(reply["info"])["infotexts"][0]
+        assert "VAE Decoder" not in json.loads(reply["info"])["infotexts"][0]
+        # An interrupt decodes the scheduler's float32 guess with the bfloat16 decoder.
+        client = A1111Client(handle.url, auth="")
+        watcher = at_step(handle, 2, client.interrupt)
+        gen = client.txt2img("a long job", seed=1, **{**SMALL, "steps": 12})
+        watcher.join()
+        assert gen.interrupted and np.asarray(gen.image, dtype=np.int16).std() > 1
 
 
 def test_missing_models_fail_fast_without_network(tiny_models, empty_hub_cache, tmp_path):

@@ -267,7 +267,9 @@ class DiffusersEngine(Engine):
             if not on_step(step, preview):  # interrupt or skip: stop after this step
                 p._interrupt = True  # diffusers' documented way to end the loop early
                 if index < total - 1:
-                    return {"latents": latest}  # decode the current guess, as A1111 returns it
+                    # Decode the current guess, as A1111 returns it. Schedulers keep it in float32;
+                    # the decoder wants the model's dtype (bfloat16/float16).
+                    return {"latents": latest.to(tensors["latents"].dtype)}
             return tensors
 
         eta = request.get("eta")
