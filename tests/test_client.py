@@ -19,8 +19,6 @@ from helpers.a1111 import A1111Client, A1111Error, GenerationInterrupted
 from helpers.infotext import infotext_to_fields, parse_infotext, read_infotext
 
 SMALL = {"width": 128, "height": 96, "steps": 3}
-# diffusers' schedulers trip a numpy 2 deprecation notice on every call; it is theirs, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
 
 @pytest.fixture(params=[(engine, auth) for engine in ENGINES for auth in ("no-auth", "api-auth")],

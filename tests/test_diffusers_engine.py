@@ -31,8 +31,6 @@ from helpers.sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 
 SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
 ROOT = Path(__file__).resolve().parents[1]
-# diffusers' schedulers trip a numpy 2 deprecation notice on every call; it is theirs, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -409,29 +407,6 @@ def test_missing_models_fail_fast_without_network(tiny_models, empty_hub_cache, 
     with pytest.raises(EngineUnavailable) as error:
         get_engine("diffusers", model=str(tiny_models["a"]), decoder=str(tmp_path / "nothing"))
     assert time.perf_counter() - started < 10
-
-
-def test_a1111_checkpoint_file_is_read_with_local_configs(tiny_models, tmp_path, monkeypatch):
-    """A single .safetensors file goes to from_single_file with config= a local folder and nothing
-    online (converting a real A1111 checkpoint is diffusers' job; here the call is stood in for)."""
-    import hashlib
-
-    from diffusers import StableDiffusionPipeline
-
-    checkpoint = tmp_path / "my-model.safetensors"
-    checkpoint.write_bytes(b"weights")
-    calls = []
-
-    def from_single_file(path, **kwargs):
-        calls.append((path, kwargs))
-        return StableDiffusionPipeline.from_pretrained(str(tiny_models["a"]), local_files_only=True)
-
-    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", from_single_file)
-    engine = get_engine("diffusers", model=str(checkpoint), config=str(tiny_models["a"]), decoder="full")
-    (path, kwargs), = calls
-    assert path == str(checkpoint) and kwargs["config"] == str(tiny_models["a"]) and kwargs["local_files_only"]
-    sha = hashlib.sha256(b"weights").hexdigest()
-    assert engine.model_title == f"my-model.safetensors [{sha[:10]}]" and engine.model_name == "my-model"  # as A1111
 
 
 def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys):

@@ -9,6 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import HAS_DIFFUSERS
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -34,9 +36,18 @@ def test_exercises_carry_solution_markers(path):
     assert begins >= 1 and begins == ends
 
 
-# Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all.
+# Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
+# that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
 LLM_NOTEBOOKS = {"02", "03", "06"}
-RUNS = [(p, mode) for p in NOTEBOOKS for mode in (("llm", "no-llm") if p.name[:2] in LLM_NOTEBOOKS else ("-",))]
+ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "connect_a1111" in p.read_text(encoding="utf-8")}
+
+
+def _modes(path: Path) -> tuple[str, ...]:
+    modes = ("llm", "no-llm") if path.name[:2] in LLM_NOTEBOOKS else ("-",)
+    return modes + (("diffusers",) if path.name[:2] in ENGINE_NOTEBOOKS and HAS_DIFFUSERS else ())
+
+
+RUNS = [(p, mode) for p in NOTEBOOKS for mode in _modes(p)]
 
 
 def _dead_port() -> int:
@@ -45,15 +56,25 @@ def _dead_port() -> int:
         return s.getsockname()[1]
 
 
+def test_image_notebooks_are_found():
+    assert {"01", "04", "06"} <= ENGINE_NOTEBOOKS
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
 @pytest.mark.parametrize("path, mode", RUNS, ids=[f"{p.stem}-{m}" if m != "-" else p.stem for p, m in RUNS])
-def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request):
     from helpers.sdserver import serve_in_thread
     from llm_server import LLMTestServer
 
-    server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
-    llm_server = LLMTestServer(models=["test-model"]).start() if mode == "llm" else None
+    if mode == "diffusers":
+        models = request.getfixturevalue("tiny_models")
+        server = serve_in_thread(host="127.0.0.1", port=0, engine="diffusers", model=str(models["a"]),
+                                 decoder=str(models["taesd"]))
+    else:
+        server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
+    uses_llm = mode == "llm" or (mode == "diffusers" and path.name[:2] in LLM_NOTEBOOKS)
+    llm_server = LLMTestServer(models=["test-model"]).start() if uses_llm else None
     try:
         # The kernel is a child process: it inherits these settings from the environment.
         monkeypatch.setenv("SD_URL", server.url)
@@ -72,11 +93,16 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
-    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs).lower()
-    if mode == "llm":
+    shown = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = shown.lower()
+    if uses_llm:
         assert llm_server.requests, "the notebook must use the LLM when one answers"
     if mode == "no-llm":
         assert "no llm" in text, "without an LLM the notebook must say so"
-    if "txt2img" in "".join(c.source for c in nb.cells):
+    makes_images = "txt2img" in "".join(c.source for c in nb.cells)
+    if makes_images and mode != "diffusers":
         assert "placeholder" in text, "the notebook must say its images are placeholders"
+    if makes_images and mode == "diffusers":
+        assert "PLACEHOLDER" not in shown, "real images must not be called placeholders"
+    if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"

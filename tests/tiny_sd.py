@@ -53,7 +53,9 @@ def clip_tokenizer(**options):
 def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "EulerDiscreteScheduler") -> Path:
     """Build a tiny SD 1.x-shaped pipeline (random weights) and ``save_pretrained`` it to ``folder``.
 
-    The VAE has 2 blocks, so one latent pixel is 2x2 image pixels (real SD: 8x8). ``seed`` changes
+    The VAE has 4 blocks, so one latent pixel is 8x8 image pixels, as in real SD (the UNet's
+    attention cost grows with the square of the latent's pixel count, so this keeps notebook-sized
+    images fast). ``seed`` changes
     the weights, e.g. to make a second, different "model" for model-switch tests.
     """
     import torch
@@ -69,8 +71,8 @@ def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "Eu
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
-        block_out_channels=(16, 32), norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+        block_out_channels=(8, 8, 16, 16), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=49406, eos_token_id=49407,
@@ -88,13 +90,13 @@ def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "Eu
 
 def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
     """A tiny AutoencoderTiny (TAESD's architecture, fewer channels) that matches build_tiny_sd's
-    2x latent scale, saved with ``save_pretrained``."""
+    8x latent scale, saved with ``save_pretrained``."""
     import torch
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(seed)
-    taesd = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-                            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4)
+    taesd = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4)
     folder = Path(folder)
     taesd.save_pretrained(folder)
     return folder
