@@ -368,6 +368,47 @@ def test_switch_model_through_options(tiny_models):
         assert close(np.asarray(again.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16))
 
 
+def test_override_settings_switch_the_model_for_one_request(tiny_models):
+    """As in A1111: override_settings {"sd_model_checkpoint": ...} loads that model for the request,
+    and loads the previous one again afterwards unless override_settings_restore_afterwards is false."""
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32") as handle:
+        client = A1111Client(handle.url, auth="")
+        before = client.txt2img("a tram", seed=4, **SMALL)
+        other = client.txt2img("a tram", seed=4, override_settings={"sd_model_checkpoint": str(tiny_models["b"])},
+                               **SMALL)
+        assert other.settings()["Model"] == "tiny-sd-b" and other.info["sd_model_name"] == "tiny-sd-b"
+        assert client.options()["sd_model_checkpoint"].startswith("tiny-sd [")  # restored
+        again = client.txt2img("a tram", seed=4, **SMALL)
+        assert again.settings()["Model"] == "tiny-sd"
+        as_array = lambda gen: np.asarray(gen.image, dtype=np.int16)  # noqa: E731
+        assert close(as_array(again), as_array(before)) and not close(as_array(other), as_array(before), 5)
+        kept = client.txt2img("a tram", seed=4, override_settings={"sd_model_checkpoint": "tiny-sd-b"},
+                              override_settings_restore_afterwards=False, **SMALL)
+        assert close(as_array(kept), as_array(other))
+        assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [")  # kept, as asked
+        with pytest.raises(A1111Error) as error:
+            client.txt2img("a tram", override_settings={"sd_model_checkpoint": "no-such/model"}, **SMALL)
+        assert error.value.status == 500 and "not found" in str(error.value)
+        assert client.txt2img("a tram", seed=4, **SMALL).settings()["Model"] == "tiny-sd-b"  # unchanged
+
+
+def test_memory_reports_the_device(server, monkeypatch):
+    import torch
+
+    from helpers.sdserver.engines.devices import cuda_memory
+
+    memory = requests.get(f"{server.url}/sdapi/v1/memory", timeout=10).json()
+    assert memory["ram"]["total"] > 0 and "runs on cpu" in memory["cuda"]["error"]
+    # On a CUDA device: torch's figures in A1111's shape. (No GPU here: torch's two calls stand in.)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (6 << 30, 8 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_stats",
+                        lambda device: {"allocated_bytes.all.current": 5, "allocated_bytes.all.peak": 9, "num_ooms": 1})
+    gpu = cuda_memory("cuda:0")
+    assert gpu["system"] == {"free": 6 << 30, "used": 2 << 30, "total": 8 << 30}
+    assert gpu["allocated"] == {"current": 5, "peak": 9} and gpu["events"] == {"retries": 0, "oom": 1}
+    assert set(gpu) == {"system", "active", "allocated", "reserved", "inactive", "events"}
+
+
 def test_interrogate_says_it_cannot_caption(server):
     client = A1111Client(server.url, auth="")
     caption = client.interrogate(client.txt2img("a cat", seed=1, **SMALL).image)

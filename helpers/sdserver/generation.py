@@ -121,9 +121,15 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     check_scripts(req)
 
     # Settings for this request: the server's, plus override_settings (checked like POST /options).
-    overrides = options.checked(req.override_settings or {})
+    # An engine that can load models loads an overriding sd_model_checkpoint once the queue is free
+    # (below), as A1111 does; other engines accept only the model they have.
+    requested = dict(req.override_settings or {})
+    switch_model = getattr(engine, "switch_model", None)
+    other_model = requested.pop("sd_model_checkpoint", None) if switch_model is not None else None
+    restore = bool(req.value("override_settings_restore_afterwards"))
+    overrides = options.checked(requested)
     opts = {**options.as_dict(), **overrides}
-    if overrides and not req.value("override_settings_restore_afterwards"):
+    if overrides and not restore:
         options.update(overrides)  # A1111 keeps them when restore_afterwards is false
 
     # An engine may refuse what it cannot do (a clear 422 before the job is queued) and name the
@@ -177,8 +183,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
             "Seed": all_seeds[i],
             "Face restoration": opts["face_restoration_model"] if restore_faces else None,
             "Size": f"{width}x{height}",
-            "Model hash": engine.model_hash if opts["add_model_hash_to_info"] else None,
-            "Model": engine.model_name if opts["add_model_name_to_info"] else None,
+            "Model hash": model["hash"] if opts["add_model_hash_to_info"] else None,
+            "Model": model["name"] if opts["add_model_name_to_info"] else None,
             "Variation seed": None if strength == 0 else all_subseeds[i],
             "Variation seed strength": None if strength == 0 else strength,
             "Seed resize from": None if resize_w <= 0 or resize_h <= 0 else f"{resize_w}x{resize_h}",
@@ -199,6 +205,12 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     images, infotexts = [], []
     # One generation at a time: a second request waits here (it is never rejected), as in A1111.
     with queue_lock:
+        previous_model = engine.model_title
+        if other_model is not None:
+            switch_model(other_model)  # not found or not loadable: RuntimeError, a 500 as in A1111
+            if not restore:
+                options.update({"sd_model_checkpoint": engine.model_title, "sd_checkpoint_hash": engine.model_sha256})
+        model = {"name": engine.model_name, "hash": engine.model_hash}  # what made these images
         state.begin("scripts_txt2img", job_count=n_iter)
         job_timestamp = state.job_timestamp
         try:
@@ -222,6 +234,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
                     infotexts.append(infotext(first + j))
         finally:
             state.end()
+            if other_model is not None and restore and engine.model_title != previous_model:
+                switch_model(previous_model)
 
     # save_images is accepted and ignored: the kit's server writes no files (clients save what
     # they receive), so there is never a grid and index_of_first_image is always 0.
@@ -248,8 +262,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         "batch_size": batch_size,
         "restore_faces": restore_faces,
         "face_restoration_model": opts["face_restoration_model"] if restore_faces else None,
-        "sd_model_name": engine.model_name,
-        "sd_model_hash": engine.model_hash,
+        "sd_model_name": model["name"],
+        "sd_model_hash": model["hash"],
         "sd_vae_name": None,
         "sd_vae_hash": None,
         "seed_resize_from_w": resize_w,

@@ -183,7 +183,8 @@ class SdApi:
                  "sha256": engine.model_sha256, "filename": engine.model_filename, "config": None}]
 
     def memory(self):
-        """RAM of this process and the machine (no psutil needed); no GPU is used."""
+        """RAM of this process and the machine (no psutil needed), and the GPU's memory in A1111's
+        shape when the engine runs on CUDA."""
         page = os.sysconf("SC_PAGE_SIZE")
         total = page * os.sysconf("SC_PHYS_PAGES")
         try:
@@ -193,8 +194,14 @@ class SdApi:
             import resource
 
             used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return {"ram": {"free": total - used, "used": used, "total": total},
-                "cuda": {"error": f"unavailable (the {self.engine.name} engine does not use a GPU)"}}
+        device = getattr(self.engine, "device", None)
+        if device is None:
+            cuda = {"error": f"unavailable (the {self.engine.name} engine does not use a GPU)"}
+        else:
+            from .engines.devices import cuda_memory
+
+            cuda = cuda_memory(str(device))
+        return {"ram": {"free": total - used, "used": used, "total": total}, "cuda": cuda}
 
     def embeddings(self):
         return {"loaded": {}, "skipped": {}}

@@ -75,3 +75,29 @@ def pick_dtype(requested: str, device: str):
     if device.startswith(("cuda", "mps")):
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def cuda_memory(device: str) -> dict:
+    """GET /sdapi/v1/memory's "cuda" part, in A1111's shape (bytes), for a CUDA device; for any other
+    device A1111's ``{"error": ...}``.
+
+    >>> cuda_memory("cpu")
+    {'error': 'unavailable (the model runs on cpu, not on a CUDA GPU)'}
+    """
+    if not str(device).startswith("cuda"):
+        return {"error": f"unavailable (the model runs on {device}, not on a CUDA GPU)"}
+    import torch
+
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+        stats = torch.cuda.memory_stats(device)
+    except Exception as error:  # a driver problem must not break /memory
+        return {"error": f"{type(error).__name__}: {error}"}
+
+    def pair(name: str) -> dict:
+        return {"current": stats.get(f"{name}.all.current", 0), "peak": stats.get(f"{name}.all.peak", 0)}
+
+    return {"system": {"free": free, "used": total - free, "total": total},
+            "active": pair("active_bytes"), "allocated": pair("allocated_bytes"),
+            "reserved": pair("reserved_bytes"), "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)}}
