@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe.add_argument("--threshold", type=float, default=None, help="CLIP cosine to reach in threshold mode")
     pipe.add_argument("--max-images", type=int, default=20, help="budget in threshold mode")
     pipe.add_argument("--text-source", choices=["auto", "llm", "corpus", "rag"], default="auto")
-    pipe.add_argument("--steps", type=int, default=20)
+    pipe.add_argument("--steps", type=int, default=None,
+                      help="sampling steps (default: what suits the loaded model, e.g. 20, or 1 for sd-turbo)")
     pipe.add_argument("--size", type=int, default=512, help="width and height in pixels (multiple of 8)")
     pipe.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
     demo = sub.add_parser("demo", help="run the pipeline on an example with whatever backends answer")

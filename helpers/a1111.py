@@ -20,6 +20,7 @@ shows live progress, keeps partial images when you press Stop, and turns every f
 
 from __future__ import annotations
 
+import copy
 import difflib
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ __all__ = ["A1111Client", "A1111Error", "Generation"]
 # What the client sends unless you say otherwise. A1111's API defaults are 50 steps and the
 # "Euler" sampler (used whenever sampler_name is missing); the UI's 20 steps is the usual start.
 # override_settings is always sent because Forge crashes on a missing one.
-CLIENT_DEFAULTS: dict[str, Any] = {"sampler_name": "Euler a", "steps": 20, "override_settings": {}}
+CLIENT_DEFAULTS: dict[str, Any] = {"sampler_name": "Euler a", "steps": 20, "cfg_scale": 7.0, "override_settings": {}}
 
 START_HINT = (
     "Start A1111 with the --api flag (on Windows add it to COMMANDLINE_ARGS in webui-user.bat, "
@@ -173,6 +174,10 @@ class A1111Client:
         self.session = self._new_session()
         self.last: Generation | None = None  # the latest result, partial ones included
         self.placeholder = False  # set by helpers.backends.connect_a1111 for the kit's preview server
+        # Sent with every txt2img unless you pass the field; connect_a1111() adapts them to the
+        # loaded model (helpers.model_hints), and you may change them: client.defaults["steps"] = 30
+        self.defaults: dict[str, Any] = copy.deepcopy(CLIENT_DEFAULTS)
+        self.hints = None  # the loaded model's ModelHints, set by connect_a1111()
         self._running = 0  # generations in flight from this client
         self._interrupted = False  # interrupt() was called while one ran
 
@@ -290,7 +295,8 @@ class A1111Client:
             prompt: what to draw.
             progress: show a progress bar (and the live preview in a notebook).
             **fields: e.g. ``negative_prompt``, ``seed``, ``steps``, ``cfg_scale``, ``width``,
-                ``height``, ``sampler_name``, ``scheduler``, ``batch_size``, ``n_iter``.
+                ``height``, ``sampler_name``, ``scheduler``, ``batch_size``, ``n_iter``. Fields you
+                leave out come from ``client.defaults`` (then from the server's own defaults).
 
         Returns a :class:`Generation`. Pressing Stop (Ctrl-C) tells the server to stop and raises
         ``GenerationInterrupted``; the partial images are kept in ``client.last``.
@@ -299,7 +305,7 @@ class A1111Client:
         >>> gen.seeds                                                                   # doctest: +SKIP
         [7, 8]
         """
-        payload = {**CLIENT_DEFAULTS, **fields, "prompt": prompt}
+        payload = {**copy.deepcopy(self.defaults), **fields, "prompt": prompt}
         if payload.get("override_settings") is None:
             payload["override_settings"] = {}
         if not allow_empty_prompt or not isinstance(prompt, str):
@@ -422,6 +428,20 @@ class A1111Client:
         ``txt2img(..., override_settings={...})``.
         """
         self.request("POST", "options", json=options, timeout=max(self.timeout, 60))
+
+    def adapt_to_model(self):
+        """Make the settings that suit the server's loaded model (helpers.model_hints) this client's
+        defaults, and return those hints. Fields you pass to txt2img still win.
+
+        >>> hints = client.adapt_to_model()      # doctest: +SKIP
+        >>> client.defaults["steps"], hints.family   # doctest: +SKIP
+        (1, 'turbo')
+        """
+        from .model_hints import model_hints
+
+        self.hints = model_hints(self)
+        self.defaults.update(self.hints.defaults)
+        return self.hints
 
     def models(self) -> list[str]:
         """Titles of the checkpoints the server has, e.g. ``['v1-5-pruned-emaonly.safetensors [6ce0161689]']``."""

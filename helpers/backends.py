@@ -3,7 +3,8 @@
 Notebooks and ``make demo`` call :func:`connect_a1111`: it uses A1111 (or Forge, SD.Next) at
 ``SD_URL`` when one answers; otherwise, for a local address, it starts the kit's own
 A1111-compatible server in the background with its ``preview`` engine and says plainly that the
-images will be placeholders.
+images will be placeholders. It also makes the settings that suit the loaded model the client's
+defaults (helpers/model_hints.py: e.g. 1 step at CFG scale 1 for sd-turbo).
 
 Example:
     >>> from helpers.backends import connect_a1111
@@ -29,7 +30,8 @@ def connect_a1111(start_preview: bool = True, step_delay: float = 0.05, quiet: b
             (placeholder images). With False, raise the connection error instead.
         step_delay: seconds per sampling step of the preview server, so progress can be watched.
 
-    The returned client has ``.placeholder`` set to True when the preview engine is in use.
+    The returned client has ``.placeholder`` set to True when the preview engine is in use, and
+    ``.hints`` (a ModelHints) whose steps, cfg_scale and sampler are in ``.defaults``.
     """
     client = A1111Client()
     try:
@@ -50,6 +52,11 @@ def connect_a1111(start_preview: bool = True, step_delay: float = 0.05, quiet: b
                   f"A1111-compatible server there.\nIts images are PLACEHOLDERS drawn by the offline preview "
                   f"engine, not a real model. Start A1111 with --api for real images.")
     client.placeholder = model.startswith("offline-preview")
+    # Settings that suit the loaded model become the client's defaults (few steps for sd-turbo, ...).
+    client.adapt_to_model()
     if not quiet and not client.placeholder:
         print(f"Using A1111 at {client.base_url} (model: {model})")
+        if client.hints.family != "sd":
+            settings = ", ".join(f"{key}={value!r}" for key, value in client.hints.defaults.items())
+            print(f"{client.hints}\nThe client sends {settings} unless you pass other values.")
     return client

@@ -30,7 +30,7 @@ def pipeline_command(args) -> int:
     try:
         run = run_pipeline(args.keywords, n=args.n, mode=args.mode, threshold=args.threshold,
                            max_images=args.max_images, text_source=args.text_source, out_dir=args.out,
-                           steps=args.steps, width=args.size, height=args.size)
+                           width=args.size, height=args.size, **({"steps": args.steps} if args.steps else {}))
     except (PipelineError, A1111Error, ValueError) as err:
         print(f"error: {err}")
         return 1
@@ -50,8 +50,9 @@ def demo_command(args) -> int:
     client = connect_a1111(start_preview=True, step_delay=0.0)
     llm = LLM(timeout=60)
     print(f"LLM: {'using ' + llm.model + ' at ' + llm.base_url if llm.available() else 'none answered at ' + llm.base_url + ' (text by retrieval, prompt by the baseline)'}")
-    size = 256 if client.placeholder else 512
-    run = run_pipeline(keywords, n=4, client=client, llm=llm, out_dir=args.out, steps=20, width=size, height=size)
+    # connect_a1111 set the loaded model's steps and CFG scale as the client's defaults.
+    size = 256 if client.placeholder else client.hints.size
+    run = run_pipeline(keywords, n=4, client=client, llm=llm, out_dir=args.out, width=size, height=size)
     print()
     print(run.summary())
     print_table(run)

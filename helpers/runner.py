@@ -132,14 +132,19 @@ class PipelineRunner:
 
     def generate_and_score(self) -> None:
         record = self.run_record
-        client = self.client or A1111Client()
+        client = self.client
+        if client is None:
+            client = A1111Client()
+            client.adapt_to_model()  # e.g. 1 step at CFG 1 for sd-turbo, unless the fields say otherwise
         self.client = client
         batch = int(self.fields.pop("batch_size", 0) or 0)
         if record.mode == "best":
             batch, budget = batch or record.n, record.n
         else:
             batch, budget = batch or THRESHOLD_BATCH, record.max_images
-        record.generation = {**self.fields, "batch_size": batch}
+        # What is sent: the client's defaults (which suit the model) under the fields given.
+        defaults = {k: v for k, v in (getattr(client, "defaults", None) or {}).items() if k != "override_settings"}
+        record.generation = {**defaults, **self.fields, "batch_size": batch}
         first_seed = self.fields.pop("seed", -1)
         scoring = record.mode == "threshold" and self.scorer
         if record.mode == "threshold" and not self.scorer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
     from llm_server import LLMTestServer
 
     if mode == "diffusers":
+        # The tiny model under a turbo name, so the notebooks take their few-step branches here
+        # (1 step at CFG 1, from client.hints) and the classic ones on the preview engine.
         models = request.getfixturevalue("tiny_models")
-        server = serve_in_thread(host="127.0.0.1", port=0, engine="diffusers", model=str(models["a"]),
+        turbo = shutil.copytree(models["a"], tmp_path / "tiny-sd-turbo")
+        server = serve_in_thread(host="127.0.0.1", port=0, engine="diffusers", model=str(turbo),
                                  decoder=str(models["taesd"]))
     else:
         server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
@@ -104,5 +108,6 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         assert "placeholder" in text, "the notebook must say its images are placeholders"
     if makes_images and mode == "diffusers":
         assert "PLACEHOLDER" not in shown, "real images must not be called placeholders"
+        assert "distilled few-step model" in shown, "the notebook must say which settings suit a turbo model"
     if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"
