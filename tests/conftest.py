@@ -32,17 +32,30 @@ def tiny_models(tmp_path_factory):
             "taesd": build_tiny_taesd(root / "tiny-taesd")}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: tiny models run fastest so, and a busy 2-core CI machine
+    slows down a lot with two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
     """``servers(engine, auth=False, step_delay=0.0)``: the kit's server with that engine, started
-    on first use and shared by the whole session (``auth`` turns on --api-auth student:s3cret-pass).
+    on first use and shared by the whole session (``auth=True`` turns on --api-auth student:s3cret-pass;
+    a string is used as the --api-auth text).
     The diffusers engine serves tiny_sd's model with its tiny decoder."""
     from helpers.sdserver import serve_in_thread
 
     started = {}
     models = {}
 
-    def get(engine: str = "preview", auth: bool = False, step_delay: float = 0.0):
+    def get(engine: str = "preview", auth: bool | str = False, step_delay: float = 0.0):
         key = (engine, auth, step_delay)
         if key not in started:
             options = {}
@@ -54,7 +67,8 @@ def servers(tmp_path_factory):
                     models.update(a=build_tiny_sd(root / "tiny-sd"), taesd=build_tiny_taesd(root / "tiny-taesd"))
                 options = {"model": str(models["a"]), "decoder": str(models["taesd"])}
             started[key] = serve_in_thread(host="127.0.0.1", port=0, engine=engine, step_delay=step_delay,
-                                           api_auth=f"{AUTH[0]}:{AUTH[1]}" if auth else None, **options)
+                                           api_auth=auth if isinstance(auth, str) else
+                                           f"{AUTH[0]}:{AUTH[1]}" if auth else None, **options)
         return started[key]
 
     yield get

@@ -32,16 +32,8 @@ from helpers.sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread (and a busy 2-core CI box slows down a lot with two)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run fastest on one thread (conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
