@@ -148,9 +148,15 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
                             "and call client.post('refresh-checkpoints') or restart A1111."))
     elif str(current).startswith("offline-preview"):
         checks.append(Check("model", WARN, "the kit's offline preview engine: images are PLACEHOLDERS",
-                            "Fine for learning the API. For real images start A1111 with --api and set SD_URL."))
+                            "Fine for learning the API. For real images start A1111 with --api and set SD_URL, "
+                            "or without A1111: `make models-sd` once while online, then `make serve ENGINE=diffusers`."))
     else:
-        checks.append(Check("model", OK, f"{current} ({len(models)} available)"))
+        from .model_hints import hints_for
+
+        hints = hints_for(str(current))
+        advice = "" if hints.family == "sd" else (f"; a {hints.family} model: use {hints.steps_range[0]}-"
+                                                  f"{hints.steps_range[1]} steps at CFG scale {hints.cfg_scale:g}")
+        checks.append(Check("model", OK, f"{current} ({len(models)} available){advice}"))
     return checks
 
 

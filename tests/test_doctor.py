@@ -22,7 +22,7 @@ def _dead_url() -> str:
 def test_kit_server_is_reachable_and_reported_as_placeholders(sd_server):
     checks = check_a1111(sd_server.url, auth="")
     assert [c.status for c in checks] == [OK, WARN]
-    assert "PLACEHOLDERS" in checks[1].message
+    assert "PLACEHOLDERS" in checks[1].message and "make serve ENGINE=diffusers" in checks[1].fix
 
 
 def test_auth_accepted(sd_server_auth):

@@ -8,6 +8,7 @@ import pytest
 
 from helpers.a1111 import CLIENT_DEFAULTS, A1111Client
 from helpers.backends import connect_a1111
+from helpers.doctor import OK, check_a1111
 from helpers.model_hints import hints_for, model_hints
 
 
@@ -76,6 +77,9 @@ def test_a_turbo_model_gets_few_steps_and_no_guidance(tiny_models, tmp_path, mon
         assert mine.settings()["Steps"] == "3" and mine.settings()["CFG scale"] == "2.0"
         # A plain client (not from connect_a1111) keeps the usual defaults.
         assert A1111Client(server.url, auth="").defaults["steps"] == 20
+        # make doctor says it too.
+        model = check_a1111(server.url, auth="")[1]
+        assert model.status == OK and "a turbo model: use 1-4 steps at CFG scale 1" in model.message
 
 
 def test_the_pipeline_without_a_client_adapts_and_records_what_it_sent(tiny_models, tmp_path, monkeypatch):
