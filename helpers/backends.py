@@ -2,7 +2,8 @@
 
 Notebooks and ``make demo`` call :func:`connect_a1111`: it uses A1111 (or Forge, SD.Next) at
 ``SD_URL`` when one answers; otherwise, for a local address, it starts the kit's own
-A1111-compatible server in the background with its ``preview`` engine and says plainly that the
+A1111-compatible server in the background: with the ``diffusers`` engine (real images) when its
+model is on this machine, else with the ``preview`` engine, and then it says plainly that the
 images will be placeholders. It also makes the settings that suit the loaded model the client's
 defaults (helpers/model_hints.py: e.g. 1 step at CFG scale 1 for sd-turbo).
 
@@ -17,18 +18,67 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .a1111 import A1111Client, A1111Error
+from .config import load_settings
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _started = {}  # url -> server handle, so a notebook re-run does not start a second server
 
 
-def connect_a1111(start_preview: bool = True, step_delay: float = 0.05, quiet: bool = False) -> A1111Client:
-    """Return a client for ``SD_URL``; start the kit's preview server there if nothing answers.
+def choose_engine(settings=None) -> tuple[str, dict, str]:
+    """Which engine the kit's own server starts with when no A1111 answers: ``(name, options, why)``.
+
+    ``SD_ENGINE=auto`` (the default) takes the diffusers engine when it is installed and its model
+    (``SD_MODEL``, default sd-turbo) is on this machine, so that a student who ran ``make models-sd``
+    gets real images; otherwise the preview engine. Nothing is loaded or downloaded to decide.
+
+    >>> from helpers.config import load_settings
+    >>> choose_engine(load_settings(env={"SD_ENGINE": "preview"}, dotenv=False))
+    ('preview', {}, 'SD_ENGINE=preview')
+    """
+    import importlib.util
+
+    settings = settings or load_settings()
+    if settings.sd_engine == "preview":
+        return "preview", {}, "SD_ENGINE=preview"
+    if not all(importlib.util.find_spec(name) for name in ("diffusers", "transformers", "torch")):
+        return "preview", {}, "the diffusers engine is not installed (pip install -e '.[diffusers]')"
+    from .sdserver.engines import EngineUnavailable
+    from .sdserver.engines.diffusers_models import DEFAULT_MODEL, locate
+
+    model = settings.sd_model or DEFAULT_MODEL
+    try:
+        locate(model)  # looks at files only: no torch, no network
+    except EngineUnavailable as error:
+        return "preview", {}, f"{error.message} ({error.fix})"
+    return "diffusers", {"model": model}, f"its model {model} is on this machine"
+
+
+def _start_kit_server(port: int, step_delay: float, quiet: bool):
+    """Start the kit's server on 127.0.0.1:``port`` with the engine choose_engine() picks; if the
+    diffusers engine cannot load its model, say why and use the preview engine."""
+    from .sdserver import serve_in_thread
+    from .sdserver.engines import EngineUnavailable
+
+    engine, options, why = choose_engine()
+    if engine == "diffusers":
+        if not quiet:
+            print(f"Loading {options['model']} for the kit's diffusers engine (the first time takes a while)...")
+        try:
+            return serve_in_thread(host="127.0.0.1", port=port, engine="diffusers", **options), why
+        except EngineUnavailable as error:
+            why = f"the diffusers engine could not start: {error.message} ({error.fix})"
+    return serve_in_thread(host="127.0.0.1", port=port, engine="preview", step_delay=step_delay), why
+
+
+def connect_a1111(start_server: bool = True, step_delay: float = 0.05, quiet: bool = False) -> A1111Client:
+    """Return a client for ``SD_URL``; start the kit's own server there if nothing answers.
 
     Args:
-        start_preview: when no server answers at a local ``SD_URL``, start the kit's own server
-            (placeholder images). With False, raise the connection error instead.
-        step_delay: seconds per sampling step of the preview server, so progress can be watched.
+        start_server: when no server answers at a local ``SD_URL``, start the kit's own
+            A1111-compatible server there: with the diffusers engine (real images) when its model is
+            on this machine, else with the preview engine (placeholders); see :func:`choose_engine`.
+            With False, raise the connection error instead.
+        step_delay: seconds per sampling step of the preview engine, so progress can be watched.
 
     The returned client has ``.placeholder`` set to True when the preview engine is in use, and
     ``.hints`` (a ModelHints) whose steps, cfg_scale and sampler are in ``.defaults``.
@@ -38,19 +88,23 @@ def connect_a1111(start_preview: bool = True, step_delay: float = 0.05, quiet: b
         model = client.options().get("sd_model_checkpoint", "?")
     except A1111Error as err:
         parts = urlsplit(client.base_url)
-        if not start_preview or err.status is not None or parts.hostname not in _LOCAL_HOSTS:
+        if not start_server or err.status is not None or parts.hostname not in _LOCAL_HOSTS:
             raise
-        from .sdserver import serve_in_thread
-
+        why = "it was started before"
         if client.base_url not in _started:
-            _started[client.base_url] = serve_in_thread(host="127.0.0.1", port=parts.port or 7860,
-                                                        engine="preview", step_delay=step_delay)
-        client = A1111Client(_started[client.base_url].url)
+            _started[client.base_url], why = _start_kit_server(parts.port or 7860, step_delay, quiet)
+        server = _started[client.base_url]
+        client = A1111Client(server.url)
         model = client.options().get("sd_model_checkpoint", "?")
         if not quiet:
             print(f"No A1111 answered at {parts.scheme}://{parts.netloc}, so the kit started its own "
-                  f"A1111-compatible server there.\nIts images are PLACEHOLDERS drawn by the offline preview "
-                  f"engine, not a real model. Start A1111 with --api for real images.")
+                  f"A1111-compatible server there.")
+            if model.startswith("offline-preview"):
+                print(f"Its images are PLACEHOLDERS drawn by the offline preview engine, not a real model "
+                      f"({why}).\nFor real images start A1111 with --api, or run `make models-sd` once while "
+                      f"online (the kit then uses the diffusers engine).")
+            else:
+                print(f"It runs the diffusers engine: {server.app.state.engine.description}.")
     client.placeholder = model.startswith("offline-preview")
     # Settings that suit the loaded model become the client's defaults (few steps for sd-turbo, ...).
     client.adapt_to_model()

@@ -47,7 +47,7 @@ def demo_command(args) -> int:
     from .pipeline import run_pipeline
 
     keywords = args.keywords or example_inputs()[0]
-    client = connect_a1111(start_preview=True, step_delay=0.0)
+    client = connect_a1111(start_server=True, step_delay=0.0)
     llm = LLM(timeout=60)
     print(f"LLM: {'using ' + llm.model + ' at ' + llm.base_url if llm.available() else 'none answered at ' + llm.base_url + ' (text by retrieval, prompt by the baseline)'}")
     # connect_a1111 set the loaded model's steps and CFG scale as the client's defaults.

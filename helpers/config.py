@@ -28,6 +28,7 @@ from typing import Mapping
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_API_KEY = "not-needed"  # sent to local LLM servers, which do not check it
+ENGINE_CHOICES = ("auto", "preview", "diffusers")
 
 
 class SettingsError(ValueError):
@@ -98,6 +99,10 @@ class Settings:
     sd_auth: Secret | None = field(default=None)
     sd_timeout: float = 600.0  # read timeout: a real generation on a slow GPU takes minutes
     sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
+    # What the kit's own server runs when no A1111 answers at a local SD_URL: "auto" (the diffusers
+    # engine when its model is on this machine, else the preview engine), "preview" or "diffusers".
+    sd_engine: str = "auto"
+    sd_model: str | None = None  # the diffusers engine's model (None: stabilityai/sd-turbo)
     output_dir: Path = KIT_ROOT / "outputs"
     llm_base_url: str = "http://127.0.0.1:1234/v1"  # LM Studio's default server address
     llm_model: str | None = None  # None: the first model the server lists
@@ -142,6 +147,10 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
     if auth and ":" not in auth:
         raise SettingsError("SD_AUTH must look like user:password (the same text as A1111's --api-auth).")
 
+    engine = merged.get("SD_ENGINE", "").strip().lower() or defaults.sd_engine
+    if engine not in ENGINE_CHOICES:
+        raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}. Use e.g. SD_ENGINE=auto")
+
     llm_url = merged.get("LLM_BASE_URL", "").strip() or defaults.llm_base_url
     if "://" not in llm_url:
         raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme. Use e.g. LLM_BASE_URL=http://{llm_url}")
@@ -153,6 +162,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         sd_auth=Secret(auth) if auth else None,
         sd_timeout=_float(merged, "SD_TIMEOUT", defaults.sd_timeout),
         sd_connect_timeout=_float(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
+        sd_engine=engine,
+        sd_model=merged.get("SD_MODEL", "").strip() or None,
         output_dir=_path(merged["OUTPUT_DIR"]) if merged.get("OUTPUT_DIR", "").strip() else defaults.output_dir,
         llm_base_url=llm_url.rstrip("/"),
         llm_model=merged.get("LLM_MODEL", "").strip() or None,

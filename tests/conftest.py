@@ -14,6 +14,9 @@ import pytest
 
 # Nothing in the tests may wait on a model hub: there is none on CI machines.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# When no A1111 answers, the kit's server starts with the preview engine, even on a machine that
+# has sd-turbo downloaded (SD_ENGINE=auto would take it); tests that want "auto" set it themselves.
+os.environ["SD_ENGINE"] = "preview"
 
 AUTH = ("student", "s3cret-pass")
 HAS_DIFFUSERS = all(importlib.util.find_spec(name) for name in ("diffusers", "transformers"))
