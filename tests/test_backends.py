@@ -87,6 +87,21 @@ def test_auto_falls_back_to_the_preview_engine_and_says_why(tmp_path, dead_sd_ur
     assert connect_a1111().placeholder and "not-downloaded" in capsys.readouterr().out
 
 
+def test_a_model_that_fails_to_load_falls_back_to_the_preview_engine(tiny_models, tmp_path, dead_sd_url,
+                                                                     monkeypatch, capsys):
+    import shutil
+
+    broken = shutil.copytree(tiny_models["a"], tmp_path / "broken-sd")
+    for weights in (broken / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"half a download")
+    monkeypatch.setenv("SD_ENGINE", "auto")
+    monkeypatch.setenv("SD_MODEL", str(broken))
+    assert choose_engine()[0] == "diffusers"  # the files are there...
+    client = connect_a1111()  # ...but do not load: placeholders, and the reason with its fix
+    said = capsys.readouterr().out
+    assert client.placeholder and "could not start" in said and "broken-sd" in said and "--download" in said
+
+
 def test_sd_engine_is_checked():
     from helpers.config import SettingsError
 

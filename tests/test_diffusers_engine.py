@@ -442,7 +442,7 @@ def test_missing_models_fail_fast_without_network(tiny_models, empty_hub_cache, 
     assert time.perf_counter() - started < 10
 
 
-def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys):
+def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
     started = time.perf_counter()
@@ -456,6 +456,10 @@ def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys):
 
     assert main(["--engine", "diffusers", "--download"]) == 1  # offline (conftest): fails at once, with the fix
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
+    # Without --model the SD_MODEL setting names the model, as for connect_a1111.
+    monkeypatch.setenv("SD_MODEL", str(tmp_path / "my-missing-model"))
+    assert main(["--engine", "diffusers", "--port", "0"]) == 1
+    assert "my-missing-model" in capsys.readouterr().err
 
 
 def test_download_picks_one_copy_of_each_weight():

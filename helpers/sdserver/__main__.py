@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     real = parser.add_argument_group("diffusers engine (--engine diffusers)")
     real.add_argument("--model", default=None, metavar="ID_OR_PATH",
-                      help="Hugging Face id (from the local cache; default stabilityai/sd-turbo), a diffusers "
+                      help="Hugging Face id (from the local cache; default: the SD_MODEL setting, else "
+                           "stabilityai/sd-turbo), a diffusers "
                            "folder, or an A1111 .safetensors checkpoint (then also --config). SD 1.x/2.x only")
     real.add_argument("--config", default=None, metavar="DIR_OR_ID",
                       help="for a single .safetensors checkpoint: a diffusers folder or Hugging Face id of the same "
@@ -69,8 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def diffusers_options(args: argparse.Namespace) -> dict:
     """The engine options given on the command line (only those of the diffusers engine)."""
-    return {"model": args.model, "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
+    return {"model": model_of(args), "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
             "device": args.device}
+
+
+def model_of(args: argparse.Namespace) -> str | None:
+    """--model, else the SD_MODEL setting (.env or environment), else None: the engine's default."""
+    from ..config import load_settings
+
+    return args.model or load_settings().sd_model
 
 
 def download(args: argparse.Namespace) -> int:
@@ -82,7 +90,7 @@ def download(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"--download needs the diffusers extra ({error}). Fix: pip install -e '.[diffusers]'", file=sys.stderr)
         return 1
-    model = args.model or DEFAULT_MODEL
+    model = model_of(args) or DEFAULT_MODEL
     print(f"Downloading {model} (and the tiny decoder) into the Hugging Face cache; this needs internet "
           "and takes a while the first time...", flush=True)
     try:
