@@ -107,7 +107,9 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
     if makes_images and mode != "diffusers":
         assert "placeholder" in text, "the notebook must say its images are placeholders"
     if makes_images and mode == "diffusers":
-        assert "PLACEHOLDER" not in shown, "real images must not be called placeholders"
+        # Only captions may be placeholders there (the kit's server has no captioning model).
+        called = [line for line in shown.splitlines() if "PLACEHOLDER" in line and "caption" not in line]
+        assert not called, f"real images must not be called placeholders: {called}"
         assert "distilled few-step model" in shown, "the notebook must say which settings suit a turbo model"
     if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"
