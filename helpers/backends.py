@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .a1111 import A1111Client, A1111Error
 from .config import load_settings
+from .generation import PLACEHOLDER_MODEL
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _started = {}  # url -> server handle, so a notebook re-run does not start a second server
@@ -99,13 +100,13 @@ def connect_a1111(start_server: bool = True, step_delay: float = 0.05, quiet: bo
         if not quiet:
             print(f"No A1111 answered at {parts.scheme}://{parts.netloc}, so the kit started its own "
                   f"A1111-compatible server there.")
-            if model.startswith("offline-preview"):
+            if model.startswith(PLACEHOLDER_MODEL):
                 print(f"Its images are PLACEHOLDERS drawn by the offline preview engine, not a real model "
                       f"({why}).\nFor real images start A1111 with --api, or run `make models-sd` once while "
                       f"online (the kit then uses the diffusers engine).")
             else:
                 print(f"It runs the diffusers engine: {server.app.state.engine.description}.")
-    client.placeholder = model.startswith("offline-preview")
+    client.placeholder = model.startswith(PLACEHOLDER_MODEL)
     # Settings that suit the loaded model become the client's defaults (few steps for sd-turbo, ...).
     client.adapt_to_model()
     if not quiet and not client.placeholder:

@@ -56,13 +56,14 @@ class ModelHints:
                 f"{self.size}x{self.size} pixels.")
 
 
+_SDXL = r"xl(?![a-z])"  # sd_xl_base, sdxl-..., juggernautXL_v9; not "pixelart"
 # (family, name pattern) in the order they are tried: "sdxl-turbo" is a turbo model first.
 _PATTERNS = [
     ("preview", r"^offline-preview"),
     ("turbo", r"turbo"),
     ("lcm", r"(^|[^a-z])lcm([^a-z]|$)"),
     ("lightning", r"lightning|hyper[-_ ]?sd|(^|[^a-z])hyper([^a-z]|$)"),
-    ("sdxl", r"xl(?![a-z])"),  # sd_xl_base, sdxl-..., juggernautXL_v9; not "pixelart"
+    ("sdxl", _SDXL),
 ]
 _FAMILIES = {
     "preview": dict(steps=20, quick_steps=8, steps_range=(1, 150), cfg_scale=7.0, cfg_range=(1, 30),
@@ -94,7 +95,7 @@ def hints_for(model: str) -> ModelHints:
     if family == "sd" and "768" in name:  # SD 2.x "v" models were trained at 768x768
         facts["size"] = 768
     if family in ("lcm", "lightning"):  # both exist for SD 1.5 (512) and SDXL (1024)
-        facts["size"] = 1024 if re.search(_PATTERNS[-1][1], name) else 512
+        facts["size"] = 1024 if re.search(_SDXL, name) else 512
     return ModelHints(model=str(model or "?"), family=family, **facts)
 
 

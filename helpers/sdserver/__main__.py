@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"host": args.host, "port": args.port, "listen": args.host not in ("127.0.0.1", "localhost"),
              "api_log": args.api_log, **engine_options}
     if args.engine == "diffusers":
-        print(f"Loading the model for the diffusers engine ({model_of(args) or 'default: stabilityai/sd-turbo'})...",
+        print(f"Loading the model for the diffusers engine ({engine_options['model'] or 'default: stabilityai/sd-turbo'})...",
               flush=True)
     try:
         app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,

@@ -209,7 +209,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         if other_model is not None:
             switch_model(other_model)  # not found or not loadable: RuntimeError, a 500 as in A1111
             if not restore:
-                options.update({"sd_model_checkpoint": engine.model_title, "sd_checkpoint_hash": engine.model_sha256})
+                options.update(options.loaded_model())
         model = {"name": engine.model_name, "hash": engine.model_hash}  # what made these images
         state.begin("scripts_txt2img", job_count=n_iter)
         job_timestamp = state.job_timestamp

@@ -31,8 +31,11 @@ class Options:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._lock = threading.Lock()
-        self._values = default_options(engine.model_title)
-        self._values["sd_checkpoint_hash"] = engine.model_sha256
+        self._values = {**default_options(engine.model_title), **self.loaded_model()}
+
+    def loaded_model(self) -> dict[str, Any]:
+        """The two options that name the engine's loaded model (after a switch, the new one)."""
+        return {"sd_model_checkpoint": self._engine.model_title, "sd_checkpoint_hash": self._engine.model_sha256}
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:

@@ -153,8 +153,7 @@ class SdApi:
             self.options.checked({key: value for key, value in req.items() if key != "sd_model_checkpoint"})
             with self.queue_lock:
                 switch_model(req["sd_model_checkpoint"])
-            req = {**req, "sd_model_checkpoint": self.engine.model_title,
-                   "sd_checkpoint_hash": self.engine.model_sha256}
+            req = {**req, **self.options.loaded_model()}
         self.options.update(req)
 
     def get_cmd_flags(self):
