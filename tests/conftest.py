@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 
 import pytest
 
@@ -21,6 +22,18 @@ os.environ["SD_ENGINE"] = "preview"
 AUTH = ("student", "s3cret-pass")
 HAS_DIFFUSERS = all(importlib.util.find_spec(name) for name in ("diffusers", "transformers"))
 ENGINES = ["preview"] + (["diffusers"] if HAS_DIFFUSERS else [])
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: the OS picks a free one, and it is released again."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_url() -> str:
+    """``http://127.0.0.1:<free port>``: a local address where no server answers."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="session")

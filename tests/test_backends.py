@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import free_url
 from helpers import backends
 from helpers.a1111 import A1111Error
 from helpers.backends import choose_engine, connect_a1111
@@ -18,16 +18,10 @@ from helpers.config import load_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_local_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture
 def dead_sd_url(monkeypatch):
     """SD_URL points at a local port where nothing listens; any server started there is stopped after."""
-    url = free_local_url()
+    url = free_url()
     monkeypatch.setenv("SD_URL", url)
     monkeypatch.setenv("SD_AUTH", "")
     yield url
@@ -63,7 +57,7 @@ def test_a_remote_address_is_never_replaced(monkeypatch):
         connect_a1111()
     assert "http://gpu-server.example:7860" not in backends._started
     monkeypatch.undo()
-    monkeypatch.setenv("SD_URL", free_local_url())
+    monkeypatch.setenv("SD_URL", free_url())
     with pytest.raises(A1111Error):
         connect_a1111(start_server=False)
 
@@ -113,8 +107,8 @@ def test_sd_engine_is_checked():
 
 def test_make_demo_makes_real_images_where_the_model_is_downloaded(tiny_models, tmp_path):
     """`make demo` (python -m helpers demo) with no A1111 and no LLM, but with a diffusers model here."""
-    env = {**os.environ, "SD_URL": free_local_url(), "SD_AUTH": "", "SD_ENGINE": "auto",
-           "SD_MODEL": str(tiny_models["a"]), "LLM_BASE_URL": free_local_url() + "/v1", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "SD_URL": free_url(), "SD_AUTH": "", "SD_ENGINE": "auto",
+           "SD_MODEL": str(tiny_models["a"]), "LLM_BASE_URL": free_url() + "/v1", "HF_HUB_OFFLINE": "1",
            "OUTPUT_DIR": str(tmp_path), "CLIP_PRETRAINED": str(tmp_path / "no-clip.safetensors")}
     result = subprocess.run([sys.executable, "-m", "helpers", "demo"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=240)

@@ -8,15 +8,10 @@ import sys
 
 import pytest
 
+from conftest import free_url
 from fault_server import FaultServer
 from helpers import doctor
 from helpers.doctor import FAIL, OK, WARN, check_a1111, check_llm, check_packages, run_checks
-
-
-def _dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_kit_server_is_reachable_and_reported_as_placeholders(sd_server):
@@ -54,7 +49,7 @@ def test_no_model_loaded():
 
 
 def test_nothing_listening_names_the_flag():
-    (check,) = check_a1111(_dead_url(), auth="")
+    (check,) = check_a1111(free_url(), auth="")
     assert check.status == FAIL and "cannot connect" in check.message and "--api" in check.fix
 
 
@@ -67,7 +62,7 @@ def test_port_7861_and_localhost_mixups(monkeypatch):
     (check,) = check_a1111("http://127.0.0.1:7860", auth="")
     assert "7861" in check.message and "SD_URL=http://127.0.0.1:7861" in check.fix
     monkeypatch.setattr(doctor, "_answers", lambda url, auth=None: "127.0.0.1" in url)
-    (check,) = check_a1111(_dead_url().replace("127.0.0.1", "localhost"), auth="")
+    (check,) = check_a1111(free_url().replace("127.0.0.1", "localhost"), auth="")
     assert "IPv6" in check.fix and "127.0.0.1" in check.fix
 
 
@@ -78,7 +73,7 @@ def test_llm_check(llm_server, monkeypatch):
     monkeypatch.setenv("LLM_MODEL", "nope")
     check = check_llm()
     assert check.status == FAIL and "test-model" in check.fix
-    monkeypatch.setenv("LLM_BASE_URL", _dead_url() + "/v1")
+    monkeypatch.setenv("LLM_BASE_URL", free_url() + "/v1")
     check = check_llm()
     assert check.status == WARN and "fall back" in check.message
 
@@ -89,7 +84,7 @@ def test_packages_and_the_command_line(monkeypatch):
     ok = subprocess.run([sys.executable, "-m", "helpers", "doctor", "--no-a1111", "--no-llm"], capture_output=True,
                         text=True, timeout=120)
     assert ok.returncode == 0 and "checks passed" in ok.stdout
-    env = {"SD_URL": _dead_url(), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    env = {"SD_URL": free_url(), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     failed = subprocess.run([sys.executable, "-m", "helpers", "doctor", "--no-llm"], capture_output=True, text=True,
                             timeout=120, env=env)
     assert failed.returncode == 1 and "fix:" in failed.stdout

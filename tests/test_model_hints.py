@@ -84,15 +84,13 @@ def test_a_turbo_model_gets_few_steps_and_no_guidance(tiny_models, tmp_path, mon
 
 def test_the_pipeline_without_a_client_adapts_and_records_what_it_sent(tiny_models, tmp_path, monkeypatch):
     import json
-    import socket
 
+    from conftest import free_url
     from helpers.llm import LLM
     from helpers.pipeline import run_pipeline
     from helpers.sdserver import serve_in_thread
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    dead = free_url() + "/v1"
     turbo = shutil.copytree(tiny_models["a"], tmp_path / "tiny-sd-turbo")
     with serve_in_thread(engine="diffusers", model=str(turbo), decoder=str(tiny_models["taesd"])) as server:
         monkeypatch.setenv("SD_URL", server.url)

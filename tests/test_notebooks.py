@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import HAS_DIFFUSERS
+from conftest import HAS_DIFFUSERS, free_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -51,12 +50,6 @@ def _modes(path: Path) -> tuple[str, ...]:
 RUNS = [(p, mode) for p in NOTEBOOKS for mode in _modes(p)]
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_image_notebooks_are_found():
     assert {"01", "04", "06"} <= ENGINE_NOTEBOOKS
 
@@ -83,7 +76,7 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         # The kernel is a child process: it inherits these settings from the environment.
         monkeypatch.setenv("SD_URL", server.url)
         monkeypatch.setenv("SD_AUTH", "")
-        monkeypatch.setenv("LLM_BASE_URL", llm_server.base_url if llm_server else f"http://127.0.0.1:{_dead_port()}/v1")
+        monkeypatch.setenv("LLM_BASE_URL", llm_server.base_url if llm_server else free_url() + "/v1")
         monkeypatch.setenv("LLM_MODEL", "")
         monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
         monkeypatch.delenv("MPLBACKEND", raising=False)  # the inline backend turns figures into image/png

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ import threading
 import pytest
 from PIL import ImageChops
 
+from conftest import free_url
 from helpers.a1111 import A1111Client
 from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
 from helpers.infotext import read_infotext
@@ -21,12 +21,6 @@ from helpers.pipeline import PipelineError, list_runs, load_run, run_pipeline
 SMALL = {"steps": 2, "width": 64, "height": 64}
 
 
-def _dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
 @pytest.fixture(scope="module")
 def tiny_scorer(tmp_path_factory):
     return ClipScorer(TINY_MODEL, str(make_tiny_checkpoint(tmp_path_factory.mktemp("clip") / "t.safetensors")), "cpu")
@@ -34,7 +28,7 @@ def tiny_scorer(tmp_path_factory):
 
 @pytest.fixture
 def no_llm():
-    return LLM(_dead_url() + "/v1", timeout=2)
+    return LLM(free_url() + "/v1", timeout=2)
 
 
 @pytest.fixture
@@ -106,7 +100,7 @@ class FailingClient(A1111Client):
 
     def txt2img(self, prompt, **fields):
         self.calls += 1
-        self.base_url = _dead_url() if self.calls == self.fail_at else self.real_url
+        self.base_url = free_url() if self.calls == self.fail_at else self.real_url
         return super().txt2img(prompt, **fields)
 
 
@@ -174,7 +168,7 @@ def test_bad_arguments(tmp_path, kwargs, words):
 
 
 def test_cli_prints_a_table_and_the_run_folder(tmp_path, sd_server, monkeypatch):
-    env = {"SD_URL": sd_server.url, "SD_AUTH": "", "LLM_BASE_URL": _dead_url() + "/v1", "HF_HUB_OFFLINE": "1",
+    env = {"SD_URL": sd_server.url, "SD_AUTH": "", "LLM_BASE_URL": free_url() + "/v1", "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "helpers", "pipeline", "owl, dusk", "--n", "2", "--steps", "2",
                           "--size", "64", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
@@ -184,7 +178,7 @@ def test_cli_prints_a_table_and_the_run_folder(tmp_path, sd_server, monkeypatch)
 
 
 def test_demo_works_with_no_servers_and_names_the_stand_ins(tmp_path):
-    env = {"SD_URL": _dead_url(), "SD_AUTH": "", "LLM_BASE_URL": _dead_url() + "/v1", "HF_HUB_OFFLINE": "1",
+    env = {"SD_URL": free_url(), "SD_AUTH": "", "LLM_BASE_URL": free_url() + "/v1", "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "helpers", "demo", "--out", str(tmp_path)], capture_output=True,
                          text=True, env=env, timeout=300)

@@ -14,7 +14,6 @@ import base64
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ENGINES
+from conftest import ENGINES, free_port
 from helpers.infotext import parse_infotext
 from helpers.sdserver import serve_in_thread
 from helpers.sdserver.models import Txt2ImgRequest
@@ -621,12 +620,6 @@ def test_fuzzed_requests_give_200_or_422_never_500(preview_server, payload):
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_command_line_starts_a_server_and_says_images_are_placeholders():
