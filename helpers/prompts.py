@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,11 @@ from functools import lru_cache
 from .text import STOP_WORDS, load_system_prompt
 
 CLIP_TOKEN_LIMIT = 75  # 77 positions minus the start and end markers
+# Text past this many characters per allowed token is over the limit anyway: CLIP's longest
+# tokens are rarely longer. It is cut before counting, because counting one very long run of
+# letters (no spaces) takes CLIP's tokenizer minutes.
+MAX_CHARS_PER_TOKEN = 16
+MAX_PROMPT_CHARS = 1000  # of an LLM's prompt; a 75-token prompt is a few hundred characters
 DEFAULT_NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text, deformed, oversaturated"
 
 # JSON Schema for the LLM's answer; servers that support structured output hold the model to it.
@@ -59,6 +65,27 @@ class ImagePrompt:
 
     def __str__(self) -> str:
         return self.prompt
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate (half of a UTF-16 pair, which no file or server can take)
+    replaced by U+FFFD; a pair of halves becomes the character they encode.
+
+    >>> valid_unicode("\\ud83d lighthouse") == "\\ufffd lighthouse", valid_unicode("\\ud83d\\udd25")
+    (True, '🔥')
+    """
+    return str(text).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def clean_text(text: str) -> str:
+    """Untrusted text made safe to send and store: valid Unicode, control characters such as NUL
+    turned into spaces, runs of whitespace into one space.
+
+    >>> clean_text("red fox\\x00 in\\n snow ")
+    'red fox in snow'
+    """
+    text = valid_unicode(text)
+    return " ".join("".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text).split())
 
 
 @lru_cache(maxsize=1)
@@ -106,67 +133,160 @@ def trim_to_tokens(prompt: str, limit: int = CLIP_TOKEN_LIMIT) -> tuple[str, str
     """Cut ``prompt`` at the last comma that keeps it within ``limit`` tokens; returns (kept, cut).
 
     Commas inside A1111's brackets do not count, so a weighted group stays whole. When even the
-    first phrase is too long, it is cut word by word. Note the count includes A1111's syntax
-    characters (brackets, ``:1.2``), which A1111 itself does not feed to CLIP: the count errs on
-    the safe side.
+    first phrase is too long, it is cut word by word, and a first word that is too long alone (a
+    run of Chinese or Japanese, of emoji) at the last character that fits, never between a letter
+    and its accent. So any text with a character gives a prompt that is not empty. Note the count
+    includes A1111's syntax characters (brackets, ``:1.2``), which A1111 itself does not feed to
+    CLIP: the count errs on the safe side.
 
     >>> trim_to_tokens("red fox, snow, winter sun", limit=4)
     ('red fox, snow', 'winter sun')
+    >>> trim_to_tokens("灯塔在暴风雨中闪耀着光芒", limit=6)   # Chinese: about 3 tokens a character
+    ('灯塔', '在暴风雨中闪耀着光芒')
     """
-    if count_clip_tokens(prompt) <= limit:
+    if limit < 1:
+        raise ValueError(f"limit={limit} must be at least 1 token")
+    head = prompt[: MAX_CHARS_PER_TOKEN * limit]  # the rest is past the limit anyway
+    if head == prompt and count_clip_tokens(prompt) <= limit:
         return prompt, ""
-    phrases = split_phrases(prompt)
+    prompt, head = prompt.lstrip(), head.lstrip()
+    phrases = split_phrases(head)
     kept: list[str] = []
     for phrase in phrases:
         if count_clip_tokens(", ".join(kept + [phrase])) > limit:
             break
         kept.append(phrase)
-    if not kept:  # one long phrase without commas: cut by words
-        words = phrases[0].split()
-        while words and count_clip_tokens(" ".join(words)) > limit:
-            words.pop()
-        kept = [" ".join(words)]
+    if not kept and phrases:  # one long first phrase: cut by words, then inside the first word
+        kept = [_cut_phrase(phrases[0], limit)]
     text = ", ".join(kept)
-    cut = prompt[len(text):].lstrip(" ,") if prompt.startswith(text) else ", ".join(phrases[len(kept):])
+    if prompt.startswith(text):
+        cut = prompt[len(text):].lstrip(" ,")
+    else:
+        cut = ", ".join(phrases[len(kept):]) + prompt[len(head):]
     return text, cut
+
+
+def _cut_phrase(phrase: str, limit: int) -> str:
+    """The longest start of one phrase within ``limit`` tokens: whole words, else part of the first."""
+    words = phrase.split()
+    count = _longest_start(len(words), lambda n: count_clip_tokens(" ".join(words[:n])) <= limit)
+    if count:
+        return " ".join(words[:count])
+    word = words[0]
+    end = _longest_start(len(word), lambda n: count_clip_tokens(word[:n]) <= limit)
+    # Step back so a letter keeps its accents and an emoji sequence stays whole.
+    safe = end
+    while safe > 0 and (_joins_previous(word[safe]) or word[safe - 1] == "\u200d"):
+        safe -= 1
+    return word[: safe or end]
+
+
+def _longest_start(size: int, fits) -> int:
+    """The largest n in 0..size with fits(n), by halving (counts grow with n; fits(0) holds)."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _joins_previous(char: str) -> bool:
+    """True for a character that belongs to the one before it: a combining mark (an accent), a
+    zero-width joiner or variation selector of an emoji sequence, a skin-tone modifier."""
+    return (unicodedata.category(char) in ("Mn", "Mc", "Me") or char in "\u200d\ufe0e\ufe0f"
+            or 0x1F3FB <= ord(char) <= 0x1F3FF)
 
 
 def _fit(prompt: ImagePrompt, limit: int) -> ImagePrompt:
     """Trim a prompt over the limit, warning with what was cut."""
-    prompt.tokens = count_clip_tokens(prompt.prompt)
-    if prompt.tokens > limit:
-        before = prompt.tokens
+    head = prompt.prompt[: MAX_CHARS_PER_TOKEN * limit]
+    before = count_clip_tokens(head)  # of a very long prompt, a count of its start is enough
+    if before > limit or head != prompt.prompt:
         prompt.prompt, cut = trim_to_tokens(prompt.prompt, limit)
-        prompt.tokens = count_clip_tokens(prompt.prompt)
-        message = f"The prompt had {before} CLIP tokens (limit {limit}); cut: {cut!r}"
+        over = f"{before}" if head == prompt.prompt else f"more than {before}"
+        message = f"The prompt had {over} CLIP tokens (limit {limit}); cut: {_shorten(cut, 200)!r}"
         prompt.note = "; ".join(filter(None, [prompt.note, message]))
         warnings.warn(message, stacklevel=3)
+    prompt.tokens = count_clip_tokens(prompt.prompt)
     return prompt
 
 
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length] + f"... ({len(text)} characters)"
+
+
 def _parse_reply(reply: str) -> tuple[str, str, str]:
-    """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text."""
-    candidates = [reply]
-    found = re.search(r"\{.*\}", reply, flags=re.S)  # JSON wrapped in prose or a ``` block
-    if found:
-        candidates.append(found.group(0))
-    for candidate in candidates:
+    """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text.
+
+    The reply is untrusted text. The FIRST JSON object in it is the answer (bare, in prose or in
+    a ``` block); any later object is ignored, so text that a document smuggled into the reply
+    never becomes the prompt. A JSON answer without a usable prompt (empty, not a string) gives
+    an empty prompt, which write_image_prompt asks again for. The prompt is cleaned (no control
+    characters, valid Unicode) and at most MAX_PROMPT_CHARS long.
+
+    >>> _parse_reply('{"prompt": "oil painting, fox", "negative_prompt": "blurry"}')
+    ('oil painting, fox', 'blurry', '')
+    >>> _parse_reply('{"prompt": ""}')[0]
+    ''
+    """
+    reply = str(reply)
+    objects = _json_objects(reply, most=2)
+    notes = []
+    if objects:
+        data = objects[0]
+        if len(objects) > 1:
+            notes.append("the reply held several JSON objects; only the first was read")
+        value = data.get("prompt")
+        prompt = clean_text(value) if isinstance(value, str) else ""
+        if not prompt:
+            notes.append(f"the JSON answer had no usable prompt (prompt: {_shorten(repr(value), 60)})")
+        negative = data.get("negative_prompt")
+        negative = clean_text(negative) if isinstance(negative, str) else ""
+    else:
+        prompt = _plain_text_prompt(reply)
+        negative = ""
+        notes.append("the model did not answer in JSON; its plain text was used as the prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        notes.append(f"the prompt had {len(prompt)} characters; only the first {MAX_PROMPT_CHARS} were read")
+        prompt = prompt[:MAX_PROMPT_CHARS]
+    return prompt, negative or DEFAULT_NEGATIVE, "; ".join(notes)
+
+
+def _json_objects(reply: str, most: int) -> list[dict]:
+    """Up to ``most`` JSON objects found in ``reply``, in order (each ``{`` is tried as a start)."""
+    decoder = json.JSONDecoder(strict=False)  # strict=False: a raw newline inside a string is fine
+    found, position, tries = [], reply.find("{"), 0
+    while position != -1 and len(found) < most and tries < 50:  # a bounded search, whatever the reply
+        tries += 1
         try:
-            data = json.loads(candidate)
+            data, end = decoder.raw_decode(reply, position)
         except ValueError:
+            position = reply.find("{", position + 1)
             continue
-        if isinstance(data, dict) and isinstance(data.get("prompt"), str) and data["prompt"].strip():
-            negative = data.get("negative_prompt")
-            return data["prompt"].strip(), (negative if isinstance(negative, str) else DEFAULT_NEGATIVE).strip(), ""
-    # A small model ignored the schema: keep its text, dropping a chatty lead-in like "Sure! Here is a prompt:".
+        if isinstance(data, dict):
+            found.append(data)
+        position = reply.find("{", end)
+    return found
+
+
+def _plain_text_prompt(reply: str) -> str:
+    """The prompt of a reply that is not JSON, dropping a chatty lead-in like "Sure! Here is a prompt:"."""
+    broken = re.search(r'"prompt"\s*:\s*"((?:[^"\\]|\\.)*)', reply)
+    if broken:  # JSON cut off (e.g. at max_tokens): its prompt value, never the JSON around it
+        try:
+            return clean_text(json.loads(f'"{broken.group(1)}"', strict=False))
+        except ValueError:
+            return clean_text(broken.group(1))
     text = reply.strip().strip("`").strip()
     first, _, rest = text.partition("\n")
     if rest.strip() and first.rstrip().endswith(":"):
         text = rest.strip()
     elif ":" in first and len(first.split(":", 1)[0].split()) <= 8:
         text = (first.split(":", 1)[1] + ("\n" + rest if rest else "")).strip()
-    text = " ".join(text.split()).strip('"')
-    return text, DEFAULT_NEGATIVE, "the model did not answer in JSON; its plain text was used as the prompt"
+    return clean_text(text).strip('"').strip()
 
 
 def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int = CLIP_TOKEN_LIMIT,
@@ -175,7 +295,9 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
 
     The LLM is asked for JSON ``{"prompt", "negative_prompt"}``; a reply that is not JSON is used as
     plain text. A prompt over the limit is sent back once with its token count; if it is still too
-    long it is cut at the last comma that fits, with a warning saying what was cut.
+    long it is cut at the last comma that fits, with a warning saying what was cut. An answer
+    without a prompt (empty, or not a string) is asked for once more; a second one raises
+    LLMError (the pipeline then uses the baseline prompt).
 
     >>> ip = write_image_prompt("A white lighthouse stands against a storm ...")   # doctest: +SKIP
     >>> ip.prompt                                                                 # doctest: +SKIP
@@ -192,15 +314,23 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
     reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400, json_schema=PROMPT_SCHEMA,
                      schema_name="image_prompt")
     prompt, negative, note = _parse_reply(reply)
-    tokens = count_clip_tokens(prompt)
-    if tokens > limit:  # ask once more, telling the model how long it was
-        messages += [{"role": "assistant", "content": reply},
-                     {"role": "user", "content": f"That prompt has {tokens} CLIP tokens; the limit is {limit}. "
-                                                 "Shorten it: keep the most important phrases first. Same JSON format."}]
+    tokens = count_clip_tokens(prompt[: MAX_CHARS_PER_TOKEN * limit])
+    if not prompt or tokens > limit:  # ask once more, saying what was wrong
+        problem = (f"That prompt has {tokens} CLIP tokens; the limit is {limit}. Shorten it: keep the most "
+                   "important phrases first." if prompt else "That answer had no prompt.")
+        messages += [{"role": "assistant", "content": _shorten(reply, 2 * MAX_PROMPT_CHARS)},
+                     {"role": "user", "content": f"{problem} Same JSON format, with a non-empty prompt."}]
         reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400,
                          json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
+        first = f"the first prompt had {tokens} tokens" if prompt else "the first answer had no prompt"
         prompt, negative, second_note = _parse_reply(reply)
-        note = "; ".join(filter(None, [note or second_note, f"asked again: the first prompt had {tokens} tokens"]))
+        note = "; ".join(filter(None, [note or second_note, f"asked again: {first}"]))
+    if not prompt:
+        from .llm import LLMError
+
+        raise LLMError(f"The LLM answered twice without a usable image prompt ({note}).",
+                       fix="Try another model (LLM_MODEL), or use baseline_prompt(text); the pipeline "
+                           "uses the baseline by itself.")
     return _fit(ImagePrompt(prompt, negative, "llm", note=note), limit)
 
 
@@ -235,6 +365,13 @@ def _phrases(text: str) -> list[str]:
     return phrases
 
 
+def _first_sentence(text, length: int = 60) -> str:
+    """The text's first sentence, cut to ``length`` characters: the subject of a text in a script
+    whose words the baseline cannot pick (Chinese, Arabic, ...), so the prompt is never empty."""
+    sentence = re.split(r"[.!?。！？\n]", clean_text(text).strip() + ".")[0]
+    return sentence[:length].strip() or "a picture"
+
+
 def baseline_prompt(text, keywords: str | list[str] | None = None, *, limit: int = CLIP_TOKEN_LIMIT) -> ImagePrompt:
     """Build a prompt by rules, without any model: keywords, then phrases of the text, in a template.
 
@@ -250,7 +387,8 @@ def baseline_prompt(text, keywords: str | list[str] | None = None, *, limit: int
     phrases = _phrases(str(text))
     if isinstance(keywords, (list, tuple)):
         keywords = ", ".join(keywords)
-    subject = [k.strip() for k in (keywords or "").split(",") if k.strip()] or phrases[:1]
+    subject = ([k for k in (clean_text(k) for k in clean_text(keywords or "").split(",")) if k]
+               or phrases[:1] or [_first_sentence(text)])
     used = {term for phrase in subject for term in tokenize(phrase)}
     details = []
     for phrase in phrases:
