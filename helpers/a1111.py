@@ -20,9 +20,11 @@ shows live progress, keeps partial images when you press Stop, and turns every f
 
 from __future__ import annotations
 
+import base64
 import copy
 import difflib
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -32,7 +34,7 @@ import requests
 
 from .a1111_fields import FIELD_ALIASES, TXT2IMG_DEFAULTS
 from .config import Secret, load_settings
-from .generation import Generation, ResponseError, decode_image_b64, encode_image_b64
+from .generation import NOT_A1111, Generation, ResponseError, decode_image_b64, encode_image_b64
 
 __all__ = ["A1111Client", "A1111Error", "Generation"]
 
@@ -40,6 +42,9 @@ __all__ = ["A1111Client", "A1111Error", "Generation"]
 # "Euler" sampler (used whenever sampler_name is missing); the UI's 20 steps is the usual start.
 # override_settings is always sent because Forge crashes on a missing one.
 CLIENT_DEFAULTS: dict[str, Any] = {"sampler_name": "Euler a", "steps": 20, "cfg_scale": 7.0, "override_settings": {}}
+
+# Live progress gives up after this many unusable /progress answers in a row (the generation goes on).
+MAX_POLL_FAILURES = 5
 
 START_HINT = (
     "Start A1111 with the --api flag (on Windows add it to COMMANDLINE_ARGS in webui-user.bat, "
@@ -50,11 +55,20 @@ START_HINT = (
 class A1111Error(RuntimeError):
     """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
 
-    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text).
+    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text),
+    ``generation``: when an answer was only partly readable (one broken image among good ones),
+    a :class:`Generation` with the good images, else None. It is also kept in ``client.last``.
+
+    >>> try:                                                     # doctest: +SKIP
+    ...     gen = client.txt2img("a cat", batch_size=4)
+    ... except A1111Error as err:
+    ...     gen = err.generation      # the images that did arrive intact (or None)
     """
 
-    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = ""):
+    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
+                 generation: Generation | None = None):
         self.status, self.url, self.detail, self.fix = status, url, detail, fix
+        self.generation = generation
         super().__init__(f"{message}\nFix: {fix}" if fix else message)
 
 
@@ -76,10 +90,44 @@ class GenerationInterrupted(KeyboardInterrupt):
 
 
 def _without_password(url: str) -> str:
+    """The URL without ``user:password@`` (an IPv6 host keeps its brackets).
+
+    >>> _without_password("http://ann:pw@[::1]:7860/sdapi")
+    'http://[::1]:7860/sdapi'
+    """
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
+    if "@" not in parts.netloc:
         return url
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _short(text, limit: int = 200) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost readable reason of a requests error, e.g. "IncompleteRead(14 bytes read, ...)".
+
+    >>> _cause(requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer")))
+    'ConnectionResetError: [Errno 104] Connection reset by peer'
+    """
+    inner = err.args[0] if err.args else err
+    if isinstance(inner, BaseException) and inner.args and isinstance(inner.args[-1], BaseException):
+        inner = inner.args[-1]  # urllib3's ProtocolError("Connection broken", <the real cause>)
+    text = str(inner)
+    if isinstance(inner, BaseException) and type(inner).__name__ not in text:
+        text = f"{type(inner).__name__}: {text}"
+    return _short(text)
+
+
+def _refused(err: requests.exceptions.ConnectionError) -> bool:
+    """True when nothing accepted the connection, False when an open connection broke later."""
+    from urllib3.exceptions import NewConnectionError
+
+    reason = err.args[0] if err.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the real cause
+    return isinstance(reason, (NewConnectionError, ConnectionRefusedError))
 
 
 def _auth_tuple(auth) -> tuple[str, str] | None:
@@ -210,14 +258,42 @@ class A1111Client:
         except requests.exceptions.ConnectTimeout:
             raise A1111Error(f"No answer from {shown} within {self.connect_timeout:g} s.", url=shown,
                              fix=f"Check that A1111 runs and SD_URL is right. {START_HINT}") from None
-        except requests.exceptions.ConnectionError as err:
-            raise A1111Error(f"Cannot connect to {shown}: nothing is listening there.", url=shown,
-                             fix=self._connection_hint()) from err
         except requests.exceptions.ReadTimeout:
             raise A1111Error(f"{shown} did not answer within {timeout or self.timeout:g} s.", url=shown,
                              fix="The server may still be working (check with client.progress(); stop it with "
                                  "client.interrupt()). Use fewer steps or a smaller size, or raise SD_TIMEOUT.") from None
+        except requests.exceptions.RequestException as err:
+            raise self._network_error(err, shown) from None
         return self._decode(response, shown)
+
+    def _network_error(self, err: requests.exceptions.RequestException, shown: str) -> A1111Error:
+        """Turn a failure of the connection itself (not an HTTP status) into an A1111Error with the cause."""
+        cause = self._clean(_cause(err))
+        if isinstance(err, requests.exceptions.ConnectionError) and _refused(err):
+            return A1111Error(f"Cannot connect to {shown}: nothing is listening there.", url=shown,
+                              fix=self._connection_hint())
+        if isinstance(err, requests.exceptions.ChunkedEncodingError):
+            return A1111Error(f"The answer from {shown} was cut off before its end ({cause}).", url=shown,
+                              fix="Check the server's console for a crash (e.g. out of memory) and any proxy "
+                                  "between you, then try again.")
+        if isinstance(err, requests.exceptions.ContentDecodingError):
+            return A1111Error(f"The answer from {shown} could not be decompressed ({cause}).", url=shown,
+                              fix="The server or a proxy sent a broken compressed reply: check the server's "
+                                  "console and any proxy between you.")
+        if isinstance(err, requests.exceptions.ConnectionError):
+            return A1111Error(f"{shown} closed the connection before it finished answering ({cause}).", url=shown,
+                              fix="The server may have crashed or restarted (e.g. out of memory): check its "
+                                  "console, then try again.")
+        return A1111Error(f"The request to {shown} failed: {cause}.", url=shown,
+                          fix="Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860.")
+
+    def _clean(self, text: str) -> str:
+        """``text`` with the password (plain or inside a Basic auth header) masked: a server may echo it."""
+        if not self._auth or not self._auth[1]:
+            return text
+        user, password = self._auth
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return text.replace(basic, "********").replace(password, "********")
 
     def _connection_hint(self) -> str:
         host = urlsplit(self.base_url).hostname or ""
@@ -234,14 +310,18 @@ class A1111Client:
         is_json = True
         try:
             body = response.json()
+        except RecursionError:
+            raise A1111Error(f"The answer from {shown} is JSON nested too deeply to read ({status}).", status=status,
+                             url=shown, fix=NOT_A1111) from None
         except ValueError:
             body, is_json = None, False
         detail = ""
         if isinstance(body, dict):
-            detail = str(body.get("errors") or body.get("detail") or "")
+            detail = self._clean(_short(body.get("errors") or body.get("detail") or "", 1000))
+        text = self._clean(response.text[:200]) if not is_json or status != 200 else ""
         if status == 200:
             if not is_json:
-                raise A1111Error(f"{shown} answered 200 but not with JSON ({response.text[:80]!r}).", status=status,
+                raise A1111Error(f"{shown} answered 200 but not with JSON ({text[:80]!r}).", status=status,
                                  url=shown, fix="SD_URL may point at another program, or at a proxy's login page.")
             return body
         if status == 401:
@@ -255,27 +335,34 @@ class A1111Client:
             raise A1111Error(f"{shown} answered 404: the server runs but its API is not enabled.", status=status,
                              url=shown, detail=detail, fix=START_HINT)
         if status == 422:
-            raise A1111Error(f"The server rejected the request: {self._describe_422(body)} (422).", status=status,
-                             url=shown, detail=str(body), fix="Correct the value of the field named above.")
+            problems = self._clean(self._describe_422(body))
+            raise A1111Error(f"The server rejected the request: {problems} (422).", status=status,
+                             url=shown, detail=problems, fix="Correct the value of the field named above.")
         if status == 500:
-            kind = body.get("error", "") if isinstance(body, dict) else ""
-            raise A1111Error(f"A1111 failed while handling the request: {kind}: {detail or response.text[:200]} (500).",
+            kind = self._clean(_short(body.get("error", ""), 100)) if isinstance(body, dict) else ""
+            raise A1111Error(f"A1111 failed while handling the request: {kind}: {detail or text} (500).",
                              status=status, url=shown, detail=detail,
                              fix="Read A1111's console for the full traceback. Common causes: an upscaler or "
                                  "model name it does not know, or enable_hr without denoising_strength.")
-        raise A1111Error(f"{shown} answered {status}: {detail or response.text[:200]}", status=status, url=shown,
+        raise A1111Error(f"{shown} answered {status}: {detail or text}", status=status, url=shown,
                          detail=detail, fix="Check SD_URL and the server's console.")
 
     @staticmethod
     def _describe_422(body) -> str:
+        """FastAPI's ``{"detail": [{"loc": [...], "msg": ...}]}`` as one line; other shapes as text."""
         problems = body.get("detail") if isinstance(body, dict) else None
         if isinstance(problems, list):
             parts = []
-            for problem in problems:
-                where = [str(p) for p in problem.get("loc", []) if p != "body"]
-                parts.append(f"field '{'.'.join(where) or '?'}': {problem.get('msg', '')}")
+            for problem in problems[:10]:
+                if not isinstance(problem, dict):
+                    parts.append(_short(problem))
+                    continue
+                loc = problem.get("loc")
+                loc = loc if isinstance(loc, list) else [loc] if loc else []
+                where = [str(p) for p in loc if p != "body"]
+                parts.append(f"field '{'.'.join(where) or '?'}': {_short(problem.get('msg', ''))}")
             return "; ".join(parts)
-        return str(problems or body)
+        return _short(problems or body, 1000)
 
     def get(self, path: str, **params) -> Any:
         """GET ``/sdapi/v1/<path>``, e.g. ``client.get("upscalers")``."""
@@ -299,7 +386,10 @@ class A1111Client:
                 leave out come from ``client.defaults`` (then from the server's own defaults).
 
         Returns a :class:`Generation`. Pressing Stop (Ctrl-C) tells the server to stop and raises
-        ``GenerationInterrupted``; the partial images are kept in ``client.last``.
+        ``GenerationInterrupted``; the partial images are kept in ``client.last``. When anyone
+        interrupts the job on the server (the A1111 web page, another client), the result comes
+        back with ``gen.interrupted == True``. An answer that cannot be read raises A1111Error;
+        if some of its images were good they are in ``err.generation`` and ``client.last``.
 
         >>> gen = client.txt2img("a red fox in snow", seed=7, steps=20, batch_size=2)   # doctest: +SKIP
         >>> gen.seeds                                                                   # doctest: +SKIP
@@ -319,16 +409,50 @@ class A1111Client:
             body = self._run_with_progress("txt2img", payload, total if progress else 0)
         finally:
             self._running -= 1
-        try:
-            generation = Generation.from_response(body)
-        except ResponseError as err:
-            raise A1111Error(f"Could not read the server's answer: {err}.", url=_without_password(self._url("txt2img")),
-                             fix="Make sure SD_URL points at A1111 (or a compatible server) and its "
-                                 "samples_format option is png.") from None
-        # A1111 answers 200 after an interrupt, so only this client knows it stopped the job early.
-        generation.interrupted = self._interrupted
+        generation = self._read_generation(body, "txt2img")
+        # A1111 answers 200 after an interrupt, with the images made so far.
+        generation.interrupted = self._interrupted or self._server_says_interrupted(generation)
         self.last = generation
         return generation
+
+    def _read_generation(self, body: Any, path: str) -> Generation:
+        """The one place a txt2img/img2img answer is read: every failure is an A1111Error, and the
+        good images of a partly broken answer are kept in ``err.generation`` and ``client.last``."""
+        shown = _without_password(self._url(path))
+        try:
+            return Generation.from_response(body)
+        except ResponseError as err:
+            kept = ""
+            if err.partial is not None:
+                self.last = err.partial
+                kept = " (in err.generation and client.last)"
+            raise A1111Error(f"Could not read the answer of {shown}: {err}{kept}.", url=shown, fix=err.fix,
+                             generation=err.partial) from None
+
+    def _server_says_interrupted(self, generation: Generation) -> bool:
+        """Did someone (the web page, another client) interrupt the job that made ``generation``?
+
+        A1111's answer does not say so itself. Two signs do: fewer images than seeds (an interrupt
+        skips the remaining batches), and the ``interrupted`` flag of ``/progress``, which stays set
+        after the job until the next one starts; ``job_timestamp`` tells whether it is our job.
+        A job of someone else that starts in between resets the flag, so this can miss an
+        interrupt in the last batch on a busy shared server, never the other way round.
+        """
+        info = generation.info
+        if info.get("interrupted") is True:  # a server that marks it in info (not A1111 1.10)
+            return True
+        seeds = info.get("all_seeds")
+        if isinstance(seeds, list) and 0 < len(generation.images) < len(seeds):
+            return True
+        try:
+            answer = self.request("GET", "progress", params={"skip_current_image": "true"}, timeout=10)
+        except A1111Error:
+            return False  # no progress endpoint: nothing more to learn
+        state = answer.get("state") if isinstance(answer, dict) else None
+        if not isinstance(state, dict) or state.get("interrupted") is not True:
+            return False
+        ours, theirs = info.get("job_timestamp"), state.get("job_timestamp")
+        return ours is None or theirs is None or str(ours) == str(theirs)
 
     def _run_with_progress(self, path: str, payload: dict, total_steps: int) -> dict:
         """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
@@ -341,6 +465,7 @@ class A1111Client:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
         future = pool.submit(self.request, "POST", path, json=payload)
         finished = False
+        failures = 0  # unusable /progress answers in a row
         try:
             while True:
                 try:
@@ -349,11 +474,13 @@ class A1111Client:
                     return body
                 except FutureTimeout:
                     pass
-                if bar:
-                    try:
-                        bar.update(self.request("GET", "progress", timeout=10, session=poll_session))
-                    except A1111Error:
-                        pass  # progress is a nicety; the generation call reports real failures
+                if bar and failures < MAX_POLL_FAILURES:
+                    problem = self._poll_progress(bar, poll_session)
+                    failures = failures + 1 if problem else 0
+                    if failures == MAX_POLL_FAILURES:
+                        warnings.warn(f"Live progress stopped polling {_without_password(self._url('progress'))} "
+                                      f"after {failures} unusable answers in a row (last: {problem}); the "
+                                      "generation itself goes on.", stacklevel=4)
         except KeyboardInterrupt:
             raise GenerationInterrupted(self._stop_and_collect(future)) from None
         finally:
@@ -363,17 +490,33 @@ class A1111Client:
                 poll_session.close()
             pool.shutdown(wait=False)
 
+    def _poll_progress(self, bar, session: requests.Session) -> str:
+        """Ask /progress once and move the bar; returns "" when that worked, else what went wrong.
+
+        Progress is a nicety: nothing it does may cost the generation, so every failure is caught.
+        """
+        try:
+            answer = self.request("GET", "progress", timeout=5, session=session)
+            return "" if bar.update(answer) else f"an answer of another shape ({_short(answer, 60)})"
+        except A1111Error as err:
+            return _short(str(err).partition("\n")[0].replace(f"{err.url} ", ""), 120)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            return f"{type(err).__name__}: {_short(err, 100)}"
+
     def _stop_and_collect(self, future) -> Generation | None:
         """Tell the server to stop, then keep what it returns (A1111 answers 200 with partial images)."""
         try:
             self.interrupt()
             body = future.result(timeout=30)
-            generation = Generation.from_response(body)
+            generation = self._read_generation(body, "txt2img")
+        except A1111Error as err:
+            generation = err.generation  # the good images of a partly broken answer, if any
+        except (FutureTimeout, KeyboardInterrupt):
+            return None
+        if generation is not None:
             generation.interrupted = True
             self.last = generation
-            return generation
-        except (A1111Error, ResponseError, FutureTimeout, KeyboardInterrupt):
-            return None
+        return generation
 
     # ----- job control -------------------------------------------------------------------------
 
@@ -383,8 +526,11 @@ class A1111Client:
         >>> client.progress()["state"]["job_count"]   # doctest: +SKIP
         0
         """
-        return self.request("GET", "progress", params={"skip_current_image": str(skip_current_image).lower()},
-                            timeout=30)
+        answer = self.request("GET", "progress", params={"skip_current_image": str(skip_current_image).lower()},
+                              timeout=30)
+        if not isinstance(answer, dict) or not isinstance(answer.get("state", {}), dict):
+            raise self._unexpected("progress", answer, "an object with a 'state' object")
+        return answer
 
     def interrupt(self) -> None:
         """Stop the running generation; its txt2img call still returns what was made so far.
@@ -406,8 +552,12 @@ class A1111Client:
         """
         deadline = time.monotonic() + timeout
         while True:
-            state = self.progress(skip_current_image=True).get("state") or {}
-            if not state.get("job_count") and not state.get("job"):
+            answer = self.progress(skip_current_image=True)
+            state = answer.get("state") or {}
+            job_count, job = state.get("job_count"), state.get("job")
+            if not isinstance(job_count, (int, type(None))) or not isinstance(job, (str, type(None))):
+                raise self._unexpected("progress", answer, "a 'state' with a whole-number 'job_count'")
+            if not job_count and not job:
                 return
             if time.monotonic() > deadline:
                 raise A1111Error(f"The server was still busy after {timeout:g} s ({state.get('job')}).",
@@ -417,9 +567,26 @@ class A1111Client:
 
     # ----- settings and lists ------------------------------------------------------------------
 
+    def _unexpected(self, path: str, answer: Any, expected: str) -> A1111Error:
+        """The error for a JSON answer of the wrong shape (a different program, or a broken server)."""
+        shown = _without_password(self._url(path))
+        return A1111Error(f"{shown} answered {self._clean(_short(repr(answer), 80))}, not {expected}.", url=shown,
+                          fix=f"{NOT_A1111} If it is, its console or log may show what went wrong.")
+
+    def _names(self, path: str, key: str) -> list[str]:
+        """The ``key`` of each object in the list that GET ``path`` answers (models, samplers, ...)."""
+        answer = self.get(path)
+        if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get(key), str)
+                                                   for item in answer):
+            raise self._unexpected(path, answer, f"a list of objects that each have a '{key}' text")
+        return [item[key] for item in answer]
+
     def options(self) -> dict:
         """All server settings, e.g. ``client.options()["sd_model_checkpoint"]``."""
-        return self.get("options")
+        answer = self.get("options")
+        if not isinstance(answer, dict):
+            raise self._unexpected("options", answer, "an object of settings")
+        return answer
 
     def set_options(self, **options) -> None:
         """Change server settings, e.g. ``client.set_options(sd_model_checkpoint="v1-5-pruned-emaonly")``.
@@ -445,15 +612,15 @@ class A1111Client:
 
     def models(self) -> list[str]:
         """Titles of the checkpoints the server has, e.g. ``['v1-5-pruned-emaonly.safetensors [6ce0161689]']``."""
-        return [model["title"] for model in self.get("sd-models")]
+        return self._names("sd-models", "title")
 
     def samplers(self) -> list[str]:
         """Sampler names to use as ``sampler_name``, e.g. ``['DPM++ 2M', 'Euler a', ...]``."""
-        return [sampler["name"] for sampler in self.get("samplers")]
+        return self._names("samplers", "name")
 
     def schedulers(self) -> list[str]:
         """Scheduler labels to use as ``scheduler``, e.g. ``['Automatic', 'Karras', ...]`` (A1111 1.9+)."""
-        return [scheduler["label"] for scheduler in self.get("schedulers")]
+        return self._names("schedulers", "label")
 
     def png_info(self, image) -> dict:
         """Ask the server to read a PNG's infotext (a PIL image, a path or PNG bytes).
@@ -461,7 +628,10 @@ class A1111Client:
         Returns ``{"info": <text>, "items": {...}, "parameters": {<parsed>}}``.
         For a local file without a server, :func:`helpers.infotext.read_infotext` does the same.
         """
-        return self.request("POST", "png-info", json={"image": encode_image_b64(image)}, timeout=60)
+        answer = self.request("POST", "png-info", json={"image": encode_image_b64(image)}, timeout=60)
+        if not isinstance(answer, dict):
+            raise self._unexpected("png-info", answer, "an object with 'info'")
+        return answer
 
     def interrogate(self, image, model: str = "clip", timeout: float | None = None) -> str:
         """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption.
@@ -469,7 +639,10 @@ class A1111Client:
         A1111 downloads its captioning model on first use, so the first call can take minutes.
         """
         payload = {"image": encode_image_b64(image), "model": model}
-        return self.request("POST", "interrogate", json=payload, timeout=timeout)["caption"]
+        answer = self.request("POST", "interrogate", json=payload, timeout=timeout)
+        if not isinstance(answer, dict) or not isinstance(answer.get("caption"), str):
+            raise self._unexpected("interrogate", answer, "an object with a 'caption' text")
+        return answer["caption"]
 
 
 def decode_image(data: str):

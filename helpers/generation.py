@@ -32,26 +32,87 @@ from .infotext import parse_infotext, png_bytes
 PLACEHOLDER_MODEL = "offline-preview"
 
 
+# The most pixels one image from a server may have. A1111 rarely makes more than 4096 x 4096
+# (16.7 M) even with hires fix; 8192 x 8192 leaves room for upscalers. A PNG that claims more is
+# refused before it is decoded: a few hundred KB can otherwise unpack to gigabytes of memory.
+# Raise it if you really make larger images: helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+NOT_A1111 = "Check that SD_URL points at A1111 started with --api (or a compatible server such as `make serve`)."
+CUT_OFF = ("The reply was probably cut off or altered on the way: check the server's console/log and the "
+           "network or proxy between you, then try again.")
+
+
 class ResponseError(ValueError):
-    """The server's answer could not be read (bad base64, not an image, no info)."""
+    """The server's answer could not be read (bad base64, not an image, wrong types, no info).
+
+    Attributes:
+        fix: what to check (the server, the network, a client limit).
+        partial: a :class:`Generation` with the images of the answer that were good, or None
+            when nothing could be kept (e.g. ``info`` is unreadable, so no image has a seed).
+    """
+
+    def __init__(self, message: str, fix: str = NOT_A1111, partial: "Generation | None" = None):
+        super().__init__(message)
+        self.fix, self.partial = fix, partial
 
 
-def decode_image_b64(data: str):
-    """Decode one base64 image (with or without a ``data:...;base64,`` prefix) to ``(PIL image, bytes)``."""
-    from PIL import Image, UnidentifiedImageError
+def _kind(value) -> str:
+    """``'x'`` for short strings and numbers, the type name otherwise: for error messages."""
+    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 20):
+        return repr(value)
+    return type(value).__name__
 
+
+def decode_image_b64(data: str, what: str = "an image in the response"):
+    """Decode one base64 image (with or without a ``data:...;base64,`` prefix) to ``(PIL image, bytes)``.
+
+    Raises ResponseError for anything that is not a readable image of at most MAX_IMAGE_PIXELS.
+
+    >>> decode_image_b64("%%%")
+    Traceback (most recent call last):
+    ...
+    helpers.generation.ResponseError: an image in the response is not valid base64
+    """
+    from PIL import Image
+
+    if not isinstance(data, str):
+        raise ResponseError(f"{what} is {type(data).__name__}, not a base64 string")
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise ResponseError("an image in the response is not valid base64") from None
+        raise ResponseError(f"{what} is not valid base64", fix=CUT_OFF) from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError):
-        raise ResponseError(f"an image in the response is not a readable image ({raw[:8]!r}...)") from None
+        with warnings.catch_warnings():
+            # PIL warns above its own limit and fails above twice that; ours is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+            _check_pixels(image.width, image.height, what)
+            image.load()
+    except ResponseError:
+        raise
+    except Image.DecompressionBombError as err:  # above twice PIL's own limit, before ours could look
+        raise ResponseError(f"{what} is too large to decode safely ({err})",
+                            fix=_PIXELS_FIX.replace("raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS "
+                                                    "and the client's limit")) from None
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, struct.error, ...)
+        raise ResponseError(f"{what} is not a readable image ({raw[:8]!r}...: {type(err).__name__})",
+                            fix=CUT_OFF) from None
     return image, raw
+
+
+_PIXELS_FIX = ("If you asked for an image this large, raise the client's limit, e.g. "
+               "helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384; otherwise the server sent something it "
+               "should not (check SD_URL).")
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    """Refuse an image by its header, before its pixels are decoded."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ResponseError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the client's "
+                            f"limit of {MAX_IMAGE_PIXELS:,} (helpers.generation.MAX_IMAGE_PIXELS)", fix=_PIXELS_FIX)
 
 
 def encode_image_b64(image) -> str:
@@ -65,6 +126,60 @@ def encode_image_b64(image) -> str:
         image.save(buffer, format="PNG")
         raw = buffer.getvalue()
     return base64.b64encode(raw).decode("ascii")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_info(info) -> dict[str, Any]:
+    """``info`` is JSON inside a string (A1111) or already an object; anything else is refused."""
+    if info is None:
+        return {}  # absent: the seed check below says what that means for the images
+    if isinstance(info, str):
+        try:
+            info = json.loads(info)
+        except (ValueError, RecursionError):
+            raise ResponseError(f"'info' is not valid JSON ({info[:40]!r})", fix=CUT_OFF) from None
+        if not isinstance(info, dict):
+            kind = "null" if info is None else {list: "list", str: "string"}.get(type(info), type(info).__name__)
+            raise ResponseError(f"'info' is a JSON {kind}, not an object")
+        return info
+    if isinstance(info, dict):
+        return dict(info)
+    raise ResponseError(f"'info' is {type(info).__name__}, not a JSON object string")
+
+
+def _read_seeds(info: dict[str, Any], count: int) -> list[int]:
+    """The real seed of each of ``count`` images: ``all_seeds``, else ``seed``, ``seed + 1``, ..."""
+    seeds = info.get("all_seeds")
+    if seeds is not None and not isinstance(seeds, list):
+        raise ResponseError(f"'all_seeds' is {type(seeds).__name__}, not a list of seeds")
+    for i, seed in enumerate(seeds or []):
+        if not _is_int(seed):
+            raise ResponseError(f"all_seeds[{i}] is {_kind(seed)}, not a whole number")
+    seeds = list(seeds or [])
+    seed = info.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise ResponseError(f"'seed' is {_kind(seed)}, not a whole number")
+    if count and len(seeds) < count:
+        if seed is None:
+            raise ResponseError("the reply's 'info' has no seeds, so the images cannot be reproduced")
+        if not seeds:
+            seeds = [seed + i for i in range(count)]
+    return seeds
+
+
+def _read_infotexts(info: dict[str, Any]) -> list[str]:
+    texts = info.get("infotexts")
+    if texts is None:
+        return []
+    if not isinstance(texts, list):
+        raise ResponseError(f"'infotexts' is {type(texts).__name__}, not a list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ResponseError(f"infotexts[{i}] is {type(text).__name__}, not a string")
+    return texts
 
 
 @dataclass
@@ -94,45 +209,65 @@ class Generation:
 
     @classmethod
     def from_response(cls, body: dict[str, Any]) -> "Generation":
-        """Build a Generation from A1111's JSON body; raises ResponseError if it cannot."""
-        if not isinstance(body, dict) or "images" not in body:
-            raise ResponseError("the response has no 'images' list; is this an A1111 txt2img endpoint?")
-        info = body.get("info")
-        try:
-            info = json.loads(info) if isinstance(info, str) else dict(info or {})
-        except ValueError:
-            raise ResponseError("the response's 'info' is not valid JSON") from None
+        """Build a Generation from A1111's JSON body, checking every field on the way.
 
-        first = int(info.get("index_of_first_image", 0) or 0)
-        encoded = (body.get("images") or [])[first:]
-        seeds = list(info.get("all_seeds") or ([info["seed"]] if "seed" in info else []))
-        if encoded and len(seeds) < len(encoded):
-            if "seed" not in info:
-                raise ResponseError("the response's 'info' has no seeds, so the images cannot be reproduced")
-            seeds = [int(info["seed"]) + i for i in range(len(encoded))]
+        Raises ResponseError naming the field (and index) that is wrong. When only some images
+        are bad, ``err.partial`` is a Generation with the good ones, so nothing good is lost.
+
+        >>> Generation.from_response({"images": [], "info": "[1, 2]"})
+        Traceback (most recent call last):
+        ...
+        helpers.generation.ResponseError: 'info' is a JSON list, not an object
+        """
+        if not isinstance(body, dict):
+            raise ResponseError(f"the reply is {type(body).__name__}, not an object with 'images' and 'info'")
+        if "images" not in body:
+            raise ResponseError("the reply has no 'images' list")
+        encoded = body["images"]
+        if not isinstance(encoded, list):
+            raise ResponseError(f"'images' is {type(encoded).__name__}, not a list")
+        info = _read_info(body.get("info"))
+        parameters = body.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise ResponseError(f"'parameters' is {type(parameters).__name__}, not an object")
+
+        first = info.get("index_of_first_image", 0) or 0
+        if not _is_int(first) or not 0 <= first <= len(encoded):
+            raise ResponseError(f"'index_of_first_image' is {_kind(first)}, not an index into the "
+                                f"{len(encoded)} images")
+        encoded = encoded[first:]
+        seeds = _read_seeds(info, len(encoded))
         # Extra images after the samples (e.g. inpainting masks) have no seed of their own.
         encoded = encoded[: len(seeds)] if seeds else encoded
-        images, pngs = [], []
-        for data in encoded:
-            image, raw = decode_image_b64(data)
-            images.append(image)
-            pngs.append(raw)
-        if any(image.format != "PNG" for image in images):
+        infotexts = _read_infotexts(info)
+
+        kept, problems = [], []
+        for i, data in enumerate(encoded):
+            try:
+                kept.append((i, *decode_image_b64(data, what=f"images[{i + first}]")))
+            except ResponseError as err:
+                problems.append(err)
+        generation = cls(
+            images=[image for _, image, _ in kept],
+            seeds=[seeds[i] for i, _, _ in kept],
+            info=info,
+            infotexts=[infotexts[i] for i, _, _ in kept if i < len(infotexts)],
+            parameters=dict(parameters or {}),
+            png=[raw for _, _, raw in kept],
+            interrupted=False,
+        )
+        if problems:
+            more = f" (and {len(problems) - 1} more bad image(s))" if len(problems) > 1 else ""
+            kept_text = f"; {len(kept)} good image(s) kept" if kept else ""
+            raise ResponseError(f"{problems[0]}{more}{kept_text}", fix=problems[0].fix,
+                                partial=generation if kept else None)
+        if any(image.format != "PNG" for image in generation.images):
             warnings.warn(
                 "The server sent non-PNG images, which keep their settings only in EXIF. "
                 "For PNGs with infotext call client.set_options(samples_format='png').",
                 stacklevel=3,
             )
-        infotexts = list(info.get("infotexts") or [])[: len(images)]
-        return cls(
-            images=images,
-            seeds=[int(s) for s in seeds[: len(images)]],
-            info=info,
-            infotexts=infotexts,
-            parameters=dict(body.get("parameters") or {}),
-            png=pngs,
-            interrupted=False,
-        )
+        return generation
 
     @property
     def image(self):

@@ -25,6 +25,19 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def _whole(value) -> int | None:
+    """A non-negative whole number from a server's answer (None: absent, 0), else None for garbage.
+
+    >>> _whole(3), _whole(None), _whole("3"), _whole(-1), _whole(True)
+    (3, 0, None, None, None)
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
 class LiveProgress:
     """A tqdm bar of sampling steps, plus the server's live preview image in a notebook."""
 
@@ -35,18 +48,35 @@ class LiveProgress:
         self._preview = None
         self._show_preview = show_preview and in_notebook()
 
-    def update(self, answer: dict[str, Any]) -> None:
-        """Move the bar to the step the server reports and show its preview image, if any."""
-        state = answer.get("state") or {}
-        steps = int(state.get("sampling_steps") or 0)
-        done = int(state.get("job_no") or 0) * steps + int(state.get("sampling_step") or 0)
+    def update(self, answer: Any) -> bool:
+        """Move the bar to the step the server reports and show its preview image, if any.
+
+        Returns False (and changes nothing) for an answer of another shape: a broken or foreign
+        server must never stop the generation this bar only watches.
+
+        >>> bar = LiveProgress(total_steps=10, show_preview=False)
+        >>> bar.update({"state": {"job_no": 0, "sampling_step": 4, "sampling_steps": 10}}), bar.bar.n
+        (True, 4)
+        >>> bar.update("<html>busy</html>"), bar.update({"state": {"sampling_step": "x"}}), bar.bar.n
+        (False, False, 4)
+        >>> bar.close()
+        """
+        state = answer.get("state") if isinstance(answer, dict) else None
+        if not isinstance(state, dict):
+            return False
+        steps, job_no, step = (_whole(state.get(key)) for key in ("sampling_steps", "job_no", "sampling_step"))
+        if None in (steps, job_no, step):
+            return False
+        done = job_no * steps + step
         if steps and done > self.bar.n:
             self.bar.update(min(done, self.bar.total) - self.bar.n)
         eta = answer.get("eta_relative")
-        if eta:
+        if isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 < eta < 10**7:
             self.bar.set_postfix_str(f"eta {eta:.0f}s", refresh=False)
-        if self._show_preview and answer.get("current_image"):
-            self._show(answer["current_image"])
+        image = answer.get("current_image")
+        if self._show_preview and isinstance(image, str) and image:
+            self._show(image)
+        return True
 
     def _show(self, encoded: str) -> None:
         from IPython.display import display
@@ -54,7 +84,7 @@ class LiveProgress:
         from .generation import ResponseError, decode_image_b64
 
         try:
-            image, _ = decode_image_b64(encoded)
+            image, _ = decode_image_b64(encoded, what="the live preview")
         except ResponseError:
             return  # a broken preview is not worth interrupting a generation for
         image.thumbnail((256, 256))
