@@ -8,14 +8,15 @@ clearly labelled placeholder images; ``engines/base.py`` shows how a real engine
 Package layout (each file reads in one sitting):
 
     __main__.py   command line: python -m helpers.sdserver --port 7860
-    app.py        FastAPI app: A1111's error bodies, X-Process-Time, HTTP Basic auth
+    app.py        FastAPI app: A1111's error bodies, X-Process-Time, HTTP Basic auth, body size limit
+    limits.py     what one request may cost (images, pixels, steps, prompt length), valid text
     routes.py     the /sdapi/v1/* endpoints
     generation.py txt2img: seeds, sampler, infotext, info, batches, interrupt/skip
     models.py     request and response models (A1111 1.10's fields and defaults)
     catalog.py    samplers, schedulers, upscalers, default options
     options.py    GET/POST /options and override_settings
     state.py      job state behind GET /progress
-    images.py     base64 PNG in and out
+    images.py     base64 PNG in and out (client images: size checked before decoding, one at a time)
     engines/      base.py (the Engine interface), preview.py (placeholders), diffusers_engine.py (real images)
 
 Example, in a notebook or a test:
@@ -35,12 +36,13 @@ from typing import Any, Optional
 __all__ = ["create_app", "serve_in_thread", "ServerHandle"]
 
 
-def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float = 0.0, **kwargs):
+def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float = 0.0, limits=None, **kwargs):
     """Build the server's FastAPI app.
 
     ``api_auth`` is A1111's ``--api-auth`` text (``"user:pass,user2:pass2"``) or a dict
     ``{user: password}``; None leaves the API open. ``step_delay`` is the time the preview
-    engine spends on each sampling step (seconds), so that progress can be watched.
+    engine spends on each sampling step (seconds, 0 to 10), so that progress can be watched.
+    ``limits`` is a ``limits.Limits`` (what one request may cost); None: the defaults.
 
     Other keyword arguments go to the engine, e.g. ``create_app(engine="diffusers", model="/path/to/folder",
     decoder="tiny")``; ``engine`` may also be a ready ``Engine`` instance.
@@ -49,14 +51,15 @@ def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float 
     >>> app.title
     'Course kit: A1111-compatible server'
     """
-    from .app import build_app  # FastAPI is imported only when a server is built
+    from .app import build_app, check_step_delay  # FastAPI is imported only when a server is built
 
+    step_delay = check_step_delay(step_delay)  # before a slow engine is loaded
     cmd_flags = kwargs.pop("cmd_flags", None)
     if kwargs:  # engine options (model, decoder, dtype, device, ...): build the engine here
         from .engines import get_engine
 
         engine = get_engine(engine, step_delay=step_delay, **kwargs)
-    return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, cmd_flags=cmd_flags)
+    return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, cmd_flags=cmd_flags, limits=limits)
 
 
 class ServerHandle:

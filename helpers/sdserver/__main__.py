@@ -1,8 +1,9 @@
 """Command line: ``python -m helpers.sdserver [--host 127.0.0.1] [--port 7860] [--engine preview]``.
 
 Flags follow A1111 where they exist (``--port``, ``--api-auth``, ``--nowebui``, ``--api``,
-``--api-log``); ``--step-delay`` is the kit's own: seconds per sampling step of the preview
-engine, so that progress bars and interrupt can be tried in class.
+``--api-log``, ``--ckpt-dir``); ``--step-delay`` is the kit's own: seconds per sampling step of the
+preview engine, so that progress bars and interrupt can be tried in class. The ``--max-...`` flags
+bound what one request may cost (see limits.py); the defaults suit a class on one GPU server.
 
 With ``--engine diffusers`` the server makes real images with Hugging Face diffusers (needs the
 ``diffusers`` extra). The model is loaded once at start-up; if it cannot be (not downloaded, wrong
@@ -13,14 +14,81 @@ Examples:
     python -m helpers.sdserver --engine diffusers --model stabilityai/sd-turbo --download   # once, online
     python -m helpers.sdserver --engine diffusers                                           # then offline
     python -m helpers.sdserver --engine diffusers --model ~/models/my-sd15-folder --decoder full
+    python -m helpers.sdserver --host 0.0.0.0 --api-auth teacher:s3cret --max-images 16   # for a class
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import sys
 
 from .engines import ENGINES
+from .limits import Limits
+
+LIMIT_HELP = {
+    "max_cost": "megapixel-steps per request: width x height x images x steps (hires second pass included), "
+                "1 megapixel = 1024x1024 (default %(default)s: e.g. 8 images of 1024x1024 with 100 steps)",
+    "max_images": "images per request, batch_size x n_iter (default %(default)s)",
+    "max_megapixels": "pixels of all the images one request returns, in megapixels of 1024x1024 (default "
+                      "%(default)s: 16 images of 1024x1024 or 64 of 512x512)",
+    "max_prompt_chars": "characters per prompt, negative prompt, hires prompt and infotext (default %(default)s)",
+    "max_decode_megapixels": "pixels of each image a client sends to png-info or interrogate, checked before "
+                             "decoding (default %(default)s: 4096x4096)",
+    "max_body_mb": "size of a request body in MB, base64 images included (default %(default)s)",
+}
+
+
+def positive(kind):
+    """An argparse type: a finite number above 0 (inf, nan, 0 and negatives are refused)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not (0 < value < math.inf):
+            raise argparse.ArgumentTypeError(f"must be above 0 and finite, got {text}")
+        return value
+    return convert
+
+
+def seconds(text: str) -> float:
+    """An argparse type for --step-delay: 0 to 10 seconds."""
+    from .app import MAX_STEP_DELAY
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_STEP_DELAY:  # False for nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {MAX_STEP_DELAY:g}, got {text}")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.x.x.x, ::1, localhost); any other name may be reachable."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, api_auth: str | None) -> str | None:
+    """The warning for a server reachable from other machines with no password, else None.
+
+    >>> exposure_warning("127.0.0.1", None) is None
+    True
+    >>> "--api-auth user:pass" in exposure_warning("0.0.0.0", None)
+    True
+    """
+    if api_auth or is_loopback(host):
+        return None
+    return (f"WARNING: --host {host} makes the server reachable from other machines, and without --api-auth "
+            "anyone who can reach it can generate images, change its settings and switch its model. "
+            "Fix: add --api-auth user:pass (and give the password only to your class), or use --host 127.0.0.1.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "(real images from a Stable Diffusion model on this machine)")
     parser.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
                         help="require HTTP Basic auth on /sdapi/v1/*, like A1111's --api-auth")
-    parser.add_argument("--step-delay", type=float, default=0.0, metavar="SECONDS",
-                        help="seconds per sampling step, to watch progress and try interrupt (default 0; "
+    parser.add_argument("--step-delay", type=seconds, default=0.0, metavar="SECONDS",
+                        help="seconds per sampling step (0 to 10), to watch progress and try interrupt (default 0; "
                              "with diffusers: added to each real step)")
     parser.add_argument("--api-log", action="store_true", help="print one line per request")
     # Accepted so that A1111 command lines can be pasted; the kit's server is always API-only.
     parser.add_argument("--nowebui", action="store_true", help="ignored (the kit's server has no web UI)")
     parser.add_argument("--api", action="store_true", help="ignored (the API is always on)")
+
+    bounds = parser.add_argument_group("limits per request (a 422 names the flag when a request exceeds one)")
+    defaults = Limits()
+    for name, text in LIMIT_HELP.items():
+        kind = int if isinstance(getattr(defaults, name), int) else float
+        bounds.add_argument("--" + name.replace("_", "-"), type=positive(kind), default=getattr(defaults, name),
+                            metavar="N", help=text)
 
     real = parser.add_argument_group("diffusers engine (--engine diffusers)")
     real.add_argument("--model", default=None, metavar="ID_OR_PATH",
@@ -52,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="for a single .safetensors checkpoint: a diffusers folder or Hugging Face id of the same "
                            "architecture whose config files diffusers reads (default: a folder named like the "
                            "checkpoint next to it)")
+    real.add_argument("--ckpt-dir", default=None, metavar="DIR",
+                      help="a folder of diffusers model folders that clients may switch to (POST /options "
+                           "sd_model_checkpoint), like A1111's --ckpt-dir; clients can choose only the models "
+                           "GET /sdapi/v1/sd-models lists")
     real.add_argument("--decoder", default="auto", metavar="auto|tiny|full|PATH",
                       help="VAE decoder for the final image: tiny (TAESD, several times faster on a CPU, slightly "
                            "softer details), full (the model's own VAE), auto (default: tiny on a CPU, full on a "
@@ -71,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def diffusers_options(args: argparse.Namespace) -> dict:
     """The engine options given on the command line (only those of the diffusers engine)."""
     return {"model": model_of(args), "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
-            "device": args.device}
+            "device": args.device, "ckpt_dir": args.ckpt_dir}
 
 
 def model_of(args: argparse.Namespace) -> str | None:
@@ -118,29 +197,31 @@ def main(argv: list[str] | None = None) -> int:
             parse_api_auth(args.api_auth)
         except ValueError as error:
             parser.error(str(error))  # exits with status 2 and the usage line
-    if args.step_delay < 0:
-        parser.error("--step-delay must be 0 or more seconds")
     engine_options = {}
     if args.engine == "diffusers":
         if args.download:
             return download(args)
         engine_options = diffusers_options(args)
-    elif args.model or args.config or args.download:
-        parser.error("--model, --config and --download go with --engine diffusers")
+    elif args.model or args.config or args.download or args.ckpt_dir:
+        parser.error("--model, --config, --ckpt-dir and --download go with --engine diffusers")
+    limits = Limits(**{name: getattr(args, name) for name in LIMIT_HELP})
 
     import uvicorn
 
     from . import create_app
     from .engines import EngineUnavailable
 
-    flags = {"host": args.host, "port": args.port, "listen": args.host not in ("127.0.0.1", "localhost"),
+    warning = exposure_warning(args.host, args.api_auth)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    flags = {"host": args.host, "port": args.port, "listen": not is_loopback(args.host),
              "api_log": args.api_log, **engine_options}
     if args.engine == "diffusers":
         print(f"Loading the model for the diffusers engine ({engine_options['model'] or 'default: stabilityai/sd-turbo'})...",
               flush=True)
     try:
         app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,
-                         **engine_options)
+                         limits=limits, **engine_options)
     except EngineUnavailable as error:
         # Say it now, with the fix, rather than serve errors or broken images later.
         print(f"The kit's server cannot start the {args.engine} engine: {error}", file=sys.stderr)

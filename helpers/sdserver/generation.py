@@ -33,6 +33,7 @@ from helpers.infotext import format_infotext, infotext_to_fields
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .images import encode_png_b64
+from .limits import Limits, check_request_cost, check_seeds, check_text_lengths
 from .models import Txt2ImgRequest, hires_target_size
 from .options import Options
 from .state import JobState
@@ -115,9 +116,18 @@ def preview_every(opts: dict[str, Any]) -> int:
 
 
 def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Options,
-            queue_lock: threading.Lock) -> dict[str, Any]:
-    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``."""
+            queue_lock: threading.Lock, limits: Limits | None = None) -> dict[str, Any]:
+    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``.
+
+    Everything that can refuse the request (limits, scripts, settings, the engine's checks) runs
+    before the queue lock, so a refusal comes at once, even while another job is running.
+    """
+    limits = limits or Limits()
+    check_text_lengths(req, limits)  # before the infotext is parsed: its length is bounded too
     req = apply_infotext(req)
+    check_text_lengths(req, limits)
+    check_request_cost(req, limits)  # the images are all kept until the reply: this bounds memory
+    check_seeds(req, req.value("batch_size") * req.value("n_iter"))
     check_scripts(req)
 
     # Settings for this request: the server's, plus override_settings (checked like POST /options).
@@ -126,6 +136,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     requested = dict(req.override_settings or {})
     switch_model = getattr(engine, "switch_model", None)
     other_model = requested.pop("sd_model_checkpoint", None) if switch_model is not None else None
+    if other_model is not None and hasattr(engine, "find_model"):
+        engine.find_model(other_model)  # only a listed model; not found: the 500 now, before the queue
     restore = bool(req.value("override_settings_restore_afterwards"))
     overrides = options.checked(requested)
     opts = {**options.as_dict(), **overrides}

@@ -1,5 +1,11 @@
 """Images in and out of the HTTP API: base64 PNG strings, as A1111 sends and accepts them.
 
+Images a client sends are untrusted: a 655 KB PNG can declare 13000x13000 pixels and take 676 MB
+once decoded. So ``open_image`` reads only the header and checks the declared size against the
+server's limit (``--max-decode-megapixels``) before any pixel is decoded, and ``decode_image``
+decodes one image at a time (``DECODE_LOCK``), so that concurrent requests cannot multiply memory.
+Only ordinary image formats are read (PNG, JPEG, WebP, BMP, GIF).
+
 Example:
     >>> from PIL import Image
     >>> text = encode_png_b64(Image.new("RGB", (8, 8)), "a cat\\nSteps: 1, Seed: 2, Size: 8x8")
@@ -12,11 +18,19 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import threading
+import warnings
 
 from fastapi import HTTPException
 from PIL import Image
 
 from helpers.infotext import png_bytes
+
+from .limits import MEGAPIXEL, Limits, limit_error
+
+# One decode at a time in this process, whatever the number of requests.
+DECODE_LOCK = threading.Lock()
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # not EPS (runs Ghostscript), TIFF, PSD, ...
 
 
 def encode_png_b64(image: Image.Image, infotext: str | None = None) -> str:
@@ -24,13 +38,20 @@ def encode_png_b64(image: Image.Image, infotext: str | None = None) -> str:
     return base64.b64encode(png_bytes(image, infotext)).decode("ascii")
 
 
-def decode_image(encoded: str) -> Image.Image:
-    """Decode a base64 image sent by a client; errors are A1111's (reference §3).
+def _invalid(error: Exception | None = None) -> HTTPException:
+    # A1111's answer for anything that is not a readable image (reference §3).
+    return HTTPException(status_code=500, detail="Invalid encoded image")
+
+
+def open_image(encoded: str, limits: Limits | None = None, field: str = "image") -> Image.Image:
+    """Read a client image's header and check its size; no pixel is decoded yet (PIL opens lazily).
 
     * a ``data:image/png;base64,`` prefix is stripped (browsers and webuiapi send one);
     * an ``http(s)://`` URL is refused: the kit's server never downloads anything;
-    * anything that is not a readable image gives 500 "Invalid encoded image", as in A1111.
+    * anything that is not a readable image gives 500 "Invalid encoded image", as in A1111;
+    * an image larger than ``limits.max_decode_megapixels`` is a 422 naming the limit and the flag.
     """
+    limits = limits or Limits()
     encoded = encoded.strip()
     if encoded.startswith(("http://", "https://")):
         raise HTTPException(status_code=500, detail="Requests not allowed (the kit's server does not "
@@ -38,9 +59,30 @@ def decode_image(encoded: str) -> Image.Image:
     if encoded.startswith("data:") and "," in encoded:
         encoded = encoded.split(",", 1)[1]
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(encoded)))
-        image.load()  # decode now, so a truncated file fails here and not later
-        return image
+        with warnings.catch_warnings():  # Pillow's own size warning: the check below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(base64.b64decode(encoded)), formats=FORMATS)
+        size = image.size
+    except Image.DecompressionBombError:  # Pillow refuses over ~179 megapixels before we can look
+        size = None
     except (binascii.Error, ValueError, OSError) as error:
-        # OSError covers PIL.UnidentifiedImageError and truncated files.
-        raise HTTPException(status_code=500, detail="Invalid encoded image") from error
+        # OSError covers PIL.UnidentifiedImageError (also for formats left out of FORMATS).
+        raise _invalid(error) from error
+    if size is None or size[0] * size[1] > limits.max_decode_megapixels * MEGAPIXEL:
+        what = (f"{size[0]}x{size[1]} pixels ({size[0] * size[1] / MEGAPIXEL:.4g} megapixels, 1 megapixel = "
+                "1024x1024)" if size else "larger than Pillow's own limit (about 170 megapixels)")
+        raise limit_error(field, f"the image is {what}; the server decodes at most {limits.max_decode_megapixels:g} "
+                                 "megapixels per image. Send a smaller image, or start the server with "
+                                 "--max-decode-megapixels N")
+    return image
+
+
+def decode_image(encoded: str, limits: Limits | None = None, field: str = "image") -> Image.Image:
+    """Decode a base64 image sent by a client: :func:`open_image`, then the pixels, one image at a time."""
+    image = open_image(encoded, limits, field)
+    with DECODE_LOCK:
+        try:
+            image.load()  # decode now, so a truncated file fails here and not later
+        except (ValueError, OSError, SyntaxError, Image.DecompressionBombError) as error:  # truncated, corrupt
+            raise _invalid(error) from error
+    return image

@@ -9,9 +9,12 @@ purpose, because clients written against the kit must also work against a real A
 * values are converted where pydantic v1 (A1111's version) would: ``"20"`` -> 20, ``20.7`` -> 20,
   ``7`` -> 7.0, ``5`` -> ``"5"``. Values that cannot be converted give FastAPI's standard 422.
 
-One difference: A1111 accepts any size, step count or batch size and fails later (a 500 or an
-out-of-memory error). The kit's server rejects absurd values up front with a 422 naming the
-field, so one typo cannot freeze a server shared by a class. The limits are the constants below.
+One difference: A1111 accepts any size, step count, batch size, seed or text and fails later (a 500
+or an out-of-memory error). The kit's server rejects absurd values up front with a 422 naming the
+field, so one typo cannot freeze a server shared by a class. The fixed limits are the constants
+below; the limits an instructor can change (cost, images, prompt length) are in limits.py. Text
+with a lone surrogate (half of an emoji's UTF-16 pair) is a 422 too: it could not be written into
+a PNG or a JSON reply.
 
 Example:
     >>> req = Txt2ImgRequest.model_validate({"prompt": "a cat", "steps": "20", "typo": 1})
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .limits import SEED_MAX, SEED_MIN, surrogate_problem
 
 # Limits of the kit's server (A1111 has none; see the module docstring).
 MAX_SIDE = 2048  # pixels, for width, height and the hires-fix target size
@@ -56,6 +61,15 @@ class A1111Model(BaseModel):
         coerce_numbers_to_str=True,  # {"prompt": 5} becomes "5", as in pydantic v1
         allow_inf_nan=False,  # Infinity/NaN would make the JSON reply unencodable: 422 instead
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable_text(cls, value: Any, info) -> Any:
+        """Every string, also inside lists and dicts (styles, override_settings), must be valid Unicode."""
+        problem = surrogate_problem(value, info.field_name)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def value(self, name: str) -> Any:
         """The field's value, or its default when the client sent ``null``.
@@ -131,6 +145,15 @@ class Txt2ImgRequest(A1111Model):
     save_images: Optional[bool] = False
     alwayson_scripts: Optional[dict[str, Any]] = {}
     infotext: Optional[str] = None
+
+    @field_validator("seed", "subseed", mode="after")
+    @classmethod
+    def _seed_torch_accepts(cls, value: Optional[int], info) -> Optional[int]:
+        """A1111 hands seeds to torch, which takes -2**63 .. 2**64-1; a larger one would be a 500 later."""
+        if value is not None and not SEED_MIN <= value <= SEED_MAX:
+            raise ValueError(f"{info.field_name} must be -1 (random) or an integer from {SEED_MIN} to {SEED_MAX} "
+                             f"(the seeds torch accepts); got {value}")
+        return value
 
     @model_validator(mode="after")
     def _hires_size_in_range(self):

@@ -25,6 +25,17 @@ from .catalog import default_options
 from .engines import Engine
 
 
+def model_not_found(name: Any, titles: list[str], shown: int = 5) -> str:
+    """A1111's "model 'x' not found", with the names a client may choose instead (never a path).
+
+    >>> model_not_found("~/.ssh", ["a [0123456789]"])
+    "model '~/.ssh' not found: the server loads only the models GET /sdapi/v1/sd-models lists (by title, model_name or filename): a [0123456789]"
+    """
+    listed = ", ".join(titles[:shown]) + (f" and {len(titles) - shown} more" if len(titles) > shown else "")
+    return (f"model {name!r} not found: the server loads only the models GET /sdapi/v1/sd-models lists "
+            f"(by title, model_name or filename): {listed}")
+
+
 class Options:
     """Thread-safe settings with A1111's checks (unknown key: KeyError; unknown model: RuntimeError)."""
 
@@ -56,7 +67,7 @@ class Options:
             known = {engine.model_title, engine.model_name, f"{engine.model_name}.safetensors",
                      engine.model_hash, engine.model_sha256}
             if not isinstance(name, str) or name not in known:
-                raise RuntimeError(f"model {name!r} not found")
+                raise RuntimeError(model_not_found(name, [engine.model_title]))
             result["sd_model_checkpoint"] = engine.model_title
         return result
 

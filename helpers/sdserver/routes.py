@@ -3,7 +3,8 @@
 Every handler is a plain ``def``, not ``async def``: FastAPI then runs each request in a worker
 thread, so GET /progress and POST /interrupt answer while a txt2img request is busy in another
 thread. Generation (and captioning) take one ``threading.Lock``: jobs run one at a time and a
-second request simply waits, as in A1111 (reference §9).
+second request simply waits, as in A1111 (reference §9). What one request may cost is bounded by
+``limits.Limits`` (422s name the limit and the flag that changes it).
 
 Example:
     >>> from fastapi import FastAPI
@@ -26,7 +27,8 @@ from helpers.infotext import parse_infotext
 from . import catalog
 from .engines import Engine
 from .generation import txt2img
-from .images import decode_image, encode_png_b64
+from .images import decode_image, encode_png_b64, open_image
+from .limits import Limits, limit_error, surrogate_problem
 from .models import (InterrogateRequest, InterrogateResponse, PNGInfoRequest, PNGInfoResponse, ProgressResponse,
                      TextToImageResponse, Txt2ImgRequest)
 from .options import Options
@@ -42,8 +44,9 @@ class SdApi:
     """The server's endpoints and the state they share (engine, job state, options, queue lock)."""
 
     def __init__(self, app: FastAPI, engine: Engine, auth: Optional[Callable] = None,
-                 cmd_flags: Optional[dict[str, Any]] = None) -> None:
+                 cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None) -> None:
         self.engine = engine
+        self.limits = limits or Limits()
         self.state = JobState()
         self.options = Options(engine)
         self.queue_lock = threading.Lock()
@@ -89,7 +92,7 @@ class SdApi:
 
     def txt2img(self, req: Txt2ImgRequest):
         """Generate images from a prompt (A1111's txt2img; reference §5)."""
-        return txt2img(req, self.engine, self.state, self.options, self.queue_lock)
+        return txt2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
 
     def not_supported(self):
         """Not available on the kit's server."""
@@ -118,8 +121,9 @@ class SdApi:
         """Read the infotext of a PNG: ``{info, items, parameters}`` (reference §7.3)."""
         if not req.image.strip():
             return {"info": "", "items": {}, "parameters": {}}
-        image = decode_image(req.image)
+        image = decode_image(req.image, self.limits)
         items = dict(image.info or {})
+        del image  # the pixels are not needed: free them before the reply is built
         info = items.pop("parameters", None) or ""
         for key in IGNORED_INFO_KEYS:
             items.pop(key, None)
@@ -131,11 +135,12 @@ class SdApi:
         """Caption an image; the preview engine says honestly that its caption is a placeholder."""
         if not req.image:
             raise HTTPException(status_code=404, detail="Image not found")
-        image = decode_image(req.image)
+        open_image(req.image, self.limits)  # size and format checked now, not after the queue
         if req.value("model") not in ("clip", "deepdanbooru"):
             raise HTTPException(status_code=404, detail="Model not found")
         with self.queue_lock:  # a real engine would share the GPU with generation
-            return {"caption": self.engine.caption(image)}
+            # Decoded only once it is this request's turn: waiting requests hold no pixels.
+            return {"caption": self.engine.caption(decode_image(req.image, self.limits))}
 
     # --- settings and lists ---------------------------------------------------------------------
 
@@ -146,11 +151,19 @@ class SdApi:
         """Change settings; an unknown key is a 500 KeyError, as in A1111. Returns null.
 
         With an engine that can load models, a new ``sd_model_checkpoint`` is loaded here, after the
-        running job (the queue lock), as A1111 does; one it cannot find is a 500.
+        running job (the queue lock), as A1111 does; one that GET /sd-models does not list is a 500.
+        Text that could not be written back as JSON (a lone surrogate) is a 422 naming the key.
         """
+        for key, value in req.items():  # stored text must stay writable as JSON (GET /options)
+            problem = surrogate_problem(key, "key") or surrogate_problem(value, key)
+            if problem:
+                raise limit_error(key, problem)
         switch_model = getattr(self.engine, "switch_model", None)
         if switch_model is not None and isinstance(req.get("sd_model_checkpoint"), str):
             self.options.checked({key: value for key, value in req.items() if key != "sd_model_checkpoint"})
+            find_model = getattr(self.engine, "find_model", None)
+            if find_model is not None:
+                find_model(req["sd_model_checkpoint"])  # not listed: the 500 now, not after the running job
             with self.queue_lock:
                 switch_model(req["sd_model_checkpoint"])
             req = {**req, **self.options.loaded_model()}

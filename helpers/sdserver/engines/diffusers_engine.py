@@ -40,8 +40,8 @@ from PIL import Image
 
 from . import EngineUnavailable
 from .base import Engine, GenerationJob, StepCallback
-from .diffusers_models import (DEFAULT_MODEL, ModelInfo, cached_hub_models, load_pipeline, load_tiny_decoder, locate,
-                               locate_config)
+from .diffusers_models import (DEFAULT_MODEL, ModelInfo, cached_hub_models, folder_models, load_pipeline,
+                               load_tiny_decoder, locate, locate_config)
 from .devices import pick_device, pick_dtype
 from .latents import initial_noise, latents_to_preview, watch_predictions
 from .prompt_weights import PromptEncoder
@@ -58,13 +58,18 @@ class DiffusersEngine(Engine):
     ``dtype``: "auto", "float32", "bfloat16" or "float16"; ``device``: "auto", "cpu", "cuda", "mps";
     ``config``: config folder or id for a single-file checkpoint; ``step_delay``: extra seconds per
     step (for demos of progress and interrupt); ``pipeline``: serve a StableDiffusionPipeline you
-    already built instead of loading one.
+    already built instead of loading one; ``ckpt_dir``: a folder of diffusers model folders that
+    clients may switch to (besides the Hugging Face cache).
+
+    Clients choose models only among those :meth:`list_models` lists (GET /sd-models): a path sent
+    in POST /options is never opened, and errors never tell a client what is on the server's disk.
     """
 
     name = "diffusers"
 
     def __init__(self, model: str | None = None, decoder: str = "auto", dtype: str = "auto", device: str = "auto",
-                 config: str | None = None, step_delay: float = 0.0, pipeline=None) -> None:
+                 config: str | None = None, step_delay: float = 0.0, pipeline=None,
+                 ckpt_dir: str | None = None) -> None:
         from importlib.metadata import version
 
         if pipeline is None:
@@ -79,6 +84,7 @@ class DiffusersEngine(Engine):
             self.device, self.dtype = str(pipeline.device), pipeline.unet.dtype
         self.decoder_request = decoder
         self.config = config
+        self.ckpt_dir = ckpt_dir
         self.step_delay = float(step_delay)
         self.version = f"kit-diffusers-{version('diffusers')}"
         self.notes: list[str] = []  # start-up notes (the fallback to the full VAE is also logged)
@@ -131,48 +137,61 @@ class DiffusersEngine(Engine):
         self.description = (f"real images from {self.model_title} with diffusers on {self.device} ({dtype}, "
                             f"{self.decoder_name} VAE decoder)")
 
-    def list_models(self) -> list[dict]:
-        """GET /sd-models: the models loaded in this session and the SD models in the Hugging Face cache."""
+    def listed(self) -> list[ModelInfo]:
+        """The models clients may choose: those loaded in this session, the SD models in the Hugging
+        Face cache and the diffusers folders in ``ckpt_dir``, each once (by title and by folder)."""
         models = {info.title: info for info in self._loaded.values()}
-        try:
-            for info in cached_hub_models():
-                models.setdefault(info.title, info)
-        except OSError:
-            pass
-        return [models[title].entry() for title in sorted(models, key=str.lower)]
+        paths = {info.path for info in models.values()}
+        sources = [cached_hub_models] + ([lambda: folder_models(self.ckpt_dir)] if self.ckpt_dir else [])
+        for source in sources:
+            try:
+                found = source()
+            except OSError as error:  # an unreadable cache or folder lists nothing, and says why (server side)
+                log.warning("could not list models: %s", error)
+                continue
+            for info in found:
+                if info.path not in paths:
+                    models.setdefault(info.title, info)
+                    paths.add(info.path)
+        return [models[title] for title in sorted(models, key=str.lower)]
+
+    def list_models(self) -> list[dict]:
+        """GET /sd-models: the models clients may choose (see :meth:`listed`)."""
+        return [info.entry() for info in self.listed()]
+
+    def find_model(self, name) -> ModelInfo:
+        """The listed model called ``name`` (title, model_name, filename or hash), else RuntimeError
+        "model 'x' not found" with the names that exist: a 500, as in A1111."""
+        from ..options import model_not_found
+
+        listed = self.listed()
+        for info in [self.info, *listed]:
+            if info is not None and isinstance(name, str) and name in info.names():
+                return info
+        raise RuntimeError(model_not_found(name, [info.title for info in listed]))
 
     def switch_model(self, name: str) -> None:
         """POST /options {"sd_model_checkpoint": name}: load another model (the server holds the queue
-        lock, so no job is running). Unknown or unloadable: RuntimeError, a 500 as in A1111.
+        lock, so no job is running). Not listed or not loadable: RuntimeError, a 500 as in A1111.
 
-        ``name`` may be a title from GET /sd-models, a model name or hash, a Hugging Face id, a folder
-        or a .safetensors file. The current model is unloaded first (two models may not fit in memory);
-        if the new one fails to load, the previous one is loaded again.
+        ``name`` is a title, model_name, filename or hash from GET /sd-models. The current model is
+        unloaded first (two models may not fit in memory); if the new one fails to load, the previous
+        one is loaded again.
         """
-        candidates = [self.info, *self._loaded.values()]
-        known = [info for info in candidates if info is not None and name in info.names()]
-        if not known:
-            try:
-                known = [info for info in cached_hub_models() if name in info.names()]
-            except OSError:
-                known = []
-        if known and known[0] is self.info:
+        wanted = self.find_model(name)
+        if self.info is not None and wanted.title == self.info.title:
             return  # already loaded
-        source = known[0].source if known else (name.rsplit(" [", 1)[0] if name.endswith("]") else name)
-        try:
-            locate(source, self.config)  # cheap: is it there at all? (nothing is unloaded yet)
-        except EngineUnavailable as error:
-            raise RuntimeError(f"model {name!r} not found: {error.message}") from error
         previous = self.info
         self._unload()
         try:
-            self._use(*load_pipeline(source, dtype=self.dtype, device=self.device, config=self.config))
+            self._use(*load_pipeline(wanted.source, dtype=self.dtype, device=self.device, config=self.config))
         except EngineUnavailable as error:
-            log.warning("could not switch to %s: %s", name, error)
+            log.warning("could not switch to %s: %s", wanted.source, error)  # the details, on the server only
             if previous is not None and previous.source != "pipeline":
                 self._use(*load_pipeline(previous.source, dtype=self.dtype, device=self.device, config=self.config))
                 self._set_up_decoder()
-            raise RuntimeError(f"model {name!r} could not be loaded: {error.message}") from error
+            raise RuntimeError(f"model {wanted.title!r} could not be loaded ({error.message.splitlines()[0]}); the "
+                               "previous model is loaded again, and the server's console says more") from error
         self._set_up_decoder()
 
     def _unload(self) -> None:

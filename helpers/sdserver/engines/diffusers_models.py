@@ -204,6 +204,18 @@ def cached_hub_models() -> list[ModelInfo]:
     return found
 
 
+def folder_models(folder: str | os.PathLike) -> list[ModelInfo]:
+    """SD 1.x/2.x diffusers folders directly inside ``folder`` (``--ckpt-dir``, like A1111's): the models
+    clients may switch to besides the Hugging Face cache. A missing folder lists nothing."""
+    root = Path(folder).expanduser()
+    found = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if (path / "model_index.json").is_file() and unet_weights(path) is not None and is_supported(path)[0]:
+            path = path.resolve()
+            found.append(model_info(str(path), "folder", path, fp16_variant(path, False)))
+    return found
+
+
 def is_supported(folder: Path) -> tuple[bool, str]:
     """Whether a diffusers folder holds an SD 1.x/2.x pipeline, and its pipeline class name."""
     try:
