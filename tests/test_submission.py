@@ -120,6 +120,290 @@ def test_unrun_notebook_is_refused_and_execute_runs_it(tmp_path):
 def test_command_line(tmp_path):
     path = _write(tmp_path, _notebook([("print('ok')", [_stream("ok\n")])]))
     out = subprocess.run([sys.executable, "-m", "helpers", "submit", str(path), "--name", "eve", "--out",
-                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "eve_06_full_pipeline.zip" in out.stdout and "MB" in out.stdout
+
+
+# --- Hardening (issue 11): secrets are never shown, every place is scanned, images lose their metadata.
+
+KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx1234"  # the tester's key: 35 characters
+
+
+@pytest.fixture
+def no_configured_secrets(monkeypatch):
+    """No SD_AUTH and the local dummy LLM key, whatever the machine's .env says (the environment wins)."""
+    monkeypatch.setenv("SD_AUTH", "")
+    monkeypatch.setenv("LLM_API_KEY", "not-needed")
+
+
+def _assert_no_piece_of(secret: str, text: str, size: int = 8) -> None:
+    assert secret not in text
+    for start in range(len(secret) - size + 1):
+        assert secret[start:start + size] not in text, f"a piece of the secret is shown: {secret[start:start + size]!r}"
+
+
+def _image_b64(fmt="PNG", text=None, zipped=False, exif_comment=None, comment=None, side=32) -> str:
+    """A small image, optionally carrying a PNG text chunk, an EXIF UserComment or a JPEG comment."""
+    from PIL import PngImagePlugin
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (side, side, 3), dtype=np.uint8))
+    options = {}
+    if text is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text, zip=zipped)
+        options["pnginfo"] = info
+    if exif_comment is not None:
+        exif = Image.Exif()
+        exif[0x010E] = "a photo"                                             # ImageDescription, in IFD0
+        exif.get_ifd(0x8769)[0x9286] = b"ASCII\0\0\0" + exif_comment.encode()  # UserComment, in the Exif IFD
+        options["exif"] = exif.tobytes()
+    if comment is not None:
+        options["comment"] = comment
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _refused(tmp_path, nb, **kwargs) -> str:
+    with pytest.raises(SubmissionError) as err:
+        submit(_write(tmp_path, nb), name="a", out_dir=tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists(), "nothing may be written when the notebook is refused"
+    return str(err.value)
+
+
+def test_secret_is_never_shown_even_in_part(tmp_path, monkeypatch):
+    monkeypatch.setenv("SD_AUTH", "ann:tr0ub4dor-long")
+    monkeypatch.setenv("LLM_API_KEY", "not-needed")
+    nb = _notebook([(f'openai.api_key = "{KEY}"', []), ("print(auth)", [_stream("ann tr0ub4dor-long\n")])])
+    nb.cells.append(nbformat.v4.new_raw_cell(f"{KEY}\nmore text"))
+    message = _refused(tmp_path, nb)
+    assert "cell 1: an OpenAI-style API key" in message
+    assert "cell 2 output 1: the configured A1111 password (SD_AUTH)" in message
+    assert "cell 3: an OpenAI-style API key" in message
+    assert "openai.api_key" not in message, "no piece of a cell that holds a secret is quoted"
+    _assert_no_piece_of(KEY, message)
+    _assert_no_piece_of("tr0ub4dor-long", message)
+
+
+def test_a_cell_that_did_not_run_and_holds_a_key_is_not_quoted(tmp_path, no_configured_secrets):
+    from helpers.submission import check_ran_cleanly
+
+    nb = _notebook([(f'key = "{KEY}"', [])])
+    nb.cells[0].execution_count = None
+    with pytest.raises(SubmissionError) as err:
+        check_ran_cleanly(nb)
+    assert "cell 1" in str(err.value) and "was not run" in str(err.value)
+    _assert_no_piece_of(KEY, str(err.value))
+    _assert_no_piece_of(KEY, _refused(tmp_path, nb))
+
+
+def _output_with(mime, value, metadata=None):
+    return nbformat.v4.new_output("display_data", data={mime: value, "text/plain": "<object>"}, metadata=metadata or {})
+
+
+def _place_notebook(place: str) -> nbformat.NotebookNode:
+    """A notebook with KEY planted in one place (a cell's text elsewhere is harmless)."""
+    nb = _notebook([("show()", [])])
+    cell = nb.cells[0]
+    if place == "notebook metadata":
+        nb.metadata["colab"] = {"note": f"token {KEY}"}
+    elif place == "cell metadata":
+        cell.metadata["tags"] = [f"key={KEY}"]
+    elif place == "output metadata":
+        cell.outputs = [_output_with("text/plain", "ok", metadata={"source": KEY})]
+    elif place == "svg output":
+        cell.outputs = [_output_with("image/svg+xml", f"<svg xmlns='http://www.w3.org/2000/svg'><!-- {KEY} --></svg>")]
+    elif place == "json output":
+        cell.outputs = [_output_with("application/json", {"config": {"openai": KEY}})]
+    elif place == "javascript output":
+        cell.outputs = [_output_with("application/javascript", f"window.k = '{KEY}';")]
+    elif place == "markdown attachment":
+        md = nbformat.v4.new_markdown_cell("![a](attachment:a.png)")
+        md.attachments = {"a.png": {"image/png": _image_b64(text=f"made with {KEY}")}}
+        nb.cells.insert(0, md)
+    elif place == "glued to a word":
+        cell.outputs = [_stream(f"apikey_{KEY}\n")]
+    else:
+        raise AssertionError(place)
+    return nb
+
+
+@pytest.mark.parametrize("place, where", [
+    ("notebook metadata", "notebook metadata"),
+    ("cell metadata", "cell 1 metadata"),
+    ("output metadata", "cell 1 output 1 metadata"),
+    ("svg output", "cell 1 output 1"),
+    ("json output", "cell 1 output 1"),
+    ("javascript output", "cell 1 output 1"),
+    ("markdown attachment", "cell 1 attachment"),
+    ("glued to a word", "cell 1 output 1"),
+])
+def test_keys_are_found_in_every_place_a_notebook_holds_text(tmp_path, no_configured_secrets, place, where):
+    message = _refused(tmp_path, _place_notebook(place))
+    assert f"{where}" in message and "OpenAI-style API key" in message
+    _assert_no_piece_of(KEY, message)
+
+
+def test_glued_key_is_found_by_find_secrets(no_configured_secrets):
+    nb = _notebook([("x", [_stream(f"apikey_{KEY}\n")]), ("y", [_stream(f"mykeysk-{KEY[3:]}\n")])])
+    assert find_secrets(nb) == ["cell 1 output 1: an OpenAI-style API key", "cell 2 output 1: an OpenAI-style API key"]
+
+
+@pytest.mark.parametrize("image", [
+    pytest.param(lambda: ("image/png", _image_b64(text=f"seed 1, key {KEY}")), id="png-text-chunk"),
+    pytest.param(lambda: ("image/png", _image_b64(text=f"seed 1, key {KEY}", zipped=True)), id="png-compressed-chunk"),
+    pytest.param(lambda: ("image/jpeg", _image_b64("JPEG", exif_comment=f"key {KEY}")), id="jpeg-exif"),
+    pytest.param(lambda: ("image/jpeg", _image_b64("JPEG", comment=f"key {KEY}")), id="jpeg-comment"),
+])
+def test_a_key_inside_an_image_is_refused(tmp_path, no_configured_secrets, image):
+    mime, data = image()
+    nb = _notebook([("show()", [_output_with(mime, data)])])
+    message = _refused(tmp_path, nb)      # under budget too: the image's metadata is scanned, not only shrunk ones
+    assert "cell 1 output 1 image metadata: an OpenAI-style API key" in message
+    assert "clear that output" in message
+    _assert_no_piece_of(KEY, message)
+
+
+def test_configured_key_inside_metadata_and_short_password_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("SD_AUTH", "ann:q7")
+    monkeypatch.setenv("LLM_API_KEY", "lmstudio-token-123")
+    nb = _notebook([('auth = ("ann", "q7")', []), ("print(user, pw)", [_stream("ann q7\n")]), ("x = 1", [])])
+    nb.cells[2].metadata["secret"] = {"llm": "lmstudio-token-123"}
+    found = find_secrets(nb)
+    assert "cell 1: the configured A1111 password (SD_AUTH)" in found
+    assert "cell 2 output 1: the configured A1111 password (SD_AUTH)" in found
+    assert "cell 3 metadata: the configured LLM_API_KEY" in found
+    message = _refused(tmp_path, nb)
+    _assert_no_piece_of("lmstudio-token-123", message)
+
+
+def test_a_short_password_does_not_flag_ordinary_words(monkeypatch):
+    monkeypatch.setenv("SD_AUTH", "ann:ab")
+    monkeypatch.setenv("LLM_API_KEY", "not-needed")
+    nb = _notebook([("about = 'a table'  # abc", [_stream("tab about ab-test\n")])])
+    assert find_secrets(nb) == []
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("token = 'ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5'", "GitHub Token"),
+    ("aws_access_key_id = AKIAZ5XQ7ABCD2EFGH3J", "AWS Access Key"),
+    ("-----BEGIN RSA PRIVATE KEY-----", "Private Key"),
+    ("requests.get('https://ann:Zq9vLx2Tr4@example.org/')", "Basic Auth Credentials"),
+    ('db_password = "Zq9vLx2Tr4wP"', "Secret Keyword"),
+    ('db_password = "Zq9vLx2Tr4wP"  # pragma: allowlist secret', "Secret Keyword"),  # no opting out in a cell
+    ('client = Client("a8Fk3Lq9Zx2Vb7Nm4Pw1Rt6Yu0Ie5Oo3")', "Base64 High Entropy String"),
+    ("headers = {'Authorization': 'Bearer abcdefghijklmnop'}", "a bearer token"),
+    ("HF_TOKEN = 'hf_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7'", "a Hugging Face token"),
+])
+def test_detect_secrets_and_kit_patterns_find_other_secrets(no_configured_secrets, text, kind):
+    found = "\n".join(find_secrets(_notebook([(text, [])])))
+    assert kind in found and "cell 1" in found, found
+    assert text.split("=")[-1].strip(" '\"")[:8] not in found
+
+
+def _parameters_png_b64() -> str:
+    from helpers.infotext import format_infotext, png_bytes
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    infotext = format_infotext("a red fox in the snow, golden hour", "blurry",
+                               {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7, "Seed": 1234567890,
+                                "Size": "64x64", "Model hash": "6ce0161689", "Model": "offline-preview"})
+    return base64.b64encode(png_bytes(image, infotext)).decode()
+
+
+def test_the_kit_notebooks_and_normal_outputs_are_not_flagged(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("SD_AUTH", "student:classpass")
+    monkeypatch.setenv("LLM_API_KEY", "not-needed")
+    from helpers.config import load_settings
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
+        assert find_secrets(nbformat.read(path, as_version=4)) == [], path.name
+    html = f"<img src='data:image/png;base64,{_png_b64(side=64)}'><table><tr><td>0.31</td></tr></table>"
+    nb = _notebook([
+        ("settings = load_settings(); settings", [nbformat.v4.new_output(
+            "execute_result", data={"text/plain": repr(load_settings())}, execution_count=1)]),
+        ('client = OpenAI(base_url="http://127.0.0.1:1234/v1", api_key="lm-studio")', []),
+        ("show(gen)", [_output_with("image/png", _parameters_png_b64()), _output_with("text/html", html)]),
+        ("run", [_stream("outputs/runs/20250101-101010-a-dusk-landscape-with-mountains-and-fog/run.json\n"
+                         "seed 1234567890, model hash 6ce0161689, id 0f8e7d6c-5b4a-3210-9876-543210fedcba\n")]),
+    ])
+    assert find_secrets(nb) == []
+
+
+def test_an_ordinary_executed_notebook_is_submitted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SD_AUTH", "student:classpass")
+    monkeypatch.setenv("LLM_API_KEY", KEY)  # configured, and printed only masked
+    cells = ["from helpers.config import load_settings\nsettings = load_settings()\nsettings",
+             "print(settings.llm_api_key, settings.sd_auth)",
+             ("import base64\nfrom IPython.display import Image, display\n"
+              f"display(Image(data=base64.b64decode('{_parameters_png_b64()}')))"),
+             ("import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\n"
+              "%matplotlib inline\nplt.plot([1, 2, 3], [0.2, 0.3, 0.25]); plt.title('CLIP score'); plt.show()")]
+    nb = _notebook([(source, []) for source in cells])
+    for cell in nb.cells:
+        cell.execution_count = None
+    result = submit(_write(tmp_path, nb), name="ok", execute=True, out_dir=tmp_path / "out")
+    assert "********" in result.html_path.read_text()
+
+
+def test_image_metadata_is_stripped_even_under_budget_and_pixels_kept(tmp_path, no_configured_secrets):
+    png, jpeg = _parameters_png_b64(), _image_b64("JPEG", exif_comment="shot on a phone", comment="hello", side=64)
+    nb = _notebook([("show()", [_output_with("image/png", png), _output_with("image/jpeg", jpeg)])])
+    md = nbformat.v4.new_markdown_cell("![a](attachment:a.png)")
+    md.attachments = {"a.png": {"image/png": _image_b64(text="drawn by hand")}}
+    nb.cells.append(md)
+    result = submit(_write(tmp_path, nb), name="m", out_dir=tmp_path / "out")
+    assert any("metadata" in change and "3 image" in change for change in result.changes), result.changes
+    out = nbformat.read(result.notebook_path, as_version=4)
+    new_png = Image.open(io.BytesIO(base64.b64decode(out.cells[0].outputs[0].data["image/png"])))
+    old_png = Image.open(io.BytesIO(base64.b64decode(png)))
+    assert new_png.format == "PNG" and not new_png.text and "parameters" in old_png.text
+    assert new_png.tobytes() == old_png.convert(new_png.mode).tobytes(), "the pixels are kept"
+    new_jpeg = Image.open(io.BytesIO(base64.b64decode(out.cells[0].outputs[1].data["image/jpeg"])))
+    assert new_jpeg.format == "JPEG" and not new_jpeg.getexif() and "comment" not in new_jpeg.info
+    assert b"shot on a phone" not in base64.b64decode(out.cells[0].outputs[1].data["image/jpeg"])
+    attachment = Image.open(io.BytesIO(base64.b64decode(out.cells[1].attachments["a.png"]["image/png"])))
+    assert not attachment.text
+    assert b"drawn by hand" not in zipfile.ZipFile(result.zip_path).read(result.notebook_path.name)
+
+
+def _broken_image_notebook():
+    broken = base64.b64encode(b"this is not an image at all" * 5000).decode()
+    return _notebook([("x = 1", []), ("show()", [_output_with("image/png", broken)])])
+
+
+def test_broken_image_output_gives_a_clear_error(tmp_path, no_configured_secrets):
+    message = _refused(tmp_path, _broken_image_notebook(), max_mb=0.1)
+    assert "cell 2 output 1" in message and "image/png" in message
+    assert "clear" in message.lower() and "run" in message.lower()
+
+
+def test_broken_image_on_the_command_line_prints_no_traceback(tmp_path):
+    path = _write(tmp_path, _broken_image_notebook())
+    env = {**__import__("os").environ, "SD_AUTH": "", "LLM_API_KEY": "not-needed"}
+    out = subprocess.run([sys.executable, "-m", "helpers", "submit", str(path), "--name", "eve", "--max-mb", "0.1",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "Not submitted" in out.stdout and "cell 2 output 1" in out.stdout
+
+
+def test_high_entropy_strings_count_in_code_only(no_configured_secrets):
+    token = "a8Fk3Lq9Zx2Vb7Nm4Pw1Rt6Yu0Ie5Oo3"
+    nb = _notebook([(f'client = Client("{token}")', [_stream(f"'{token}'\n")])])
+    assert find_secrets(nb) == ["cell 1: a possible secret (detect-secrets: Base64 High Entropy String)"]
+
+
+def test_long_lines_are_scanned_in_bounded_time(no_configured_secrets):
+    import time
+
+    # 500,000 letters and digits in one line (a pasted blob), then a key; and a long line of words
+    blob = base64.b64encode(np.random.default_rng(5).bytes(375_000)).decode().translate(str.maketrans("+/=", "xyz"))
+    nb = _notebook([("show()", [_stream(blob + f" then {KEY}\n"), _output_with("text/html", "word " * 100_000)])])
+    started = time.perf_counter()
+    found = find_secrets(nb)
+    assert time.perf_counter() - started < 5, "the keyword regex is quadratic in a run of word characters"
+    assert found == ["cell 1 output 1: an OpenAI-style API key"]
