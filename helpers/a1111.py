@@ -288,12 +288,20 @@ class A1111Client:
                           fix="Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860.")
 
     def _clean(self, text: str) -> str:
-        """``text`` with the password (plain or inside a Basic auth header) masked: a server may echo it."""
-        if not self._auth or not self._auth[1]:
-            return text
-        user, password = self._auth
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return text.replace(basic, "********").replace(password, "********")
+        """``text`` with the passwords (of SD_AUTH and of SD_URL, plain or as a Basic auth header)
+        masked: a server or proxy may echo them in its error text.
+
+        >>> A1111Client("http://127.0.0.1:7860", auth="ann:pa55word")._clean("bad password pa55word")
+        'bad password ********'
+        """
+        parts = urlsplit(self.base_url)
+        for user, password in (self._auth or ("", ""), (parts.username or "", parts.password or "")):
+            if password:
+                basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+                text = text.replace(basic, "********")
+                if len(password) >= 4:  # masking every "a" of a one-letter password would garble the text
+                    text = text.replace(password, "********")
+        return text
 
     def _connection_hint(self) -> str:
         host = urlsplit(self.base_url).hostname or ""

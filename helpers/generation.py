@@ -52,7 +52,7 @@ class ResponseError(ValueError):
             when nothing could be kept (e.g. ``info`` is unreadable, so no image has a seed).
     """
 
-    def __init__(self, message: str, fix: str = NOT_A1111, partial: "Generation | None" = None):
+    def __init__(self, message: str, fix: str = NOT_A1111, partial: Generation | None = None):
         super().__init__(message)
         self.fix, self.partial = fix, partial
 
@@ -208,7 +208,7 @@ class Generation:
     interrupted: bool = False
 
     @classmethod
-    def from_response(cls, body: dict[str, Any]) -> "Generation":
+    def from_response(cls, body: dict[str, Any]) -> Generation:
         """Build a Generation from A1111's JSON body, checking every field on the way.
 
         Raises ResponseError naming the field (and index) that is wrong. When only some images

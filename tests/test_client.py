@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import AUTH, ENGINES
+
 from helpers.a1111 import A1111Client, A1111Error, GenerationInterrupted
 from helpers.infotext import infotext_to_fields, parse_infotext, read_infotext
 
@@ -147,6 +147,17 @@ def test_server_interrupt_returns_partial_images(slow):
     assert 1 <= len(gen.images) < 3
     assert gen.interrupted and client.last is gen
     assert not client.txt2img("a short job", **SMALL).interrupted  # the flag does not stick
+
+
+def test_interrupt_by_another_client_sets_generation_interrupted(slow):
+    """Someone else presses Interrupt during a one-batch job (a full set of images comes back):
+    only the server's state tells the client, and it must still say so."""
+    client = slow
+    theirs = A1111Client(client.base_url, auth="")
+    threading.Timer(0.4, theirs.interrupt).start()
+    gen = client.txt2img("a long job", seed=1, **{**SMALL, "steps": 40})
+    assert len(gen.images) == 1 and gen.interrupted and client.last is gen
+    assert not client.txt2img("a short job", **SMALL).interrupted  # the next job resets the server's flag
 
 
 def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow):
