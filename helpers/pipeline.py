@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -36,11 +37,38 @@ RUN_FILE = "run.json"
 
 
 class PipelineError(RuntimeError):
-    """The pipeline stopped on an error; ``.run`` holds the record of everything made so far."""
+    """The pipeline stopped on an error; ``.run`` holds the record of everything made so far
+    (None when there is no run, e.g. a run.json that cannot be read)."""
 
-    def __init__(self, message: str, run: "PipelineRun"):
+    def __init__(self, message: str, run: PipelineRun | None = None):
         self.run = run
-        super().__init__(f"{message}\nEverything made so far is saved in {run.path}")
+        super().__init__(f"{message}\nEverything made so far is saved in {run.path}" if run is not None else message)
+
+
+def file_in_folder(folder: str | Path, name: str) -> Path:
+    """``folder / name`` when it stays inside ``folder``; raises PipelineError otherwise.
+
+    Records are data that anyone can edit, so a file they name is only used when it is a plain
+    relative name that ends up inside the folder, after following symlinks. An absolute path,
+    ``..`` or a symlink pointing elsewhere is refused: a report or the Inspector would otherwise
+    show (and embed) any file on the machine.
+
+    >>> file_in_folder("outputs/runs/r1", "cand-00.png")
+    PosixPath('outputs/runs/r1/cand-00.png')
+    >>> file_in_folder("outputs/runs/r1", "../private-photo.png")
+    Traceback (most recent call last):
+    ...
+    helpers.pipeline.PipelineError: The file '../private-photo.png' named in outputs/runs/r1/run.json is outside the run folder, so it is not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".
+    """
+    folder = Path(folder)
+    relative = Path(name) if isinstance(name, str) else None
+    path = folder / relative if relative is not None else None
+    inside = (relative is not None and name.strip() != "" and not relative.anchor and ".." not in relative.parts
+              and path.resolve().is_relative_to(folder.resolve()))
+    if not inside:
+        raise PipelineError(f"The file {name!r} named in {folder / RUN_FILE} is outside the run folder, so it is "
+                            'not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".')
+    return path
 
 
 @dataclass
@@ -57,7 +85,8 @@ class Candidate:
 
     @property
     def path(self) -> Path:
-        return (self.run_path or Path(".")) / self.file
+        """The image file, always inside the run folder (PipelineError if ``file`` leads out of it)."""
+        return file_in_folder(self.run_path or Path("."), self.file)
 
     @property
     def image(self):
@@ -130,11 +159,24 @@ class PipelineRun:
         return data
 
     def save(self) -> Path:
-        """Write run.json atomically (a temporary file renamed over the old one)."""
+        """Write run.json atomically (a temporary file renamed over the old one).
+
+        The writer must not fail on what it writes: the record of a crash is written by this same
+        method. So values JSON does not know are written as text, and text that is not valid
+        Unicode (a lone surrogate) is written as a JSON escape instead of raising.
+        """
         target = self.path / RUN_FILE
         temporary = target.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, target)
+        data = self.to_dict()
+        try:
+            raw = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:  # readable UTF-8 when possible, \uXXXX escapes when not
+            raw = json.dumps(data, indent=2, ensure_ascii=True, default=str).encode("ascii")
+        try:
+            temporary.write_bytes(raw)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)  # only left over when writing or renaming failed
         return target
 
     def report(self, path: str | Path | None = None) -> Path:
@@ -150,23 +192,83 @@ class PipelineRun:
 def load_run(path: str | Path) -> PipelineRun:
     """Reopen a run from its folder (or its run.json).
 
+    A run.json that cannot be read (not JSON, not an object, a field of the wrong type) raises
+    PipelineError naming the file. A candidate whose ``file`` leads outside the run folder is
+    kept (its seed and infotext still regenerate it) with a warning; its image is never read.
+
     >>> run = load_run("outputs/runs/20261124-101500-lighthouse-storm")   # doctest: +SKIP
     """
     path = Path(path)
     folder = path.parent if path.name == RUN_FILE else path
-    if not (folder / RUN_FILE).is_file():
+    record_file = folder / RUN_FILE
+    if not record_file.is_file():
         raise FileNotFoundError(f"No {RUN_FILE} in {folder}. Pass a folder from outputs/runs/.")
-    data = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    data = _read_record(record_file)
     # Keys this version does not know (a newer kit wrote the file) are ignored, not fatal.
-    known_run = {f.name for f in fields(PipelineRun)}
     known_candidate = {f.name for f in fields(Candidate)} - {"run_path"}
-    candidates = [Candidate(**{k: v for k, v in c.items() if k in known_candidate}, run_path=folder)
-                  for c in data.get("candidates", [])]
-    values = {k: v for k, v in data.items() if k in known_run and k not in ("candidates", "path")}
+    candidates = []
+    for number, item in enumerate(data.get("candidates", [])):
+        _check_fields(item, CANDIDATE_TYPES, record_file, f"candidates[{number}]")
+        candidate = Candidate(**{k: v for k, v in item.items() if k in known_candidate}, run_path=folder)
+        try:
+            file_in_folder(folder, candidate.file)
+        except PipelineError as err:
+            warnings.warn(f"Candidate #{candidate.index}: {err} Its image is not shown.", stacklevel=2)
+        candidates.append(candidate)
+    values = {k: v for k, v in data.items() if k in RUN_TYPES and k not in ("candidates", "path")}
     if isinstance(values.get("prompt"), dict):
-        known_prompt = {f.name for f in fields(ImagePrompt)}
-        values["prompt"] = ImagePrompt(**{k: v for k, v in values["prompt"].items() if k in known_prompt})
+        _check_fields(values["prompt"], PROMPT_TYPES, record_file, "prompt")
+        values["prompt"] = ImagePrompt(**{k: v for k, v in values["prompt"].items() if k in PROMPT_TYPES})
     return PipelineRun(**values, path=folder, candidates=candidates)
+
+
+# The JSON types of run.json's fields, checked on loading: a hand-edited or damaged file then
+# fails here with its name, not later in a report or the Inspector with a puzzling TypeError.
+_NUMBER, _TEXT, _INT = (int, float), (str,), (int,)
+RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "threshold": _NUMBER + (type(None),),
+             "max_images": _INT, "refine": (bool,), "status": _TEXT, "message": _TEXT, "created": _TEXT,
+             "text": (dict,), "prompt": (dict, type(None)), "rounds": (list,), "generation": (dict,),
+             "server": (dict,), "scorer": (dict, type(None)), "candidates": (list,), "timings": (dict,)}
+CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + (type(None),),
+                   "infotext": _TEXT}
+PROMPT_TYPES = {"prompt": _TEXT, "negative_prompt": _TEXT, "source": _TEXT, "tokens": _INT, "note": _TEXT}
+TEXT_TYPES = {"text": _TEXT, "source": _TEXT, "title": _TEXT + (type(None),), "model": _TEXT + (type(None),),
+              "note": _TEXT + (type(None),)}
+REQUIRED = {"run": ("user_input",), "candidate": ("index", "seed", "file")}
+
+
+def _read_record(record_file: Path) -> dict[str, Any]:
+    """run.json as a dict with fields of the right types, or PipelineError naming the file."""
+    try:
+        data = json.loads(record_file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise _damaged(record_file, f"it is not valid JSON ({err})") from None
+    _check_fields(data, RUN_TYPES, record_file, "the record")
+    _check_fields(data.get("text", {}), TEXT_TYPES, record_file, "text")
+    if not all(isinstance(v, (int, float)) for v in data.get("timings", {}).values()):
+        raise _damaged(record_file, "a value of 'timings' is not a number")
+    return data
+
+
+def _check_fields(data: Any, types: dict[str, tuple], record_file: Path, where: str) -> None:
+    if not isinstance(data, dict):
+        raise _damaged(record_file, f"{where} is a JSON {type(data).__name__}, not an object")
+    required = REQUIRED["run"] if types is RUN_TYPES else REQUIRED["candidate"] if types is CANDIDATE_TYPES else ()
+    for name in required:
+        if name not in data:
+            raise _damaged(record_file, f"{where} has no field {name!r}")
+    for name, allowed in types.items():
+        value = data.get(name)
+        # JSON's true/false are Python ints too; a count or seed of true is still wrong.
+        if name in data and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            raise _damaged(record_file, f"{where}: field {name!r} is {value!r:.60}, not of type "
+                                        f"{' or '.join(t.__name__ for t in allowed)}")
+
+
+def _damaged(record_file: Path, cause: str) -> PipelineError:
+    return PipelineError(f"Cannot read {record_file}: {cause}. Fix: restore the file (it is rewritten after "
+                         "every image, so a copy from before the edit works), or delete the run folder "
+                         "to leave it out; its images are still there.")
 
 
 def list_runs(root: str | Path | None = None) -> list[Path]:

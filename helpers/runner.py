@@ -29,6 +29,8 @@ class PipelineRunner:
 
     def __init__(self, user_input, *, n, mode, threshold, max_images, text_source, refine, out_dir, progress,
                  client, llm, scorer, fields: dict[str, Any]):
+        self._notes: list[str] = []
+        user_input = self._clean_input(user_input)
         self.user_input = user_input
         self.text_source = text_source
         self.progress = progress
@@ -40,28 +42,54 @@ class PipelineRunner:
                                       mode=mode, n=n, threshold=threshold, max_images=max_images, refine=refine,
                                       created=datetime.now().isoformat(timespec="seconds"))
         self.image_prompt = None
-        self._notes: list[str] = []
+
+    def _clean_input(self, user_input) -> str:
+        """The keywords as valid text. A lone surrogate (half of an emoji, e.g. from a copy-paste
+        gone wrong) is not text: no file or server can take it. It is replaced with U+FFFD and the
+        run says so, rather than failing a run over one character."""
+        from .prompts import clean_text
+
+        raw = user_input if isinstance(user_input, str) else ", ".join(map(str, user_input)) \
+            if isinstance(user_input, (list, tuple)) else str(user_input)
+        cleaned = clean_text(raw)
+        replaced = cleaned.count("\ufffd") - raw.count("\ufffd")
+        if replaced:
+            self._notes.append(f"the keywords held {replaced} character(s) that are not valid Unicode "
+                               "(lone surrogates); each was replaced with U+FFFD")
+        if not cleaned:
+            raise ValueError(f"user_input={user_input!r:.80} has no text; pass a few keywords, e.g. \"lighthouse, storm\"")
+        return cleaned
 
     # ----- the run -----------------------------------------------------------------------------
 
     def run(self) -> PipelineRun:
+        """Run every stage. Whatever happens, run.json ends with a final status and the cause."""
         record = self.run_record
-        record.save()
         started = time.perf_counter()
         try:
+            record.save()
             self._timed("text", self.get_text)
             self._timed("prompt", self.write_prompt)
             self._timed("clip_load", self.load_scorer)
             self.generate_and_score()
         except (KeyboardInterrupt, GenerationInterrupted) as stop:
             generation = getattr(stop, "generation", None)
+            message = "stopped by the user (Ctrl-C / Stop)"
             if generation is not None:  # keep the partial images A1111 returned
-                self._keep(generation, len(record.rounds) - 1)
-            self._finish("interrupted", "stopped by the user (Ctrl-C / Stop)", started)
+                try:
+                    self._keep(generation, len(record.rounds) - 1)
+                except Exception as err:  # noqa: BLE001 - the record must still end
+                    message += f"; its partial images could not be kept ({_first_line(err)})"
+            self._finish("interrupted", message, started)
             raise
         except Exception as err:
-            self._finish("failed", f"{type(err).__name__}: {str(err).splitlines()[0]}", started)
+            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}", started)
+            if isinstance(err, PipelineError):
+                raise  # it already says what happened and where the run is
             raise PipelineError(f"The pipeline failed: {err}", record) from err
+        except BaseException as err:  # SystemExit and the like: not ours to handle, but recorded
+            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}", started)
+            raise
         self._finish(record.status if record.status != "running" else "done", "; ".join(self._notes), started)
         return record
 
@@ -105,7 +133,7 @@ class PipelineRunner:
             try:
                 prompt = write_image_prompt(self.text.text, llm=self.llm)
             except LLMError as err:
-                self._notes.append(f"the LLM could not write the prompt ({str(err).splitlines()[0]}); used the baseline")
+                self._notes.append(f"the LLM could not write the prompt ({_first_line(err)}); used the baseline")
         if prompt is None:
             prompt = baseline_prompt(self.text.text, keywords=self.text.keywords)
             if not self.llm_available:
@@ -125,7 +153,7 @@ class PipelineRunner:
                 self.scorer = ClipScorer()
             except ClipError as err:
                 self.scorer = False
-                self._notes.append(f"unscored: {str(err).splitlines()[0]} {err.fix}")
+                self._notes.append(f"unscored: {_first_line(err)} {err.fix}")
         if self.scorer:
             self.run_record.scorer = {"model": self.scorer.model_name, "pretrained": str(self.scorer.pretrained),
                                       "meaningful": self.scorer.meaningful}
@@ -160,6 +188,13 @@ class PipelineRunner:
             record.server = {"url": _without_password(client.base_url), "placeholder": generation.is_placeholder,
                              "model": generation.info.get("sd_model_name")}
             new = self._keep(generation, len(record.rounds) - 1)
+            if not new and not generation.interrupted:
+                # Asking again would loop for ever against a server that always answers so.
+                raise PipelineError(
+                    f"The server at {record.server['url']} answered txt2img without any image (asked for {size}; "
+                    f"it sent {len(generation.images)} image(s) and {len(generation.seeds)} seed(s)), so the run "
+                    "stopped instead of asking again.\nFix: look at the server's console for the error, and check "
+                    "that SD_URL points at A1111 (or a compatible server) started with --api.", record)
             if generation.interrupted:  # someone pressed Interrupt in A1111 (or client.interrupt())
                 record.status = "interrupted"
                 self._notes.append(f"A1111's generation was interrupted; kept {len(new)} partial image(s)")
@@ -225,9 +260,19 @@ class PipelineRunner:
             reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
                                   json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
         except LLMError as err:
-            self._notes.append(f"refine failed ({str(err).splitlines()[0]}); kept the prompt")
+            self._notes.append(f"refine failed ({_first_line(err)}); kept the prompt")
             return
         prompt, negative, note = _parse_reply(reply)
+        if not prompt:
+            self._notes.append(f"round {len(self.run_record.rounds)}: the LLM gave no usable prompt ({note}); "
+                               "kept the prompt")
+            return
         if prompt == self.image_prompt.prompt:
             self._notes.append(f"round {len(self.run_record.rounds)}: the LLM kept the same prompt")
         self._set_prompt(_fit(ImagePrompt(prompt, negative, "llm-refined", note=note), 75))
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's text, or its type when it has none (``ValueError()``)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else f"{type(err).__name__} without a message"

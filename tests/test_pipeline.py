@@ -12,11 +12,12 @@ import pytest
 from PIL import ImageChops
 
 from conftest import free_url
+from fault_server import FaultServer
 from helpers.a1111 import A1111Client
 from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
 from helpers.infotext import read_infotext
 from helpers.llm import LLM
-from helpers.pipeline import PipelineError, list_runs, load_run, run_pipeline
+from helpers.pipeline import RUN_FILE, PipelineError, list_runs, load_run, run_pipeline
 
 SMALL = {"steps": 2, "width": 64, "height": 64}
 
@@ -187,3 +188,171 @@ def test_demo_works_with_no_servers_and_names_the_stand_ins(tmp_path):
     assert "Stand-ins used: images (kit's offline preview engine); no LLM" in out.stdout
     (folder,) = list_runs(tmp_path)
     assert (folder / "report.html").exists() and len(load_run(folder).candidates) == 4
+
+
+# ----- hardening (issue 11) ----------------------------------------------------------------------
+
+
+class GuardedClient(A1111Client):
+    """Counts txt2img calls and stops a loop that never ends (so a failing test fails, not hangs)."""
+
+    def __init__(self, url, most=5):
+        super().__init__(url, auth="")
+        self.calls, self.most = 0, most
+
+    def txt2img(self, prompt, **fields):
+        self.calls += 1
+        if self.calls > self.most:
+            raise RuntimeError(f"test guard: {self.calls} txt2img calls, the loop does not stop")
+        return super().txt2img(prompt, **fields)
+
+
+@pytest.mark.parametrize("body", [
+    {"images": [], "parameters": {}, "info": "{}"},  # 200 with zero images
+    {"images": [], "parameters": {}, "info": json.dumps({"all_seeds": [1, 2], "infotexts": []})},
+])
+@pytest.mark.parametrize("kw", [{"n": 3}, {"n": 2, "batch_size": 1},
+                                {"mode": "threshold", "threshold": 1.5, "max_images": 6},
+                                {"mode": "threshold", "threshold": 1.5, "max_images": 6, "refine": True}],
+                         ids=["best", "best-batches", "threshold", "threshold-refine"])
+def test_a_server_that_sends_no_images_stops_the_run(tmp_path, no_llm, tiny_scorer, body, kw):
+    with FaultServer() as server:
+        server.routes[("POST", "/sdapi/v1/txt2img")] = (200, body, 0)
+        client = GuardedClient(server.url)
+        with pytest.raises(PipelineError) as err:
+            _run(tmp_path, client, no_llm, tiny_scorer, **kw)
+    assert client.calls == 1  # it did not ask again
+    assert "image" in str(err.value) and "test guard" not in str(err.value)
+    run = load_run(err.value.run.path)
+    assert run.status == "failed" and run.candidates == [] and "image" in run.message
+
+
+@pytest.mark.parametrize("keywords", ["\ud83d lighthouse", "lighthouse\udcff, storm\x00"])
+def test_lone_surrogates_in_the_keywords_are_replaced_and_said(tmp_path, client, no_llm, keywords):
+    run = run_pipeline(keywords, client=client, llm=no_llm, scorer=None, out_dir=tmp_path, progress=False, n=1, **SMALL)
+    assert run.status == "done" and "\ufffd" in run.user_input and "lighthouse" in run.user_input
+    assert "U+FFFD" in run.message and "\x00" not in run.user_input
+    assert load_run(run.path).user_input == run.user_input
+    assert sorted(p.name for p in run.path.iterdir()) == ["cand-00.png", RUN_FILE]
+
+
+@pytest.mark.parametrize("keywords", ["", "  ", "\x00\n"])
+def test_keywords_without_text_are_refused(tmp_path, keywords):
+    with pytest.raises(ValueError, match="keywords"):
+        run_pipeline(keywords, out_dir=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+class RaisingClient(A1111Client):
+    """A client whose txt2img raises the given exception (text that no writer should choke on)."""
+
+    def __init__(self, url, error):
+        super().__init__(url, auth="")
+        self.error = error
+
+    def txt2img(self, prompt, **fields):
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [ValueError("bad \ud800 text"), ValueError(), ValueError("\n"),
+                                   OSError(28, "No space left \udcff on device")],
+                         ids=["lone-surrogate", "no-message", "blank-message", "os-error"])
+def test_any_error_mid_run_ends_the_record_as_failed(tmp_path, sd_server, no_llm, error):
+    with pytest.raises(PipelineError) as err:
+        _run(tmp_path, RaisingClient(sd_server.url, error), no_llm, None, n=1)
+    record = json.loads((err.value.run.path / RUN_FILE).read_bytes().decode("utf-8"))
+    assert record["status"] == "failed" and type(error).__name__ in record["message"]
+    assert load_run(err.value.run.path).status == "failed"
+    assert [p.name for p in err.value.run.path.iterdir()] == [RUN_FILE]  # no run.json.tmp left
+
+
+def test_system_exit_mid_run_still_ends_the_record(tmp_path, sd_server, no_llm):
+    with pytest.raises(SystemExit):
+        _run(tmp_path, RaisingClient(sd_server.url, SystemExit(3)), no_llm, None, n=1)
+    (folder,) = list_runs(tmp_path)
+    assert load_run(folder).status == "failed"
+
+
+def test_a_chinese_answering_llm_makes_a_run(tmp_path, client, llm, llm_server, tiny_scorer):
+    long_prompt = "灯塔在暴风雨中闪耀着光芒" * 20  # over the limit, no spaces, no commas
+    llm_server.reply = lambda messages, body: (json.dumps({"prompt": long_prompt, "negative_prompt": "模糊"})
+                                               if body.get("response_format") else "一座白色的灯塔矗立在暴风雨中。")
+    with pytest.warns(UserWarning, match="cut:"):
+        run = _run(tmp_path, client, llm, tiny_scorer, n=1)
+    assert run.status == "done" and run.prompt.source == "llm" and long_prompt.startswith(run.prompt.prompt)
+    assert run.prompt.prompt and "灯塔" in run.candidates[0].infotext
+
+
+# ----- files named in run.json stay inside the run folder ----------------------------------------
+
+def _edit_record(folder, change):
+    record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    change(record)
+    (folder / RUN_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+@pytest.mark.parametrize("outside", ["../private-photo.png", "{private}", "sub/../../private-photo.png",
+                                     "link.png", "cand-00.png"],
+                         ids=["dotdot", "absolute", "dotdot-inside", "symlink-out", "candidate-is-a-symlink"])
+def test_a_file_outside_the_run_folder_is_never_read(tmp_path, client, no_llm, outside):
+    run = _run(tmp_path / "runs", client, no_llm, None, n=2)
+    private = tmp_path / "runs" / "private-photo.png"
+    secret_image = run.candidates[1].image.transpose(0)  # a different picture than both candidates
+    secret_image.save(private)
+    if outside == "link.png":
+        (run.path / "link.png").symlink_to(private)
+    if outside == "cand-00.png":
+        run.candidates[0].path.unlink()
+        run.candidates[0].path.symlink_to(private)
+    name = str(private) if outside == "{private}" else outside
+    _edit_record(run.path, lambda record: record["candidates"][0].update(file=name))
+
+    with pytest.warns(UserWarning, match="outside the run folder"):
+        again = load_run(run.path)
+    assert [c.seed for c in again.candidates] == [c.seed for c in run.candidates]  # the record is kept
+    with pytest.raises(PipelineError, match="outside the run folder"):
+        _ = again.candidates[0].path
+    with pytest.raises(PipelineError, match="outside the run folder"):
+        _ = again.candidates[0].image
+    html = again.report().read_text(encoding="utf-8")
+    from helpers.widgets import image_data_uri
+
+    assert image_data_uri(private, 256) not in html and html.count("data:image/png;base64,") == 1
+    assert "outside the run folder" in html
+
+
+# ----- a damaged run.json is an error that names the file ----------------------------------------
+
+@pytest.mark.parametrize("content, cause", [
+    (b"{not json", "not valid JSON"),
+    (b'{"user_input": "owl", "status": "do\xffne"}', "not valid JSON"),
+    (b"[1, 2, 3]", "not an object"),
+    (b'"a text"', "not an object"),
+    (b"{}", "no field 'user_input'"),
+    (b'{"user_input": "owl", "candidates": "cand-00.png"}', "'candidates'"),
+    (b'{"user_input": "owl", "candidates": [5]}', "candidates[0]"),
+    (b'{"user_input": "owl", "candidates": [{"index": 0, "seed": "abc", "file": "cand-00.png"}]}', "'seed'"),
+    (b'{"user_input": "owl", "candidates": [{"index": 0, "seed": 1}]}', "no field 'file'"),
+    (b'{"user_input": "owl", "candidates": [{"index": 0, "seed": 1, "file": ["a"]}]}', "'file'"),
+    (b'{"user_input": "owl", "n": "five"}', "'n'"),
+    (b'{"user_input": "owl", "n": true}', "'n'"),
+    (b'{"user_input": "owl", "prompt": {"prompt": 5}}', "'prompt'"),
+    (b'{"user_input": "owl", "prompt": "a fox"}', "'prompt'"),
+    (b'{"user_input": "owl", "text": {"text": ["a"]}}', "'text'"),
+    (b'{"user_input": "owl", "timings": {"total": "1 s"}}', "'timings'"),
+    (b'{"user_input": 7}', "'user_input'"),
+])
+def test_a_damaged_run_json_names_the_file_and_the_fix(tmp_path, content, cause):
+    (tmp_path / RUN_FILE).write_bytes(content)
+    with pytest.raises(PipelineError) as err:
+        load_run(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / RUN_FILE) in message and cause in message and "Fix:" in message
+    assert err.value.run is None
+
+
+def test_a_hand_written_minimal_run_json_still_loads(tmp_path):
+    (tmp_path / RUN_FILE).write_text(json.dumps({"user_input": "owl", "future_field": 1, "candidates": [
+        {"index": 0, "seed": 3, "file": "cand-00.png", "score": 0.25, "new_key": "x"}]}), encoding="utf-8")
+    run = load_run(tmp_path)
+    assert run.user_input == "owl" and run.candidates[0].path == tmp_path / "cand-00.png"
