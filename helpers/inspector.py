@@ -25,7 +25,7 @@ import ipywidgets as widgets
 
 from .config import load_settings
 from .pipeline import Candidate, PipelineRun, load_run
-from .report import card_html, run_warnings, score_text, text_side_html
+from .report import card_html, image_problem, run_warnings, score_text, text_side_html
 from .widgets import image_data_uri
 
 RATINGS_FILE = "ratings.jsonl"
@@ -122,7 +122,8 @@ class Inspector:
         self.widget = widgets.VBox(top + [widgets.HBox([self.text_html, right]), self.output])
 
         if skipped:
-            self._say(f"Skipped {skipped} unreadable line(s) in {self.ratings_path}.")
+            self._say(f"Skipped {skipped} unreadable line(s) in {self.ratings_path} (not UTF-8, not JSON, or a "
+                      "field missing or of the wrong type); they stay in the file.")
         # Show the first candidate; a missing image file is reported in .output, not raised.
         self._guard(lambda: self.select(0), "Show")()
 
@@ -181,7 +182,7 @@ class Inspector:
         for position, candidate in enumerate(self.run.candidates):
             button = widgets.Button(layout=widgets.Layout(width="auto"), tooltip=f"seed {candidate.seed}")
             button.on_click(self._guard(lambda position=position: self.select(position), "Select"))
-            small = widgets.Image(value=_thumbnail_png(candidate.path), format="png",
+            small = widgets.Image(value=_thumbnail_png(candidate), format="png",
                                   layout=widgets.Layout(width=f"{THUMB_SIDE}px"))
             self.thumbnails.append(button)
             cells.append(widgets.VBox([small, button], layout=widgets.Layout(margin="2px", align_items="center")))
@@ -209,6 +210,7 @@ class Inspector:
         self.note_box.value = record.get("note", "") if record else ""
         self.caption.value = self._caption(current, record)
         self.image.value = b""  # never leave the previous image under a new caption
+        # current.path refuses a file outside the run folder (PipelineError, shown in .output).
         if not current.path.is_file():
             raise FileNotFoundError(f"The image file {current.path} is missing (deleted or moved?). "
                                     f"Its seed {current.seed} and infotext are still in run.json, "
@@ -250,6 +252,10 @@ class Inspector:
                   "candidate": candidate.index, "seed": candidate.seed, "rating": str(value),
                   "note": str(note or ""), "score": candidate.score}
         line = json.dumps(record, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the note: write it as a JSON escape
+            line = json.dumps(record)
         self.ratings_path.parent.mkdir(parents=True, exist_ok=True)
         # A file edited by hand may lack its last newline: start a fresh line, or two records merge.
         start = "\n" if _ends_without_newline(self.ratings_path) else ""
@@ -262,30 +268,37 @@ class Inspector:
         return record
 
     def undo(self) -> dict | None:
-        """Remove the last rating this Inspector saved from the file; returns it (None: nothing to undo)."""
+        """Remove the last rating this Inspector saved from the file; returns it (None: nothing to undo).
+
+        Every check comes before the file is touched, and the file is replaced in one step, so an
+        undo either happens completely or not at all; lines it does not own stay byte for byte.
+        """
         if not self._written:
             self._say("Nothing to undo: no rating was saved in this Inspector.")
             return None
-        line = self._written.pop()
-        lines = self.ratings_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        line = self._written[-1]
+        record = json.loads(line)
+        lines = self.ratings_path.read_bytes().splitlines(keepends=True) if self.ratings_path.is_file() else []
+        ours = line.encode("utf-8")
         for position in range(len(lines) - 1, -1, -1):  # the last copy of the line is ours
-            if lines[position].rstrip("\r\n") == line:
-                del lines[position]
+            if lines[position].rstrip(b"\r\n") == ours:
                 break
         else:
+            self._written.pop()  # it is gone: the next undo goes further back
             raise RuntimeError(f"Cannot undo: the rating line is no longer in {self.ratings_path} "
                                f"(edited by hand?). The file was not changed. Line: {line}")
-        # Write the whole file to a temporary file and rename it over the old one, so a crash
-        # in the middle leaves either the old file or the new one, never half of it.
-        temporary = self.ratings_path.with_name(self.ratings_path.name + ".tmp")
-        temporary.write_text("".join(lines), encoding="utf-8")
-        os.replace(temporary, self.ratings_path)
+        del lines[position]
+        _replace_file(self.ratings_path, b"".join(lines))
+        self._written.pop()
         self.ratings, _ = read_ratings(self.ratings_path)  # an earlier rating may count again
-        record = json.loads(line)
-        # Show the candidate whose rating was undone (it is in one of our runs: we rated it).
-        run = [r.path.name for r in self.runs].index(record["run"])
-        self.select([c.index for c in self.runs[run].candidates].index(record["candidate"]), run=run)
         self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}.")
+        try:  # show the candidate whose rating was undone; the undo is done even if that fails
+            run = [r.path.name for r in self.runs].index(record["run"])
+            self.select([c.index for c in self.runs[run].candidates].index(record["candidate"]), run=run)
+        except Exception as error:  # noqa: BLE001 - shown, and the undo stands
+            self._show_error("Showing the candidate after the undo", error)
+            self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}; "
+                      f"showing it failed: {error}")
         return record
 
     # ----- errors, messages, display ------------------------------------------------------------
@@ -298,11 +311,15 @@ class Inspector:
             try:
                 action()
             except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
-                self.output.layout.border = "1px solid #e99"
-                self.output.append_stderr(f"{what} failed: {type(error).__name__}: {error}\n\n"
-                                          + traceback.format_exc())
+                self._show_error(what, error)
                 self._say(f"{what} failed: {error}")
         return callback
+
+    def _show_error(self, what: str, error: BaseException) -> None:
+        """Write an error and its traceback into the red box under the widget."""
+        self.output.layout.border = "1px solid #e99"
+        self.output.append_stderr(f"{what} failed: {type(error).__name__}: {error}\n\n"
+                                  + "".join(traceback.format_exception(error)))
 
     def _say(self, text: str) -> None:
         self.message.value = text
@@ -339,19 +356,43 @@ class Inspector:
 
 def read_ratings(path: Path) -> tuple[dict[tuple[str, int], dict], int]:
     """The latest rating per (run folder name, candidate index) in a ratings file, and how many
-    lines could not be read (they are skipped here, but kept in the file)."""
+    lines could not be read (they are skipped here, but kept in the file).
+
+    The file is shared and may be edited by hand, so each line is read on its own: a line that
+    is not UTF-8, not a JSON object, or lacks ``run``, ``candidate`` or ``rating`` (or has a
+    ``note`` that is not text) is skipped and counted; the others still count.
+
+    >>> read_ratings(Path("no-such-file.jsonl"))
+    ({}, 0)
+    """
     ratings, skipped = {}, 0
     if not Path(path).is_file():
         return ratings, 0
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
+    for raw in Path(path).read_bytes().splitlines():
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-            ratings[(record["run"], int(record["candidate"]))] = record  # later lines win
-        except (ValueError, KeyError, TypeError):
+            record = _rating_record(json.loads(raw.decode("utf-8")))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            record = None
+        if record is None:
             skipped += 1
+        else:
+            ratings[(record["run"], record["candidate"])] = record  # later lines win
     return ratings, skipped
+
+
+def _rating_record(data) -> dict | None:
+    """A ratings line with checked fields (rating as text, note "" when absent), or None."""
+    if not isinstance(data, dict):
+        return None
+    run, candidate, rating, note = data.get("run"), data.get("candidate"), data.get("rating"), data.get("note", "")
+    if isinstance(candidate, str) and candidate.isdigit():
+        candidate = int(candidate)
+    if (not isinstance(run, str) or not isinstance(candidate, int) or isinstance(candidate, bool)
+            or not isinstance(rating, (str, int, float)) or isinstance(rating, bool) or not isinstance(note, str)):
+        return None
+    return {**data, "candidate": candidate, "rating": str(rating), "note": note}
 
 
 def _as_list(run_or_runs) -> list:
@@ -372,14 +413,29 @@ def _ends_without_newline(path: Path) -> bool:
         return file.read(1) != b"\n"
 
 
-def _thumbnail_png(path: Path) -> bytes:
-    """A small PNG of an image file (empty bytes when the file is missing: the strip still shows)."""
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file and rename it over ``path``: a crash in the middle
+    leaves either the old file or the new one, never half of it, and no temporary file."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _thumbnail_png(candidate: Candidate) -> bytes:
+    """A small PNG of a candidate's image (empty bytes when it cannot be shown: missing, outside
+    the run folder, not an image; the strip still shows, and selecting it says why)."""
     from PIL import Image
 
-    if not path.is_file():
+    if image_problem(candidate):
         return b""
-    with Image.open(path) as image:
-        small = image.convert("RGB")
+    try:
+        with Image.open(candidate.path) as image:
+            small = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return b""
     small.thumbnail((THUMB_SIDE, THUMB_SIDE))
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")

@@ -13,7 +13,7 @@ from datetime import datetime
 import ipywidgets
 import pytest
 
-from helpers.pipeline import load_run
+from helpers.pipeline import PipelineError, load_run
 from helpers.widgets import Inspector
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -334,3 +334,122 @@ def test_export_html_is_self_contained(runs, ratings, tmp_path):
     assert "★ best" in html and f"{scored.best.score:.3f}" in html
     assert "PLACEHOLDER" in html and "MEANINGLESS" in html and "Unscored" in html
     assert "<script" not in html and "widget-view" not in html  # no kernel, no widget state needed
+
+
+# ----- hardening (issue 11) ----------------------------------------------------------------------
+
+
+def test_an_invalid_utf8_byte_and_bad_records_are_skipped_and_kept(runs, ratings):
+    run = runs["unscored"]
+    name = run.path.name
+    good = [{"run": name, "candidate": 1, "rating": "3", "note": "ok"},
+            {"run": name, "candidate": 2, "rating": 4}]  # a number, as a hand-edited file may have
+    bad = [b"\xff\xfe not utf-8 \x80",
+           json.dumps({"run": name, "candidate": 0, "note": "no rating"}).encode(),
+           json.dumps({"run": name, "candidate": 0, "rating": "5", "note": ["not", "text"]}).encode(),
+           json.dumps({"run": name, "candidate": 0, "rating": "5", "note": 7}).encode(),
+           json.dumps({"run": name, "candidate": True, "rating": "5"}).encode(),
+           json.dumps({"run": 5, "candidate": 0, "rating": "5"}).encode(),
+           json.dumps([name, 0, "5"]).encode(),
+           json.dumps({"run": name, "candidate": 0, "rating": None}).encode()]
+    content = b"\n".join(bad[:4] + [json.dumps(good[0]).encode()] + bad[4:] + [json.dumps(good[1]).encode()]) + b"\n"
+    ratings.write_bytes(content)
+
+    inspector = Inspector(run, ratings_path=ratings)
+    assert inspector.output.outputs == ()  # opened and showed candidate 0: no "Show failed"
+    assert f"Skipped {len(bad)} unreadable line(s)" in inspector.message.value
+    assert set(inspector.ratings) == {(name, 1), (name, 2)}
+    assert inspector.ratings[(name, 2)]["rating"] == "4" and inspector.ratings[(name, 2)]["note"] == ""
+    inspector.select(2)
+    assert inspector.rating_buttons.value == "4" and "rated 4" in inspector.thumbnails[2].description
+    inspector.select(0)
+    assert inspector.rating_buttons.value is None
+
+    inspector.rate(2, note="fine")
+    inspector.undo()
+    assert ratings.read_bytes() == content  # the other lines stay byte for byte
+
+
+def test_undo_is_done_even_when_showing_the_candidate_fails(runs, ratings, tmp_path):
+    run = copy_run(runs["unscored"], tmp_path)
+    inspector = Inspector(run, ratings_path=ratings)
+    inspector.select(1)
+    inspector.rate(3)
+    run.candidates[1].path.unlink()  # deleted while the Inspector is open
+    inspector.select(0)
+    inspector.undo_button.click()
+    assert lines(ratings) == []  # the undo happened
+    assert (run.path.name, 1) not in inspector.ratings and inspector._written == []
+    assert "Undid rating 3" in inspector.message.value
+    assert "FileNotFoundError" in "".join(o["text"] for o in inspector.output.outputs)
+    assert "Undo failed" not in inspector.message.value
+    assert sorted(p.name for p in ratings.parent.iterdir() if p.suffix == ".tmp") == []
+
+
+def test_undo_keeps_lines_written_by_others_meanwhile(runs, ratings):
+    run = runs["unscored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    inspector.rate(3, note="mine \u2028 with a line separator")
+    with open(ratings, "ab") as file:  # another process appends a broken line and a good one
+        file.write(b"\xff broken\n" + json.dumps({"run": run.path.name, "candidate": 2, "rating": "1"}).encode() + b"\n")
+    record = inspector.undo()
+    assert record["rating"] == "3"
+    assert ratings.read_bytes().startswith(b"\xff broken\n") and len(lines_bytes(ratings)) == 2
+    assert inspector.ratings[(run.path.name, 2)]["rating"] == "1"
+
+
+def test_undo_of_a_line_removed_by_hand_changes_nothing(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+    inspector.rate(3)
+    ratings.write_bytes(b"\xff kept\n")
+    with pytest.raises(RuntimeError, match="no longer in"):
+        inspector.undo()
+    assert ratings.read_bytes() == b"\xff kept\n"
+    assert "Nothing to undo" in (inspector.undo() or inspector.message.value)
+
+
+def lines_bytes(path):
+    return path.read_bytes().splitlines()
+
+
+def test_a_note_with_a_lone_surrogate_is_saved(runs, ratings):
+    inspector = Inspector(runs["unscored"], ratings_path=ratings)
+    inspector.rate(3, note="half an emoji \ud83d")
+    assert json.loads(lines(ratings)[0])["note"] == "half an emoji \ud83d"
+    again = Inspector(runs["unscored"], ratings_path=ratings)
+    assert again.note_box.value == "half an emoji \ud83d" and again.output.outputs == ()
+
+
+@pytest.mark.parametrize("outside", ["../secret.png", "absolute", "symlink"])
+def test_an_image_outside_the_run_folder_is_never_shown(runs, ratings, tmp_path, outside):
+    run = copy_run(runs["scored"], tmp_path)
+    secret = tmp_path / "secret.png"
+    secret_bytes = run.candidates[2].path.read_bytes()
+    secret.write_bytes(secret_bytes)
+    run.candidates[2].path.unlink()  # now only outside the folder
+    name = {"../secret.png": "../secret.png", "absolute": str(secret), "symlink": "cand-02.png"}[outside]
+    if outside == "symlink":
+        (run.path / "cand-02.png").symlink_to(secret)
+    record = json.loads((run.path / "run.json").read_text(encoding="utf-8"))
+    record["candidates"][0]["file"] = name
+    (run.path / "run.json").write_text(json.dumps(record), encoding="utf-8")
+
+    with pytest.warns(UserWarning, match="outside the run folder"):
+        inspector = Inspector(run.path, ratings_path=ratings)
+    shown = "".join(o["text"] for o in inspector.output.outputs)
+    assert "outside the run folder" in shown and "PipelineError" in shown
+    assert inspector.image.value == b"" and inspector.current.index == 0
+    assert inspector.strip.children[0].children[0].value == b""  # no thumbnail of it either
+    inspector.next_button.click()  # the next candidate shows normally
+    assert inspector.output.outputs == () and bytes(inspector.image.value).startswith(PNG_MAGIC)
+    html = inspector.export_html(tmp_path / "export.html").read_text(encoding="utf-8")
+    from helpers.widgets import image_data_uri
+
+    assert image_data_uri(secret, 256) not in html and "outside the run folder" in html
+
+
+def test_a_damaged_run_json_is_a_clear_error(runs, ratings, tmp_path):
+    run = copy_run(runs["unscored"], tmp_path)
+    (run.path / "run.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(PipelineError, match="run.json: the record is a JSON list, not an object"):
+        Inspector(run.path, ratings_path=ratings)
