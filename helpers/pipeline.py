@@ -58,16 +58,20 @@ def file_in_folder(folder: str | Path, name: str) -> Path:
     >>> file_in_folder("outputs/runs/r1", "../private-photo.png")
     Traceback (most recent call last):
     ...
-    helpers.pipeline.PipelineError: The file '../private-photo.png' named in outputs/runs/r1/run.json is outside the run folder, so it is not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".
+    helpers.pipeline.PipelineError: The file '../private-photo.png' named in outputs/runs/r1/run.json is outside the run folder (or no file name), so it is not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".
     """
     folder = Path(folder)
     relative = Path(name) if isinstance(name, str) else None
     path = folder / relative if relative is not None else None
-    inside = (relative is not None and name.strip() != "" and not relative.anchor and ".." not in relative.parts
-              and path.resolve().is_relative_to(folder.resolve()))
+    try:
+        inside = (relative is not None and name.strip() != "" and not relative.anchor and ".." not in relative.parts
+                  and path.resolve().is_relative_to(folder.resolve()))
+    except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a symlink loop
+        inside = False
     if not inside:
-        raise PipelineError(f"The file {name!r} named in {folder / RUN_FILE} is outside the run folder, so it is "
-                            'not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".')
+        raise PipelineError(f"The file {name!r} named in {folder / RUN_FILE} is outside the run folder (or no file "
+                            'name), so it is not read. Fix: keep the images in the run folder and name them there, '
+                            'e.g. "cand-00.png".')
     return path
 
 

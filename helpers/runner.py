@@ -112,12 +112,18 @@ class PipelineRunner:
 
     def get_text(self) -> None:
         from .llm import LLM
+        from .prompts import valid_unicode
         from .text import get_text
 
         if self.llm is None:
             self.llm = LLM()
         self.llm_available = self.llm.available()
         text = get_text(self.user_input, source=self.text_source, llm=self.llm)
+        valid = valid_unicode(text.text)  # an LLM's JSON may escape half an emoji: not text CLIP can read
+        if valid != text.text:
+            self._notes.append("the text held characters that are not valid Unicode (lone surrogates); "
+                               "each was replaced with U+FFFD")
+            text.text = valid
         self.text = text
         self.run_record.text = {"text": text.text, "source": text.source, "keywords": text.keywords,
                                 "title": text.title, "model": text.model, "note": text.note}

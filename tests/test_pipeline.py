@@ -283,6 +283,23 @@ def test_a_chinese_answering_llm_makes_a_run(tmp_path, client, llm, llm_server, 
     assert run.prompt.prompt and "灯塔" in run.candidates[0].infotext
 
 
+
+class SurrogateLLM(LLM):
+    """The real test LLM over HTTP, whose texts come back with a lone surrogate in them, as an
+    escaped ``\\ud83d`` in a server's JSON decodes to."""
+
+    def chat(self, *args, **kwargs):
+        reply = super().chat(*args, **kwargs)
+        return reply if kwargs.get("json_schema") else reply.replace("A short", "\ud83d A short")
+
+
+def test_an_llm_text_with_a_lone_surrogate_is_scored_and_recorded(tmp_path, client, llm_server, tiny_scorer):
+    llm = SurrogateLLM(llm_server.base_url, api_key="lm-studio", timeout=10, max_retries=0)
+    run = _run(tmp_path, client, llm, tiny_scorer, n=1)
+    assert run.status == "done" and run.text["text"].startswith("\ufffd A short") and run.best is not None
+    assert "U+FFFD" in run.message and load_run(run.path).text == run.text
+
+
 # ----- files named in run.json stay inside the run folder ----------------------------------------
 
 def _edit_record(folder, change):
@@ -292,8 +309,9 @@ def _edit_record(folder, change):
 
 
 @pytest.mark.parametrize("outside", ["../private-photo.png", "{private}", "sub/../../private-photo.png",
-                                     "link.png", "cand-00.png"],
-                         ids=["dotdot", "absolute", "dotdot-inside", "symlink-out", "candidate-is-a-symlink"])
+                                     "link.png", "cand-00.png", "loop.png", "cand-00.png\x00", ""],
+                         ids=["dotdot", "absolute", "dotdot-inside", "symlink-out", "candidate-is-a-symlink",
+                              "symlink-loop", "nul-byte", "empty"])
 def test_a_file_outside_the_run_folder_is_never_read(tmp_path, client, no_llm, outside):
     run = _run(tmp_path / "runs", client, no_llm, None, n=2)
     private = tmp_path / "runs" / "private-photo.png"
@@ -301,6 +319,8 @@ def test_a_file_outside_the_run_folder_is_never_read(tmp_path, client, no_llm, o
     secret_image.save(private)
     if outside == "link.png":
         (run.path / "link.png").symlink_to(private)
+    if outside == "loop.png":
+        (run.path / "loop.png").symlink_to(run.path / "loop.png")
     if outside == "cand-00.png":
         run.candidates[0].path.unlink()
         run.candidates[0].path.symlink_to(private)
