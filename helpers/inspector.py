@@ -25,7 +25,7 @@ import ipywidgets as widgets
 
 from .config import load_settings
 from .pipeline import Candidate, PipelineRun, load_run
-from .report import card_html, image_problem, run_warnings, score_text, text_side_html
+from .report import card_html, run_warnings, score_text, text_side_html
 from .widgets import image_data_uri
 
 RATINGS_FILE = "ratings.jsonl"
@@ -429,7 +429,7 @@ def _thumbnail_png(candidate: Candidate) -> bytes:
     the run folder, not an image; the strip still shows, and selecting it says why)."""
     from PIL import Image
 
-    if image_problem(candidate):
+    if candidate.image_problem():
         return b""
     try:
         with Image.open(candidate.path) as image:

@@ -92,6 +92,13 @@ class Candidate:
         """The image file, always inside the run folder (PipelineError if ``file`` leads out of it)."""
         return file_in_folder(self.run_path or Path("."), self.file)
 
+    def image_problem(self) -> str:
+        """Why the image cannot be shown ("" when it can): its file is missing, or outside the run folder."""
+        try:
+            return "" if self.path.is_file() else f"image file missing: {self.file}"
+        except PipelineError:
+            return f"image not shown: {self.file!r:.80} is outside the run folder"
+
     @property
     def image(self):
         """The image, read from disk (so a reopened run shows the same thing)."""

@@ -186,10 +186,7 @@ def _longest_start(size: int, fits) -> int:
     low, high = 0, size
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle - 1
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
     return low
 
 

@@ -56,27 +56,14 @@ def text_side_html(run) -> str:
     return f"<div style='font-size:14px;line-height:1.35'>{''.join(lines)}</div>"
 
 
-def image_problem(candidate) -> str:
-    """Why a candidate's image cannot be shown ("" when it can): missing, or outside its run folder.
-
-    Only files inside the run folder are read (``Candidate.path`` refuses others), so a report
-    never embeds a file that a hand-edited run.json points to elsewhere.
-    """
-    from .pipeline import PipelineError
-
-    try:
-        path = candidate.path
-    except PipelineError:
-        return f"image not shown: {candidate.file!r:.80} is outside the run folder"
-    return "" if path.is_file() else f"image file missing: {candidate.file}"
-
-
 def card_html(run, candidate, record: dict | None = None) -> str:
     """One candidate of the static copy: embedded thumbnail, seed, score, best mark, rating and note."""
     best = run.best
     is_best = best is not None and candidate.index == best.index
-    image = f"<p class='warn'>{escape(image_problem(candidate))}</p>"
-    if not image_problem(candidate):
+    # Only files inside the run folder are read, so a report never embeds a file that a
+    # hand-edited run.json points to elsewhere.
+    image = f"<p class='warn'>{escape(candidate.image_problem())}</p>"
+    if not candidate.image_problem():
         image = f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>"
     rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
               if record else "not rated")
