@@ -73,17 +73,11 @@ class PipelineRunner:
             self._timed("clip_load", self.load_scorer)
             self.generate_and_score()
         except (KeyboardInterrupt, GenerationInterrupted) as stop:
-            generation = getattr(stop, "generation", None)
-            message = "stopped by the user (Ctrl-C / Stop)"
-            if generation is not None:  # keep the partial images A1111 returned
-                try:
-                    self._keep(generation, len(record.rounds) - 1)
-                except Exception as err:  # noqa: BLE001 - the record must still end
-                    message += f"; its partial images could not be kept ({_first_line(err)})"
+            message = "stopped by the user (Ctrl-C / Stop)" + self._keep_partial(stop)
             self._finish("interrupted", message, started)
             raise
         except Exception as err:
-            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}", started)
+            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}" + self._keep_partial(err), started)
             if isinstance(err, PipelineError):
                 raise  # it already says what happened and where the run is
             raise PipelineError(f"The pipeline failed: {err}", record) from err
@@ -92,6 +86,17 @@ class PipelineRunner:
             raise
         self._finish(record.status if record.status != "running" else "done", "; ".join(self._notes), started)
         return record
+
+    def _keep_partial(self, err: BaseException) -> str:
+        """Save the images that arrived before an error (A1111Error.generation, GenerationInterrupted's)."""
+        generation = getattr(err, "generation", None)
+        if generation is None or not generation.images:
+            return ""
+        try:
+            kept = self._keep(generation, len(self.run_record.rounds) - 1)
+        except Exception as failed:  # noqa: BLE001 - the record must still end
+            return f"; its partial images could not be kept ({_first_line(failed)})"
+        return f"; kept {len(kept)} image(s) that arrived intact"
 
     def _finish(self, status: str, message: str, started: float) -> None:
         record = self.run_record

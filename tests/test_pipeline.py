@@ -114,9 +114,24 @@ def test_failure_at_candidate_k_keeps_the_first_k_minus_1(tmp_path, sd_server, n
     assert str(run.path) in str(err.value)
 
 
+def _ctrl_c_once_an_image_is_made(url, limit=60.0):
+    """Press Ctrl-C (in the main thread) once the server is past its first image's steps, not at a guessed time."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        state = requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]
+        if state["job_count"] and state["sampling_step"] >= 5:
+            break
+        time.sleep(0.05)
+    _thread.interrupt_main()
+
+
 def test_ctrl_c_keeps_a_valid_record_and_the_partial_image(tmp_path, slow_server, no_llm, tiny_scorer):
     client = A1111Client(slow_server.url, auth="")
-    threading.Timer(0.6, _thread.interrupt_main).start()
+    threading.Thread(target=_ctrl_c_once_an_image_is_made, args=(slow_server.url,), daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, client, no_llm, tiny_scorer, n=2, **{"steps": 60})
     (folder,) = list_runs(tmp_path)
@@ -376,3 +391,26 @@ def test_a_hand_written_minimal_run_json_still_loads(tmp_path):
         {"index": 0, "seed": 3, "file": "cand-00.png", "score": 0.25, "new_key": "x"}]}), encoding="utf-8")
     run = load_run(tmp_path)
     assert run.user_input == "owl" and run.candidates[0].path == tmp_path / "cand-00.png"
+
+
+def test_images_that_arrived_before_a_broken_one_are_kept_in_the_run(tmp_path, no_llm, tiny_scorer):
+    import base64
+    import io
+
+    from PIL import Image
+
+    def png(colour):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), colour).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    info = json.dumps({"seed": 5, "all_seeds": [5, 6, 7], "infotexts": ["a\nSeed: 5", "b", "c\nSeed: 7"]})
+    body = {"images": [png("red"), 123, png("blue")], "parameters": {}, "info": info}
+    with FaultServer() as server:
+        server.routes[("POST", "/sdapi/v1/txt2img")] = (200, body, 0)
+        with pytest.raises(PipelineError) as err:
+            _run(tmp_path, A1111Client(server.url, auth=""), no_llm, tiny_scorer, n=3)
+    run = load_run(err.value.run.path)
+    assert run.status == "failed" and "kept 2 image(s)" in run.message
+    assert [c.seed for c in run.candidates] == [5, 7]
+    assert [c.image.getpixel((0, 0)) for c in run.candidates] == [(255, 0, 0), (0, 0, 255)]
