@@ -34,6 +34,7 @@ import requests
 
 from .a1111_fields import FIELD_ALIASES, TXT2IMG_DEFAULTS
 from .config import Secret, load_settings
+from .errors import KitError
 from .generation import NOT_A1111, Generation, ResponseError, decode_image_b64, encode_image_b64
 
 __all__ = ["A1111Client", "A1111Error", "Generation"]
@@ -52,7 +53,7 @@ START_HINT = (
 )
 
 
-class A1111Error(RuntimeError):
+class A1111Error(KitError, RuntimeError):
     """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
 
     Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text),
@@ -67,9 +68,8 @@ class A1111Error(RuntimeError):
 
     def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
                  generation: Generation | None = None):
-        self.status, self.url, self.detail, self.fix = status, url, detail, fix
-        self.generation = generation
-        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+        super().__init__(message, fix)
+        self.status, self.url, self.detail, self.generation = status, url, detail, generation
 
 
 class InvalidRequest(A1111Error, ValueError):

@@ -24,14 +24,14 @@ def print_table(run) -> None:
 
 
 def pipeline_command(args) -> int:
-    from .a1111 import A1111Error
-    from .pipeline import PipelineError, run_pipeline
+    from .errors import KitError
+    from .pipeline import run_pipeline
 
     try:
         run = run_pipeline(args.keywords, n=args.n, mode=args.mode, threshold=args.threshold,
                            max_images=args.max_images, text_source=args.text_source, out_dir=args.out,
                            width=args.size, height=args.size, **({"steps": args.steps} if args.steps else {}))
-    except (PipelineError, A1111Error, ValueError) as err:
+    except (KitError, ValueError) as err:
         print(f"error: {err}")
         return 1
     print(run.summary())

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import KIT_ROOT, load_settings
+from .errors import KitError
 
 CONFIG_DIR = KIT_ROOT / "data" / "clip"  # extra model configs, e.g. the tiny test model
 TINY_MODEL = "tiny-clip-test"
@@ -40,12 +41,8 @@ MAKE_MODELS_FIX = ("Run `make models` once while online (it downloads the defaul
                    "open_clip_model.safetensors.")
 
 
-class ClipError(RuntimeError):
+class ClipError(KitError, RuntimeError):
     """CLIP could not be loaded or used; the message names the cause and the fix."""
-
-    def __init__(self, message: str, fix: str = ""):
-        self.fix = fix
-        super().__init__(f"{message}\nFix: {fix}" if fix else message)
 
 
 @dataclass

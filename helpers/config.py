@@ -26,12 +26,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .errors import KitError
+
 KIT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_API_KEY = "not-needed"  # sent to local LLM servers, which do not check it
 ENGINE_CHOICES = ("auto", "preview", "diffusers")
 
 
-class SettingsError(ValueError):
+class SettingsError(KitError, ValueError):
     """A setting has a value the kit cannot use; the message names the variable and the fix."""
 
 
@@ -78,9 +80,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number of seconds. Fix it in your environment or .env, e.g. {name}={default:g}") from None
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds.", f"set it in your environment or .env, e.g. {name}={default:g}") from None
     if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than 0 seconds. Fix it in your environment or .env, e.g. {name}={default:g}")
+        raise SettingsError(f"{name}={raw!r} must be greater than 0 seconds.", f"set it in your environment or .env, e.g. {name}={default:g}")
     return value
 
 
@@ -142,18 +144,18 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
 
     url = merged.get("SD_URL", "").strip() or defaults.sd_url
     if "://" not in url:
-        raise SettingsError(f"SD_URL={url!r} needs a scheme. Use e.g. SD_URL=http://{url}")
+        raise SettingsError(f"SD_URL={url!r} needs a scheme.", f"use e.g. SD_URL=http://{url}")
     auth = merged.get("SD_AUTH", "").strip()
     if auth and ":" not in auth:
-        raise SettingsError("SD_AUTH must look like user:password (the same text as A1111's --api-auth).")
+        raise SettingsError("SD_AUTH must look like user:password.", "use the same text as A1111's --api-auth, e.g. SD_AUTH=student:secret")
 
     engine = merged.get("SD_ENGINE", "").strip().lower() or defaults.sd_engine
     if engine not in ENGINE_CHOICES:
-        raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}. Use e.g. SD_ENGINE=auto")
+        raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}.", "use e.g. SD_ENGINE=auto")
 
     llm_url = merged.get("LLM_BASE_URL", "").strip() or defaults.llm_base_url
     if "://" not in llm_url:
-        raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme. Use e.g. LLM_BASE_URL=http://{llm_url}")
+        raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme.", f"use e.g. LLM_BASE_URL=http://{llm_url}")
     # OPENAI_API_KEY is honoured so that pointing LLM_BASE_URL at OpenAI needs no second variable.
     key = merged.get("LLM_API_KEY", "").strip() or merged.get("OPENAI_API_KEY", "").strip() or LOCAL_API_KEY
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import KitError
 from .infotext import parse_infotext, png_bytes
 
 # The kit's own server marks its images so no placeholder is ever taken for a real result.
@@ -43,7 +44,7 @@ CUT_OFF = ("The reply was probably cut off or altered on the way: check the serv
            "network or proxy between you, then try again.")
 
 
-class ResponseError(ValueError):
+class ResponseError(KitError, ValueError):
     """The server's answer could not be read (bad base64, not an image, wrong types, no info).
 
     Attributes:
@@ -53,8 +54,8 @@ class ResponseError(ValueError):
     """
 
     def __init__(self, message: str, fix: str = NOT_A1111, partial: Generation | None = None):
-        super().__init__(message)
-        self.fix, self.partial = fix, partial
+        super().__init__(message, fix)
+        self.partial = partial
 
 
 def _kind(value) -> str:

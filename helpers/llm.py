@@ -22,18 +22,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Secret, load_settings
+from .errors import KitError
 
 START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and press 'Start server' (or run "
               "`lms server start`); for Ollama run `ollama serve`. Then check LLM_BASE_URL "
               "(LM Studio http://127.0.0.1:1234/v1, Ollama http://127.0.0.1:11434/v1).")
 
 
-class LLMError(RuntimeError):
+class LLMError(KitError, RuntimeError):
     """A call to the LLM server failed; ``str(err)`` says what happened and how to fix it."""
 
     def __init__(self, message: str, fix: str = "", status: int | None = None):
-        self.fix, self.status = fix, status
-        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+        super().__init__(message, fix)
+        self.status = status
 
 
 def _swap_host(url: str, host: str) -> str:

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_settings
+from .errors import KitError
 from .prompts import ImagePrompt
 
 MODES = ("best", "threshold")
 RUN_FILE = "run.json"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(KitError, RuntimeError):
     """The pipeline stopped on an error; ``.run`` holds the record of everything made so far
     (None when there is no run, e.g. a run.json that cannot be read)."""
 

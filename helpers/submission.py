@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import KIT_ROOT, LOCAL_API_KEY, load_settings
+from .errors import KitError
 
 # The kit's own patterns, for what detect-secrets misses: keys of any shape after "sk-" (detect-secrets only
 # knows keys with OpenAI's T3BlbkFJ marker), keys glued to a word ("apikey_sk-..."), bearer tokens and
@@ -72,7 +73,7 @@ CLEAR_OUTPUT_FIX = ("Fix: clear that output (right-click the cell > Clear Cell O
                     "and save.")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(KitError, ValueError):
     """The notebook cannot be submitted as it is; the message names the cells and the fix."""
 
 

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import KIT_ROOT
+from .errors import KitError
 
 CORPUS_DIR = KIT_ROOT / "data" / "corpus"
 PROMPTS_DIR = KIT_ROOT / "data" / "prompts"
@@ -42,7 +43,7 @@ while who whom why will with would you your
 """.split())
 
 
-class TextError(ValueError):
+class TextError(KitError, ValueError):
     """Getting a text failed; the message names the cause and the fix."""
 
 
