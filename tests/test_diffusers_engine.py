@@ -341,10 +341,13 @@ def test_options_and_sd_models_report_the_model(server):
 
 
 def test_switch_model_through_options(tiny_models):
-    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32") as handle:
+    # The models in --ckpt-dir are listed (GET /sd-models) and may be chosen by name; paths are refused
+    # (tests/test_server_limits.py).
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32",
+                         ckpt_dir=str(tiny_models["b"].parent)) as handle:
         client = A1111Client(handle.url, auth="")
         before = client.txt2img("a tram", seed=4, **SMALL)
-        client.set_options(sd_model_checkpoint=str(tiny_models["b"]))
+        client.set_options(sd_model_checkpoint="tiny-sd-b")
         titles = client.models()
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [") and len(titles) == 2
         after = client.txt2img("a tram", seed=4, **SMALL)
@@ -363,11 +366,13 @@ def test_switch_model_through_options(tiny_models):
 def test_override_settings_switch_the_model_for_one_request(tiny_models):
     """As in A1111: override_settings {"sd_model_checkpoint": ...} loads that model for the request,
     and loads the previous one again afterwards unless override_settings_restore_afterwards is false."""
-    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32") as handle:
+    with serve_in_thread(engine="diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32",
+                         ckpt_dir=str(tiny_models["b"].parent)) as handle:
         client = A1111Client(handle.url, auth="")
         before = client.txt2img("a tram", seed=4, **SMALL)
-        other = client.txt2img("a tram", seed=4, override_settings={"sd_model_checkpoint": str(tiny_models["b"])},
-                               **SMALL)
+        titles = client.models()
+        other = client.txt2img("a tram", seed=4, override_settings={
+            "sd_model_checkpoint": next(title for title in titles if title.startswith("tiny-sd-b ["))}, **SMALL)
         assert other.settings()["Model"] == "tiny-sd-b" and other.info["sd_model_name"] == "tiny-sd-b"
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd [")  # restored
         again = client.txt2img("a tram", seed=4, **SMALL)
