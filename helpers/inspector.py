@@ -4,8 +4,8 @@ Built from core ipywidgets only (HBox, VBox, HTML, Image, Button, ToggleButtons,
 Dropdown, Output, Label), so it works in any JupyterLab or Notebook without extensions.
 
 Example (in a notebook, as the last line of a cell):
-    >>> from helpers.widgets import Inspector
-    >>> from helpers.pipeline import list_runs
+    >>> from helpers.inspector import Inspector
+    >>> from helpers.records import list_runs
     >>> Inspector(run)                           # doctest: +SKIP
     >>> Inspector(list_runs()[-3:])              # the last three runs, with a run selector   # doctest: +SKIP
     >>> Inspector(run).export_html("inspector.html")   # a static copy that needs no kernel  # doctest: +SKIP
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import traceback
 from datetime import datetime
 from html import escape
@@ -24,11 +23,10 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .pipeline import Candidate, PipelineRun, load_run
-from .report import card_html, run_warnings, score_text, text_side_html
-from .widgets import image_data_uri
+from .display import card_html, score_text, text_side_html
+from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line
+from .records import Candidate, PipelineRun, load_run
 
-RATINGS_FILE = "ratings.jsonl"
 THUMB_SIDE = 96  # pixels of a thumbnail in the strip
 IMAGE_WIDTH = "384px"  # the selected image; small test images are scaled up to this
 
@@ -251,16 +249,7 @@ class Inspector:
         record = {"time": datetime.now().isoformat(timespec="seconds"), "run": self.run.path.name,
                   "candidate": candidate.index, "seed": candidate.seed, "rating": str(value),
                   "note": str(note or ""), "score": candidate.score}
-        line = json.dumps(record, ensure_ascii=False)
-        try:
-            line.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate in the note: write it as a JSON escape
-            line = json.dumps(record)
-        self.ratings_path.parent.mkdir(parents=True, exist_ok=True)
-        # A file edited by hand may lack its last newline: start a fresh line, or two records merge.
-        start = "\n" if _ends_without_newline(self.ratings_path) else ""
-        with open(self.ratings_path, "a", encoding="utf-8") as file:
-            file.write(start + line + "\n")
+        line = append_rating(self.ratings_path, record)
         self._written.append(line)
         self.ratings[(record["run"], record["candidate"])] = record
         self._show()
@@ -278,17 +267,10 @@ class Inspector:
             return None
         line = self._written[-1]
         record = json.loads(line)
-        lines = self.ratings_path.read_bytes().splitlines(keepends=True) if self.ratings_path.is_file() else []
-        ours = line.encode("utf-8")
-        for position in range(len(lines) - 1, -1, -1):  # the last copy of the line is ours
-            if lines[position].rstrip(b"\r\n") == ours:
-                break
-        else:
+        if not remove_rating_line(self.ratings_path, line):
             self._written.pop()  # it is gone: the next undo goes further back
             raise RuntimeError(f"Cannot undo: the rating line is no longer in {self.ratings_path} "
                                f"(edited by hand?). The file was not changed. Line: {line}")
-        del lines[position]
-        _replace_file(self.ratings_path, b"".join(lines))
         self._written.pop()
         self.ratings, _ = read_ratings(self.ratings_path)  # an earlier rating may count again
         self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}.")
@@ -354,47 +336,6 @@ class Inspector:
 
 # ----- helpers shared by the widget and the static copy ------------------------------------------
 
-def read_ratings(path: Path) -> tuple[dict[tuple[str, int], dict], int]:
-    """The latest rating per (run folder name, candidate index) in a ratings file, and how many
-    lines could not be read (they are skipped here, but kept in the file).
-
-    The file is shared and may be edited by hand, so each line is read on its own: a line that
-    is not UTF-8, not a JSON object, or lacks ``run``, ``candidate`` or ``rating`` (or has a
-    ``note`` that is not text) is skipped and counted; the others still count.
-
-    >>> read_ratings(Path("no-such-file.jsonl"))
-    ({}, 0)
-    """
-    ratings, skipped = {}, 0
-    if not Path(path).is_file():
-        return ratings, 0
-    for raw in Path(path).read_bytes().splitlines():
-        if not raw.strip():
-            continue
-        try:
-            record = _rating_record(json.loads(raw.decode("utf-8")))
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            record = None
-        if record is None:
-            skipped += 1
-        else:
-            ratings[(record["run"], record["candidate"])] = record  # later lines win
-    return ratings, skipped
-
-
-def _rating_record(data) -> dict | None:
-    """A ratings line with checked fields (rating as text, note "" when absent), or None."""
-    if not isinstance(data, dict):
-        return None
-    run, candidate, rating, note = data.get("run"), data.get("candidate"), data.get("rating"), data.get("note", "")
-    if isinstance(candidate, str) and candidate.isdigit():
-        candidate = int(candidate)
-    if (not isinstance(run, str) or not isinstance(candidate, int) or isinstance(candidate, bool)
-            or not isinstance(rating, (str, int, float)) or isinstance(rating, bool) or not isinstance(note, str)):
-        return None
-    return {**data, "candidate": candidate, "rating": str(rating), "note": note}
-
-
 def _as_list(run_or_runs) -> list:
     if isinstance(run_or_runs, (PipelineRun, str, Path)):
         return [run_or_runs]
@@ -403,25 +344,6 @@ def _as_list(run_or_runs) -> list:
 
 def _as_run(item) -> PipelineRun:
     return item if isinstance(item, PipelineRun) else load_run(item)
-
-
-def _ends_without_newline(path: Path) -> bool:
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) != b"\n"
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file and rename it over ``path``: a crash in the middle
-    leaves either the old file or the new one, never half of it, and no temporary file."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _thumbnail_png(candidate: Candidate) -> bytes:

@@ -5,12 +5,15 @@
     repeat: generate images -> save each -> score each
     return the best-rated image (or stop as soon as one reaches a threshold)
 
-Nothing generated is lost: every image is written to the run's folder as soon as it arrives,
-with A1111's infotext inside, and ``run.json`` is rewritten after every candidate, so a crash,
-a server error or Ctrl-C leaves a valid record. ``load_run`` reopens a run.
+``run_pipeline`` checks its arguments and hands them to a ``PipelineRunner``, whose methods are
+the stages, in the order they run. Nothing generated is lost: every image is written to the
+run's folder as soon as it arrives, with A1111's infotext inside, and ``run.json`` is rewritten
+after every candidate, so a crash, a server error or Ctrl-C leaves a valid record. The record
+itself (PipelineRun, Candidate, load_run) is in helpers/records.py.
 
 Example:
-    >>> from helpers.pipeline import run_pipeline, load_run
+    >>> from helpers.pipeline import run_pipeline
+    >>> from helpers.records import load_run
     >>> run = run_pipeline("lighthouse, storm", n=4)        # doctest: +SKIP
     >>> run.best.score, run.best.path                        # doctest: +SKIP
     (0.31, PosixPath('outputs/runs/20261124-101500-lighthouse-storm/cand-02.png'))
@@ -20,295 +23,25 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import load_settings
-from .errors import KitError
-from .prompts import ImagePrompt
+# _without_password is private to a1111.py (owned elsewhere); it hides SD_URL's password in the record.
+from .a1111 import A1111Client, A1111Error, GenerationInterrupted, _without_password
+from .records import Candidate, PipelineError, PipelineRun, new_run_folder
 
 MODES = ("best", "threshold")
-RUN_FILE = "run.json"
+THRESHOLD_BATCH = 2  # images per call in threshold mode: small, so the run can stop early
 
-
-class PipelineError(KitError, RuntimeError):
-    """The pipeline stopped on an error; ``.run`` holds the record of everything made so far
-    (None when there is no run, e.g. a run.json that cannot be read)."""
-
-    def __init__(self, message: str, run: PipelineRun | None = None):
-        self.run = run
-        super().__init__(f"{message}\nEverything made so far is saved in {run.path}" if run is not None else message)
-
-
-def file_in_folder(folder: str | Path, name: str) -> Path:
-    """``folder / name`` when it stays inside ``folder``; raises PipelineError otherwise.
-
-    Records are data that anyone can edit, so a file they name is only used when it is a plain
-    relative name that ends up inside the folder, after following symlinks. An absolute path,
-    ``..`` or a symlink pointing elsewhere is refused: a report or the Inspector would otherwise
-    show (and embed) any file on the machine.
-
-    >>> file_in_folder("outputs/runs/r1", "cand-00.png")
-    PosixPath('outputs/runs/r1/cand-00.png')
-    >>> file_in_folder("outputs/runs/r1", "../private-photo.png")
-    Traceback (most recent call last):
-    ...
-    helpers.pipeline.PipelineError: The file '../private-photo.png' named in outputs/runs/r1/run.json is outside the run folder (or no file name), so it is not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".
-    """
-    folder = Path(folder)
-    relative = Path(name) if isinstance(name, str) else None
-    path = folder / relative if relative is not None else None
-    try:
-        inside = (relative is not None and name.strip() != "" and not relative.anchor and ".." not in relative.parts
-                  and path.resolve().is_relative_to(folder.resolve()))
-    except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a symlink loop
-        inside = False
-    if not inside:
-        raise PipelineError(f"The file {name!r} named in {folder / RUN_FILE} is outside the run folder (or no file "
-                            'name), so it is not read. Fix: keep the images in the run folder and name them there, '
-                            'e.g. "cand-00.png".')
-    return path
-
-
-@dataclass
-class Candidate:
-    """One generated image: its seed, CLIP score (None if unscored), file and refinement round."""
-
-    index: int
-    seed: int
-    file: str  # relative to the run folder
-    round: int = 0
-    score: float | None = None
-    infotext: str = ""
-    run_path: Path | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def path(self) -> Path:
-        """The image file, always inside the run folder (PipelineError if ``file`` leads out of it)."""
-        return file_in_folder(self.run_path or Path("."), self.file)
-
-    def image_problem(self) -> str:
-        """Why the image cannot be shown ("" when it can): its file is missing, or outside the run folder."""
-        try:
-            return "" if self.path.is_file() else f"image file missing: {self.file}"
-        except PipelineError:
-            return f"image not shown: {self.file!r:.80} is outside the run folder"
-
-    @property
-    def image(self):
-        """The image, read from disk (so a reopened run shows the same thing)."""
-        from PIL import Image
-
-        with Image.open(self.path) as image:
-            return image.convert("RGB")
-
-    def fields(self) -> dict[str, Any]:
-        """The txt2img fields that regenerate this image (from its infotext)."""
-        from .infotext import infotext_to_fields
-
-        return infotext_to_fields(self.infotext)
-
-
-@dataclass
-class PipelineRun:
-    """Everything about one pipeline run; mirrored in ``run.json`` in the run folder."""
-
-    user_input: str
-    path: Path
-    mode: str = "best"
-    n: int = 5
-    threshold: float | None = None
-    max_images: int = 20
-    refine: bool = False
-    status: str = "running"
-    message: str = ""
-    created: str = ""
-    text: dict[str, Any] = field(default_factory=dict)
-    prompt: ImagePrompt | None = None
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    generation: dict[str, Any] = field(default_factory=dict)
-    server: dict[str, Any] = field(default_factory=dict)
-    scorer: dict[str, Any] | None = None
-    candidates: list[Candidate] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def best(self) -> Candidate | None:
-        """The candidate with the highest score; None when nothing was scored."""
-        scored = [c for c in self.candidates if c.score is not None]
-        return max(scored, key=lambda c: c.score) if scored else None
-
-    @property
-    def placeholder(self) -> bool:
-        """True when the images came from the kit's offline preview engine."""
-        return bool(self.server.get("placeholder"))
-
-    def summary(self) -> str:
-        """A few lines for a terminal or a notebook: status, text source, prompt, best, placeholders."""
-        best = self.best
-        lines = [f"Run {self.path.name}: {self.status}" + (f" ({self.message})" if self.message else ""),
-                 f"  text ({self.text.get('source', '?')}): {_shorten(self.text.get('text', ''), 100)}",
-                 f"  prompt ({self.prompt.source if self.prompt else '?'}): {self.prompt or ''}",
-                 f"  {len(self.candidates)} candidate(s); best: "
-                 + (f"#{best.index} seed {best.seed} score {best.score:.3f}" if best else "none (unscored)")]
-        if self.placeholder:
-            lines.append("  images: PLACEHOLDERS from the kit's offline preview engine")
-        if self.scorer and not self.scorer.get("meaningful", True):
-            lines.append("  scores: from a tiny random test model, MEANINGLESS")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        data["candidates"] = [{k: v for k, v in asdict(c).items() if k != "run_path"} for c in self.candidates]
-        data["best"] = self.best.index if self.best else None
-        return data
-
-    def save(self) -> Path:
-        """Write run.json atomically (a temporary file renamed over the old one).
-
-        The writer must not fail on what it writes: the record of a crash is written by this same
-        method. So values JSON does not know are written as text, and text that is not valid
-        Unicode (a lone surrogate) is written as a JSON escape instead of raising.
-        """
-        target = self.path / RUN_FILE
-        temporary = target.with_suffix(".json.tmp")
-        data = self.to_dict()
-        try:
-            raw = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8")
-        except UnicodeEncodeError:  # readable UTF-8 when possible, \uXXXX escapes when not
-            raw = json.dumps(data, indent=2, ensure_ascii=True, default=str).encode("ascii")
-        try:
-            temporary.write_bytes(raw)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)  # only left over when writing or renaming failed
-        return target
-
-    def report(self, path: str | Path | None = None) -> Path:
-        """Write a static HTML report (text, prompt, thumbnails with scores); returns its path."""
-        from .report import write_report
-
-        return write_report(self, Path(path) if path else self.path / "report.html")
-
-    def __repr__(self) -> str:
-        return f"<PipelineRun {self.path.name} {self.status}, {len(self.candidates)} candidate(s)>"
-
-
-def load_run(path: str | Path) -> PipelineRun:
-    """Reopen a run from its folder (or its run.json).
-
-    A run.json that cannot be read (not JSON, not an object, a field of the wrong type) raises
-    PipelineError naming the file. A candidate whose ``file`` leads outside the run folder is
-    kept (its seed and infotext still regenerate it) with a warning; its image is never read.
-
-    >>> run = load_run("outputs/runs/20261124-101500-lighthouse-storm")   # doctest: +SKIP
-    """
-    path = Path(path)
-    folder = path.parent if path.name == RUN_FILE else path
-    record_file = folder / RUN_FILE
-    if not record_file.is_file():
-        raise FileNotFoundError(f"No {RUN_FILE} in {folder}. Pass a folder from outputs/runs/.")
-    data = _read_record(record_file)
-    # Keys this version does not know (a newer kit wrote the file) are ignored, not fatal.
-    known_candidate = {f.name for f in fields(Candidate)} - {"run_path"}
-    candidates = []
-    for number, item in enumerate(data.get("candidates", [])):
-        _check_fields(item, CANDIDATE_TYPES, record_file, f"candidates[{number}]")
-        candidate = Candidate(**{k: v for k, v in item.items() if k in known_candidate}, run_path=folder)
-        try:
-            file_in_folder(folder, candidate.file)
-        except PipelineError as err:
-            warnings.warn(f"Candidate #{candidate.index}: {err} Its image is not shown.", stacklevel=2)
-        candidates.append(candidate)
-    values = {k: v for k, v in data.items() if k in RUN_TYPES and k not in ("candidates", "path")}
-    if isinstance(values.get("prompt"), dict):
-        _check_fields(values["prompt"], PROMPT_TYPES, record_file, "prompt")
-        values["prompt"] = ImagePrompt(**{k: v for k, v in values["prompt"].items() if k in PROMPT_TYPES})
-    return PipelineRun(**values, path=folder, candidates=candidates)
-
-
-# The JSON types of run.json's fields, checked on loading: a hand-edited or damaged file then
-# fails here with its name, not later in a report or the Inspector with a puzzling TypeError.
-_NUMBER, _TEXT, _INT = (int, float), (str,), (int,)
-RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "threshold": _NUMBER + (type(None),),
-             "max_images": _INT, "refine": (bool,), "status": _TEXT, "message": _TEXT, "created": _TEXT,
-             "text": (dict,), "prompt": (dict, type(None)), "rounds": (list,), "generation": (dict,),
-             "server": (dict,), "scorer": (dict, type(None)), "candidates": (list,), "timings": (dict,)}
-CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + (type(None),),
-                   "infotext": _TEXT}
-PROMPT_TYPES = {"prompt": _TEXT, "negative_prompt": _TEXT, "source": _TEXT, "tokens": _INT, "note": _TEXT}
-TEXT_TYPES = {"text": _TEXT, "source": _TEXT, "title": _TEXT + (type(None),), "model": _TEXT + (type(None),),
-              "note": _TEXT + (type(None),)}
-REQUIRED = {"run": ("user_input",), "candidate": ("index", "seed", "file")}
-
-
-def _read_record(record_file: Path) -> dict[str, Any]:
-    """run.json as a dict with fields of the right types, or PipelineError naming the file."""
-    try:
-        data = json.loads(record_file.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise _damaged(record_file, f"it is not valid JSON ({err})") from None
-    _check_fields(data, RUN_TYPES, record_file, "the record")
-    _check_fields(data.get("text", {}), TEXT_TYPES, record_file, "text")
-    if not all(isinstance(v, (int, float)) for v in data.get("timings", {}).values()):
-        raise _damaged(record_file, "a value of 'timings' is not a number")
-    return data
-
-
-def _check_fields(data: Any, types: dict[str, tuple], record_file: Path, where: str) -> None:
-    if not isinstance(data, dict):
-        raise _damaged(record_file, f"{where} is a JSON {type(data).__name__}, not an object")
-    required = REQUIRED["run"] if types is RUN_TYPES else REQUIRED["candidate"] if types is CANDIDATE_TYPES else ()
-    for name in required:
-        if name not in data:
-            raise _damaged(record_file, f"{where} has no field {name!r}")
-    for name, allowed in types.items():
-        value = data.get(name)
-        # JSON's true/false are Python ints too; a count or seed of true is still wrong.
-        if name in data and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
-            raise _damaged(record_file, f"{where}: field {name!r} is {value!r:.60}, not of type "
-                                        f"{' or '.join(t.__name__ for t in allowed)}")
-
-
-def _damaged(record_file: Path, cause: str) -> PipelineError:
-    return PipelineError(f"Cannot read {record_file}: {cause}. Fix: restore the file (it is rewritten after "
-                         "every image, so a copy from before the edit works), or delete the run folder "
-                         "to leave it out; its images are still there.")
-
-
-def list_runs(root: str | Path | None = None) -> list[Path]:
-    """Run folders under ``outputs/runs`` (or ``root``), oldest first."""
-    root = Path(root) if root else load_settings().output_dir / "runs"
-    return sorted(p for p in root.glob("*") if (p / RUN_FILE).is_file())
-
-
-def _shorten(text: str, length: int) -> str:
-    return text if len(text) <= length else text[:length].rstrip() + "..."
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
-
-
-def new_run_folder(user_input: str, out_dir: str | Path | None = None) -> Path:
-    root = Path(out_dir) if out_dir else load_settings().output_dir / "runs"
-    base = f"{datetime.now():%Y%m%d-%H%M%S}-{_slug(user_input)}"
-    root.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        folder = root / (base if number == 1 else f"{base}-{number}")
-        try:
-            folder.mkdir()  # fails if another run took the name in the same second
-            return folder
-        except FileExistsError:
-            number += 1
+REFINE_SYSTEM = (
+    "You improve prompts for the Stable Diffusion image generator. You get a text, the previous prompt "
+    "and how well the images matched the text (CLIP cosine similarity, higher is better). Write a better "
+    "prompt that shows the text's main subject and setting more clearly: comma-separated phrases, medium "
+    "first, no negation, at most 60 words. Answer with a JSON object with the fields prompt and negative_prompt."
+)
 
 
 def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: float | None = None,
@@ -324,15 +57,15 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
             reaches ``threshold`` or ``max_images`` are spent).
         text_source: "auto", "llm", "corpus" or "rag" (see helpers.text.get_text).
         refine: in threshold mode, let the LLM revise the prompt after a round below the threshold.
-        client, llm, scorer: backends to use (default: from the settings; see the module doc);
-            ``scorer=False`` turns scoring off.
+        out_dir: where the run folder goes (default: outputs/runs, see helpers.config).
+        progress: show A1111's progress bar while images are made.
+        client, llm, scorer: backends to use (default: from the settings); ``scorer=False`` turns
+            scoring off.
         **generation_fields: txt2img fields, e.g. steps=20, width=512, cfg_scale=7, seed=1, batch_size=2.
 
     Without an LLM the text comes from retrieval and the prompt from the baseline; without CLIP
     weights the candidates are kept unscored (``run.best`` is None). Both are said in the run.
     """
-    from .runner import PipelineRunner
-
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be 'best' or 'threshold'")
     if mode == "threshold" and threshold is None:
@@ -341,7 +74,275 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
         raise ValueError("n and max_images must be at least 1")
     if "prompt" in generation_fields:
         raise ValueError("the prompt is written by the pipeline; pass keywords as user_input instead")
-    runner = PipelineRunner(user_input, n=n, mode=mode, threshold=threshold, max_images=max_images,
-                            text_source=text_source, refine=refine, out_dir=out_dir, progress=progress,
-                            client=client, llm=llm, scorer=scorer, fields=generation_fields)
+    keywords, notes = _clean_input(user_input)
+    record = PipelineRun(user_input=keywords, path=new_run_folder(keywords, out_dir), mode=mode, n=n,
+                         threshold=threshold, max_images=max_images, refine=refine,
+                         created=datetime.now().isoformat(timespec="seconds"))
+    runner = PipelineRunner(record, text_source=text_source, progress=progress, client=client, llm=llm,
+                            scorer=scorer, fields=generation_fields, notes=notes)
     return runner.run()
+
+
+def _clean_input(user_input) -> tuple[str, list[str]]:
+    """The keywords as valid text, and a note when something was replaced. A lone surrogate (half
+    of an emoji, e.g. from a copy-paste gone wrong) is not text: no file or server can take it.
+    It is replaced with U+FFFD and the run says so, rather than failing a run over one character."""
+    from .prompts import clean_text
+
+    raw = user_input if isinstance(user_input, str) else ", ".join(map(str, user_input)) \
+        if isinstance(user_input, (list, tuple)) else str(user_input)
+    cleaned = clean_text(raw)
+    if not cleaned:
+        raise ValueError(f"user_input={user_input!r:.80} has no text; pass a few keywords, e.g. \"lighthouse, storm\"")
+    replaced = cleaned.count("\ufffd") - raw.count("\ufffd")
+    note = (f"the keywords held {replaced} character(s) that are not valid Unicode (lone surrogates); "
+            "each was replaced with U+FFFD")
+    return cleaned, [note] if replaced else []
+
+
+class PipelineRunner:
+    """Runs the stages of one pipeline run and records each in the run's ``run.json``.
+
+    ``record`` is the new run (its folder exists); the other arguments are run_pipeline's.
+    """
+
+    def __init__(self, record: PipelineRun, *, text_source: str, progress: bool, client, llm, scorer,
+                 fields: dict[str, Any], notes: list[str] = ()):
+        self.run_record = record
+        self.user_input = record.user_input
+        self.text_source = text_source
+        self.progress = progress
+        self.client = client
+        self.llm = llm
+        self.scorer = scorer
+        self.fields = dict(fields)
+        self._notes: list[str] = list(notes)  # what the run says it did differently, in its message
+        self.image_prompt = None
+
+    # ----- the run -----------------------------------------------------------------------------
+
+    def run(self) -> PipelineRun:
+        """Run every stage. Whatever happens, run.json ends with a final status and the cause."""
+        record = self.run_record
+        started = time.perf_counter()
+        try:
+            record.save()
+            self._timed("text", self.get_text)
+            self._timed("prompt", self.write_prompt)
+            self._timed("clip_load", self.load_scorer)
+            self.generate_and_score()
+        except (KeyboardInterrupt, GenerationInterrupted) as stop:
+            message = "stopped by the user (Ctrl-C / Stop)" + self._keep_partial(stop)
+            self._finish("interrupted", message, started)
+            raise
+        except Exception as err:
+            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}" + self._keep_partial(err), started)
+            if isinstance(err, PipelineError):
+                raise  # it already says what happened and where the run is
+            raise PipelineError(f"The pipeline failed: {err}", record) from err
+        except BaseException as err:  # SystemExit and the like: not ours to handle, but recorded
+            self._finish("failed", f"{type(err).__name__}: {_first_line(err)}", started)
+            raise
+        self._finish(record.status if record.status != "running" else "done", "; ".join(self._notes), started)
+        return record
+
+    def _keep_partial(self, err: BaseException) -> str:
+        """Save the images that arrived before an error (A1111Error.generation, GenerationInterrupted's)."""
+        generation = getattr(err, "generation", None)
+        if generation is None or not generation.images:
+            return ""
+        try:
+            kept = self._keep(generation, len(self.run_record.rounds) - 1)
+        except Exception as failed:  # noqa: BLE001 - the record must still end
+            return f"; its partial images could not be kept ({_first_line(failed)})"
+        return f"; kept {len(kept)} image(s) that arrived intact"
+
+    def _finish(self, status: str, message: str, started: float) -> None:
+        record = self.run_record
+        record.status = status
+        record.message = message
+        record.timings["total"] = round(time.perf_counter() - started, 3)
+        record.save()
+
+    def _timed(self, stage: str, action) -> Any:
+        started = time.perf_counter()
+        try:
+            return action()
+        finally:
+            self.run_record.timings[stage] = round(self.run_record.timings.get(stage, 0) + time.perf_counter() - started, 3)
+            self.run_record.save()
+
+    # ----- stages ------------------------------------------------------------------------------
+
+    def get_text(self) -> None:
+        from .llm import LLM
+        from .prompts import valid_unicode
+        from .text import get_text
+
+        if self.llm is None:
+            self.llm = LLM()
+        self.llm_available = self.llm.available()
+        text = get_text(self.user_input, source=self.text_source, llm=self.llm)
+        valid = valid_unicode(text.text)  # an LLM's JSON may escape half an emoji: not text CLIP can read
+        if valid != text.text:
+            self._notes.append("the text held characters that are not valid Unicode (lone surrogates); "
+                               "each was replaced with U+FFFD")
+            text.text = valid
+        self.text = text
+        self.run_record.text = {"text": text.text, "source": text.source, "keywords": text.keywords,
+                                "title": text.title, "model": text.model, "note": text.note}
+        if text.note:
+            self._notes.append(text.note)
+
+    def write_prompt(self) -> None:
+        from .llm import LLMError
+        from .prompts import baseline_prompt, write_image_prompt
+
+        prompt = None
+        if self.llm_available:
+            try:
+                prompt = write_image_prompt(self.text.text, llm=self.llm)
+            except LLMError as err:
+                self._notes.append(f"the LLM could not write the prompt ({_first_line(err)}); used the baseline")
+        if prompt is None:
+            prompt = baseline_prompt(self.text.text, keywords=self.text.keywords)
+            if not self.llm_available:
+                self._notes.append("no LLM: the prompt is the rule-based baseline")
+        self._set_prompt(prompt)
+
+    def _set_prompt(self, prompt) -> None:
+        self.image_prompt = prompt
+        self.run_record.prompt = prompt
+        self.run_record.rounds.append({"round": len(self.run_record.rounds), **asdict(prompt)})
+
+    def load_scorer(self) -> None:
+        from .clipqa import ClipError, ClipScorer
+
+        if self.scorer is None:
+            try:
+                self.scorer = ClipScorer()
+            except ClipError as err:
+                self.scorer = False
+                self._notes.append(f"unscored: {_first_line(err)} {err.fix}")
+        if self.scorer:
+            self.run_record.scorer = {"model": self.scorer.model_name, "pretrained": str(self.scorer.pretrained),
+                                      "meaningful": self.scorer.meaningful}
+
+    def generate_and_score(self) -> None:
+        record = self.run_record
+        client = self.client
+        if client is None:
+            client = A1111Client()
+            client.adapt_to_model()  # e.g. 1 step at CFG 1 for sd-turbo, unless the fields say otherwise
+        self.client = client
+        batch = int(self.fields.pop("batch_size", 0) or 0)
+        if record.mode == "best":
+            batch, budget = batch or record.n, record.n
+        else:
+            batch, budget = batch or THRESHOLD_BATCH, record.max_images
+        # What is sent: the client's defaults (which suit the model) under the fields given.
+        defaults = {k: v for k, v in (getattr(client, "defaults", None) or {}).items() if k != "override_settings"}
+        record.generation = {**defaults, **self.fields, "batch_size": batch}
+        first_seed = self.fields.pop("seed", -1)
+        scoring = record.mode == "threshold" and self.scorer
+        if record.mode == "threshold" and not self.scorer:
+            budget = min(budget, record.n)
+            self._notes.append("threshold mode needs CLIP scores: made n unscored candidates instead")
+        while len(record.candidates) < budget:
+            size = min(batch, budget - len(record.candidates))
+            seed = first_seed + len(record.candidates) if first_seed not in (None, -1) else -1
+            started = time.perf_counter()
+            generation = client.txt2img(self.image_prompt.prompt, negative_prompt=self.image_prompt.negative_prompt,
+                                        batch_size=size, seed=seed, progress=self.progress, **self.fields)
+            record.timings["generate"] = round(record.timings.get("generate", 0) + time.perf_counter() - started, 3)
+            record.server = {"url": _without_password(client.base_url), "placeholder": generation.is_placeholder,
+                             "model": generation.info.get("sd_model_name")}
+            new = self._keep(generation, len(record.rounds) - 1)
+            if not new and not generation.interrupted:
+                # Asking again would loop for ever against a server that always answers so.
+                raise PipelineError(
+                    f"The server at {record.server['url']} answered txt2img without any image (asked for {size}; "
+                    f"it sent {len(generation.images)} image(s) and {len(generation.seeds)} seed(s)), so the run "
+                    "stopped instead of asking again.\nFix: look at the server's console for the error, and check "
+                    "that SD_URL points at A1111 (or a compatible server) started with --api.", record)
+            if generation.interrupted:  # someone pressed Interrupt in A1111 (or client.interrupt())
+                record.status = "interrupted"
+                self._notes.append(f"A1111's generation was interrupted; kept {len(new)} partial image(s)")
+                return
+            if scoring and any(c.score is not None and c.score >= record.threshold for c in new):
+                record.status = "threshold met"
+                return
+            if scoring and record.refine and len(record.candidates) < budget:
+                self._timed("refine", lambda new=new: self.refine_prompt(new))
+        if record.mode == "threshold" and scoring:
+            record.status = "max_images reached"
+
+    def _keep(self, generation, round_no: int) -> list[Candidate]:
+        """Save each image of a generation, score it, and record it at once."""
+        record = self.run_record
+        new = []
+        for image_no, (image, seed) in enumerate(zip(generation.images, generation.seeds)):
+            index = len(record.candidates)
+            candidate = Candidate(index=index, seed=seed, file=f"cand-{index:02d}.png", round=max(round_no, 0),
+                                  infotext=generation.infotexts[image_no] if image_no < len(generation.infotexts) else "",
+                                  run_path=record.path)
+            raw = generation.png[image_no] if image_no < len(generation.png) else None
+            if raw is None or image.format != "PNG":
+                from .infotext import png_bytes
+
+                raw = png_bytes(image, candidate.infotext)
+            candidate.path.write_bytes(raw)
+            record.candidates.append(candidate)
+            record.save()  # the file exists now; record it before scoring can fail
+            new.append(candidate)
+        if self.scorer and new:  # all images of one call in one CLIP batch
+            started = time.perf_counter()
+            scores = self.scorer.similarity(self.text.text, generation.images[: len(new)], long_text="chunks")
+            for candidate, score in zip(new, scores):
+                candidate.score = round(score, 4)
+            record.timings["score"] = round(record.timings.get("score", 0) + time.perf_counter() - started, 3)
+            record.save()
+        return new
+
+    def _caption(self, candidate: Candidate) -> str:
+        """The caption route's description of an image, when the server can give one quickly."""
+        try:
+            return self.client.interrogate(candidate.image, timeout=60)
+        except A1111Error:
+            return ""  # no captioner (or a slow first download): refine from the scores alone
+
+    def refine_prompt(self, last: list[Candidate]) -> None:
+        """Let the LLM revise the prompt from the text, the previous prompt and its scores."""
+        from .llm import LLMError
+        from .prompts import PROMPT_SCHEMA, ImagePrompt, fit_prompt, parse_prompt_reply
+
+        if not self.llm_available:
+            self._notes.append("refine needs an LLM: kept the same prompt")
+            self.run_record.refine = False
+            return
+        scores = ", ".join(f"{c.score:.3f}" for c in last if c.score is not None)
+        message = (f"Text:\n{self.text.text}\n\nPrevious prompt: {self.image_prompt.prompt}\n"
+                   f"CLIP scores of its images: {scores} (target {self.run_record.threshold})")
+        caption = self._caption(max(last, key=lambda c: c.score if c.score is not None else -2))
+        if caption:
+            message += f"\nA captioner describes the best of those images as: {caption}"
+        try:
+            reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
+                                  json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
+        except LLMError as err:
+            self._notes.append(f"refine failed ({_first_line(err)}); kept the prompt")
+            return
+        prompt, negative, note = parse_prompt_reply(reply)
+        if not prompt:
+            self._notes.append(f"round {len(self.run_record.rounds)}: the LLM gave no usable prompt ({note}); "
+                               "kept the prompt")
+            return
+        if prompt == self.image_prompt.prompt:
+            self._notes.append(f"round {len(self.run_record.rounds)}: the LLM kept the same prompt")
+        self._set_prompt(fit_prompt(ImagePrompt(prompt, negative, "llm-refined", note=note), 75))
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's text, or its type when it has none (``ValueError()``)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else f"{type(err).__name__} without a message"

@@ -197,8 +197,8 @@ def _joins_previous(char: str) -> bool:
             or 0x1F3FB <= ord(char) <= 0x1F3FF)
 
 
-def _fit(prompt: ImagePrompt, limit: int) -> ImagePrompt:
-    """Trim a prompt over the limit, warning with what was cut."""
+def fit_prompt(prompt: ImagePrompt, limit: int) -> ImagePrompt:
+    """The prompt trimmed to ``limit`` CLIP tokens (warning with what was cut), its token count set."""
     head = prompt.prompt[: MAX_CHARS_PER_TOKEN * limit]
     before = count_clip_tokens(head)  # of a very long prompt, a count of its start is enough
     if before > limit or head != prompt.prompt:
@@ -215,7 +215,7 @@ def _shorten(text: str, length: int) -> str:
     return text if len(text) <= length else text[:length] + f"... ({len(text)} characters)"
 
 
-def _parse_reply(reply: str) -> tuple[str, str, str]:
+def parse_prompt_reply(reply: str) -> tuple[str, str, str]:
     """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text.
 
     The reply is untrusted text. The FIRST JSON object in it is the answer (bare, in prose or in
@@ -224,9 +224,9 @@ def _parse_reply(reply: str) -> tuple[str, str, str]:
     an empty prompt, which write_image_prompt asks again for. The prompt is cleaned (no control
     characters, valid Unicode) and at most MAX_PROMPT_CHARS long.
 
-    >>> _parse_reply('{"prompt": "oil painting, fox", "negative_prompt": "blurry"}')
+    >>> parse_prompt_reply('{"prompt": "oil painting, fox", "negative_prompt": "blurry"}')
     ('oil painting, fox', 'blurry', '')
-    >>> _parse_reply('{"prompt": ""}')[0]
+    >>> parse_prompt_reply('{"prompt": ""}')[0]
     ''
     """
     reply = str(reply)
@@ -310,7 +310,7 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
     system = system or load_system_prompt("image_prompt_system")
     reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400, json_schema=PROMPT_SCHEMA,
                      schema_name="image_prompt")
-    prompt, negative, note = _parse_reply(reply)
+    prompt, negative, note = parse_prompt_reply(reply)
     tokens = count_clip_tokens(prompt[: MAX_CHARS_PER_TOKEN * limit])
     if not prompt or tokens > limit:  # ask once more, saying what was wrong
         problem = (f"That prompt has {tokens} CLIP tokens; the limit is {limit}. Shorten it: keep the most "
@@ -320,7 +320,7 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
         reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400,
                          json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
         first = f"the first prompt had {tokens} tokens" if prompt else "the first answer had no prompt"
-        prompt, negative, second_note = _parse_reply(reply)
+        prompt, negative, second_note = parse_prompt_reply(reply)
         note = "; ".join(filter(None, [note or second_note, f"asked again: {first}"]))
     if not prompt:
         from .llm import LLMError
@@ -328,7 +328,7 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
         raise LLMError(f"The LLM answered twice without a usable image prompt ({note}).",
                        fix="Try another model (LLM_MODEL), or use baseline_prompt(text); the pipeline "
                            "uses the baseline by itself.")
-    return _fit(ImagePrompt(prompt, negative, "llm", note=note), limit)
+    return fit_prompt(ImagePrompt(prompt, negative, "llm", note=note), limit)
 
 
 # Words that carry colour, light or weather: worth keeping in a picture description.
@@ -396,4 +396,4 @@ def baseline_prompt(text, keywords: str | list[str] | None = None, *, limit: int
     # Phrases with colour, light or weather words first: they change a picture most.
     details.sort(key=lambda p: 0 if VISUAL_WORDS & set(p.split()) else 1)
     parts = [f"{_STYLE} of {', '.join(subject)}"] + details[:10] + [_FINISH]
-    return _fit(ImagePrompt(", ".join(parts), DEFAULT_NEGATIVE, "baseline"), limit)
+    return fit_prompt(ImagePrompt(", ".join(parts), DEFAULT_NEGATIVE, "baseline"), limit)

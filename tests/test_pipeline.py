@@ -17,7 +17,8 @@ from helpers.a1111 import A1111Client
 from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
 from helpers.infotext import read_infotext
 from helpers.llm import LLM
-from helpers.pipeline import RUN_FILE, PipelineError, list_runs, load_run, run_pipeline
+from helpers.pipeline import run_pipeline
+from helpers.records import RUN_FILE, PipelineError, list_runs, load_run
 
 SMALL = {"steps": 2, "width": 64, "height": 64}
 
@@ -350,7 +351,7 @@ def test_a_file_outside_the_run_folder_is_never_read(tmp_path, client, no_llm, o
     with pytest.raises(PipelineError, match="outside the run folder"):
         _ = again.candidates[0].image
     html = again.report().read_text(encoding="utf-8")
-    from helpers.widgets import image_data_uri
+    from helpers.display import image_data_uri
 
     assert image_data_uri(private, 256) not in html and html.count("data:image/png;base64,") == 1
     assert "outside the run folder" in html

@@ -1,0 +1,124 @@
+"""Showing results to a person as HTML: text and image side by side, and the pieces of a run's page.
+
+Everything here is plain HTML with the images embedded, so it shows in JupyterLab, survives
+``nbconvert --to html`` and Moodle's HTML view, and needs no running kernel (and no ipywidgets).
+The report (helpers/report.py) and the Inspector's static copy (helpers/inspector.py) are built
+from the run pieces at the end: ``text_side_html`` and ``card_html``.
+
+Example:
+    >>> from helpers.display import side_by_side
+    >>> side_by_side("A red fox sleeps in the snow.", gen.image, score=0.31, prompt=gen.settings()["Prompt"])   # doctest: +SKIP
+    >>> score_text(0.31234), score_text(None)
+    ('0.312', 'unscored')
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from pathlib import Path
+
+
+def image_data_uri(image, max_side: int = 512) -> str:
+    """A ``data:image/png;base64,...`` URI of a PIL image or a path, shrunk to ``max_side`` pixels."""
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            image = opened.convert("RGB")
+    image = image.copy()
+    image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def side_by_side_html(text: str, image, score: float | None = None, prompt: str | None = None,
+                      title: str | None = None, placeholder: bool = False, max_side: int = 384,
+                      score_note: str | None = None) -> str:
+    """The HTML of :func:`side_by_side`, for writing into a report file."""
+    rows = [f"<h4 style='margin:0 0 6px 0'>{escape(title)}</h4>" if title else ""]
+    rows.append(f"<p style='white-space:pre-wrap;margin:0 0 8px 0'>{escape(str(text))}</p>")
+    if prompt:
+        rows.append(f"<p style='margin:0 0 8px 0'><b>Image prompt:</b> <code>{escape(prompt)}</code></p>")
+    if score is not None:
+        note = f" <span style='color:#b00'>({escape(score_note)})</span>" if score_note else ""
+        rows.append(f"<p style='margin:0'><b>CLIP score:</b> {score:.3f}{note}</p>")
+    if placeholder:
+        rows.append("<p style='color:#b00;margin:8px 0 0 0'><b>Placeholder image</b> from the kit's offline "
+                    "preview engine, not a real model.</p>")
+    return (
+        "<div style='display:flex;gap:16px;align-items:flex-start;border:1px solid #ccc;padding:8px;"
+        "margin:4px 0;max-width:960px'>"
+        f"<div style='flex:1;min-width:200px;font-family:sans-serif;font-size:14px'>{''.join(rows)}</div>"
+        f"<img src='{image_data_uri(image, max_side)}' style='max-width:{max_side}px;flex:none' alt='generated image'>"
+        "</div>"
+    )
+
+
+def side_by_side(text: str, image, score: float | None = None, prompt: str | None = None,
+                 title: str | None = None, placeholder: bool = False, score_note: str | None = None):
+    """Show a text next to an image (with an optional score and image prompt) in a notebook.
+
+    ``score_note`` says what the score is, e.g. "cosine, ViT-B-32" or "test model: meaningless".
+    Returns an ``IPython.display.HTML`` object: put it last in a cell, or pass it to ``display()``.
+    """
+    from IPython.display import HTML
+
+    return HTML(side_by_side_html(text, image, score, prompt, title, placeholder, score_note=score_note))
+
+
+# ----- the pieces of a run's page (report and Inspector) ----------------------------------------
+
+def score_text(score: float | None) -> str:
+    """A CLIP score with three decimals, or "unscored"."""
+    return "unscored" if score is None else f"{score:.3f}"
+
+
+def run_warnings(run) -> list[str]:
+    """What a viewer must know before trusting the images or the scores."""
+    warnings = []
+    if run.placeholder:
+        warnings.append("PLACEHOLDER images from the kit's offline preview engine, not a real model.")
+    if run.scorer is None:
+        warnings.append("Unscored: no CLIP scores in this run (no CLIP weights were available).")
+    elif not run.scorer.get("meaningful", True):
+        warnings.append("Scores are MEANINGLESS: they come from a tiny random test model.")
+    return warnings
+
+
+def text_side_html(run) -> str:
+    """The left side: keywords, text, image prompt, status and warnings of a run, as HTML."""
+    from .prompts import ImagePrompt
+
+    text, prompt = run.text, run.prompt or ImagePrompt("", "", "?")
+    title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
+    model = f", model {escape(text['model'])}" if text.get("model") else ""
+    lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in run_warnings(run)]
+    lines += [
+        f"<p><b>Keywords:</b> {escape(run.user_input)}</p>",
+        (f"<p><b>Text</b> (source: {escape(str(text.get('source', '?')))}{model}){title}<br>"
+         f"<span style='white-space:pre-wrap'>{escape(text.get('text', ''))}</span></p>"),
+        f"<p><b>Image prompt</b> (source: {escape(prompt.source)}):<br><code>{escape(prompt.prompt)}</code></p>",
+        f"<p><b>Negative prompt:</b> <code>{escape(prompt.negative_prompt)}</code></p>",
+        f"<p><b>Status:</b> {escape(run.status)}"
+        + (f" <small>({escape(run.message)})</small>" if run.message else "") + "</p>",
+    ]
+    return f"<div style='font-size:14px;line-height:1.35'>{''.join(lines)}</div>"
+
+
+def card_html(run, candidate, record: dict | None = None) -> str:
+    """One candidate of the static copy: embedded thumbnail, seed, score, best mark, rating and note."""
+    best = run.best
+    is_best = best is not None and candidate.index == best.index
+    # Only files inside the run folder are read, so a report never embeds a file that a
+    # hand-edited run.json points to elsewhere.
+    image = f"<p class='warn'>{escape(candidate.image_problem())}</p>"
+    if not candidate.image_problem():
+        image = f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>"
+    rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
+              if record else "not rated")
+    return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
+            f"{' <b>★ best</b>' if is_best else ''}<br>seed {candidate.seed}, round {candidate.round}"
+            f"<br>CLIP {escape(score_text(candidate.score))}<br>{rating}</figcaption></figure>")

@@ -1,0 +1,107 @@
+"""The ratings file: one JSON line per click on the Inspector's "Save rating" button.
+
+    outputs/ratings.jsonl
+        {"time": "...", "run": "<run folder name>", "candidate": 2, "seed": 1234, "rating": "4", "note": "...", "score": 0.31}
+
+The file is shared and may be edited by hand, so it is read line by line (a bad line is
+skipped and counted, never lost), appended to one line at a time, and rewritten (for undo)
+only through an atomic replace.
+
+Example:
+    >>> from helpers.ratings import read_ratings
+    >>> ratings, skipped = read_ratings("outputs/ratings.jsonl")     # doctest: +SKIP
+    >>> ratings[("20261124-101500-lighthouse-storm", 2)]["rating"]   # doctest: +SKIP
+    '4'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .records import write_atomic
+
+RATINGS_FILE = "ratings.jsonl"
+
+
+def read_ratings(path: str | Path) -> tuple[dict[tuple[str, int], dict], int]:
+    """The latest rating per (run folder name, candidate index) in a ratings file, and how many
+    lines could not be read (they are skipped here, but kept in the file).
+
+    The file is shared and may be edited by hand, so each line is read on its own: a line that
+    is not UTF-8, not a JSON object, or lacks ``run``, ``candidate`` or ``rating`` (or has a
+    ``note`` that is not text) is skipped and counted; the others still count.
+
+    >>> read_ratings(Path("no-such-file.jsonl"))
+    ({}, 0)
+    """
+    ratings, skipped = {}, 0
+    if not Path(path).is_file():
+        return ratings, 0
+    for raw in Path(path).read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            record = _rating_record(json.loads(raw.decode("utf-8")))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            record = None
+        if record is None:
+            skipped += 1
+        else:
+            ratings[(record["run"], record["candidate"])] = record  # later lines win
+    return ratings, skipped
+
+
+def _rating_record(data) -> dict | None:
+    """A ratings line with checked fields (rating as text, note "" when absent), or None."""
+    if not isinstance(data, dict):
+        return None
+    run, candidate, rating, note = data.get("run"), data.get("candidate"), data.get("rating"), data.get("note", "")
+    if isinstance(candidate, str) and candidate.isdigit():
+        candidate = int(candidate)
+    if (not isinstance(run, str) or not isinstance(candidate, int) or isinstance(candidate, bool)
+            or not isinstance(rating, (str, int, float)) or isinstance(rating, bool) or not isinstance(note, str)):
+        return None
+    return {**data, "candidate": candidate, "rating": str(rating), "note": note}
+
+
+def append_rating(path: Path, record: dict) -> str:
+    """Append ``record`` as one JSON line to the ratings file at ``path``; returns the line written.
+
+    A note with a lone surrogate is written as a JSON escape; a file edited by hand that lacks
+    its last newline gets one first, so two records never merge into one line.
+    """
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in the note: write it as a JSON escape
+        line = json.dumps(record)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = "\n" if _ends_without_newline(path) else ""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(start + line + "\n")
+    return line
+
+
+def remove_rating_line(path: Path, line: str) -> bool:
+    """Remove the last copy of ``line`` from the ratings file in one atomic step; False (and the
+    file untouched) when the line is not there. Every other line stays byte for byte."""
+    path = Path(path)
+    lines = path.read_bytes().splitlines(keepends=True) if path.is_file() else []
+    ours = line.encode("utf-8")
+    for position in range(len(lines) - 1, -1, -1):  # the last copy of the line is ours
+        if lines[position].rstrip(b"\r\n") == ours:
+            del lines[position]
+            write_atomic(path, b"".join(lines))
+            return True
+    return False
+
+
+def _ends_without_newline(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
