@@ -10,7 +10,7 @@ import requests
 from PIL import Image
 
 from helpers.a1111 import A1111Client
-from helpers.sdserver import serve_in_thread
+from sdserver import serve_in_thread
 
 from .timing import compare, line
 

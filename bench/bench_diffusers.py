@@ -86,9 +86,9 @@ def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
     import torch
     from diffusers import EulerDiscreteScheduler
 
-    from helpers.sdserver import serve_in_thread
-    from helpers.sdserver.engines.devices import cpu_has_fast_bf16
-    from helpers.sdserver.engines.diffusers_engine import DiffusersEngine
+    from sdserver import serve_in_thread
+    from sdserver.engines.devices import cpu_has_fast_bf16
+    from sdserver.engines.diffusers_engine import DiffusersEngine
 
     bf16 = cpu_has_fast_bf16()
     dtype = torch.bfloat16 if bf16 else torch.float32

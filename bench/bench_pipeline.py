@@ -19,7 +19,7 @@ def run(rounds: int = 5) -> list[str]:
     from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
     from helpers.llm import LLM
     from helpers.pipeline import run_pipeline
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
 
     server = serve_in_thread(host="127.0.0.1", port=0, engine="preview")
     try:

@@ -43,8 +43,8 @@ def choose_engine(settings=None) -> tuple[str, dict, str]:
         return "preview", {}, "SD_ENGINE=preview"
     if not all(importlib.util.find_spec(name) for name in ("diffusers", "transformers", "torch")):
         return "preview", {}, "the diffusers engine is not installed (pip install -e '.[diffusers]')"
-    from .sdserver.engines import EngineUnavailable
-    from .sdserver.engines.diffusers_models import DEFAULT_MODEL, locate
+    from sdserver.engines import EngineUnavailable
+    from sdserver.engines.diffusers_models import DEFAULT_MODEL, locate
 
     model = settings.sd_model or DEFAULT_MODEL
     try:
@@ -57,8 +57,8 @@ def choose_engine(settings=None) -> tuple[str, dict, str]:
 def _start_kit_server(port: int, step_delay: float, quiet: bool):
     """Start the kit's server on 127.0.0.1:``port`` with the engine choose_engine() picks; if the
     diffusers engine cannot load its model, say why and use the preview engine."""
-    from .sdserver import serve_in_thread
-    from .sdserver.engines import EngineUnavailable
+    from sdserver import serve_in_thread
+    from sdserver.engines import EngineUnavailable
 
     engine, options, why = choose_engine()
     if engine == "diffusers":

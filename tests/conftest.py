@@ -66,7 +66,7 @@ def servers(tmp_path_factory):
     on first use and shared by the whole session (``auth=True`` turns on --api-auth student:s3cret-pass;
     a string is used as the --api-auth text).
     The diffusers engine serves tiny_sd's model with its tiny decoder."""
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
 
     started = {}
     models = {}

@@ -25,8 +25,8 @@ import requests  # noqa: E402
 
 from helpers.a1111 import A1111Client, A1111Error  # noqa: E402
 from helpers.infotext import parse_infotext  # noqa: E402
-from helpers.sdserver import serve_in_thread  # noqa: E402
-from helpers.sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
+from sdserver import serve_in_thread  # noqa: E402
+from sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 
 
 SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
@@ -84,7 +84,7 @@ def txt2img(server, **fields):
 
 
 def pixels(encoded: str) -> np.ndarray:
-    from helpers.sdserver.images import decode_image
+    from sdserver.images import decode_image
 
     return np.asarray(decode_image(encoded).convert("RGB"), dtype=np.int16)
 
@@ -210,7 +210,7 @@ def test_tiling_wraps_around_the_edges(server):
     # multiple of its downsampling) shifts its output the same way, edges included.
     import torch
 
-    from helpers.sdserver.engines.diffusers_engine import set_tiling
+    from sdserver.engines.diffusers_engine import set_tiling
 
     unet = server.app.state.engine.pipe.unet
     latents, context = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 16)
@@ -244,7 +244,7 @@ def test_emphasis_long_prompts_and_clip_skip(server):
 def test_prompt_chunks_like_a1111(tiny_models):
     from transformers import CLIPTokenizer
 
-    from helpers.sdserver.engines.prompt_weights import PromptEncoder
+    from sdserver.engines.prompt_weights import PromptEncoder
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tiny_models["a"] / "tokenizer"), local_files_only=True)
     encoder = PromptEncoder(tokenizer, text_encoder=None)
@@ -392,7 +392,7 @@ def test_override_settings_switch_the_model_for_one_request(tiny_models):
 def test_memory_reports_the_device(server, monkeypatch):
     import torch
 
-    from helpers.sdserver.engines.devices import cuda_memory
+    from sdserver.engines.devices import cuda_memory
 
     memory = requests.get(f"{server.url}/sdapi/v1/memory", timeout=10).json()
     assert memory["ram"]["total"] > 0 and "runs on cpu" in memory["cuda"]["error"]
@@ -451,13 +451,13 @@ def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "helpers.sdserver", "--engine", "diffusers", "--port", "0"],
+    result = subprocess.run([sys.executable, "-m", "sdserver", "--engine", "diffusers", "--port", "0"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "stabilityai/sd-turbo" in result.stderr and "make models" in result.stderr and "--model" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.perf_counter() - started < 60  # imports included; no retries
-    from helpers.sdserver.__main__ import main
+    from sdserver.__main__ import main
 
     assert main(["--engine", "diffusers", "--download"]) == 1  # offline (conftest): fails at once, with the fix
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
@@ -468,7 +468,7 @@ def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys, monkeypatch):
 
 
 def test_download_picks_one_copy_of_each_weight():
-    from helpers.sdserver.engines.diffusers_models import pick_download_files
+    from sdserver.engines.diffusers_models import pick_download_files
 
     sd_turbo = ["model_index.json", "sd_turbo.safetensors", "README.md", "scheduler/scheduler_config.json",
                 "text_encoder/config.json", "text_encoder/model.fp16.safetensors", "text_encoder/model.safetensors",
@@ -484,7 +484,7 @@ def test_download_picks_one_copy_of_each_weight():
 
 
 def test_the_preview_engine_never_imports_torch_or_diffusers():
-    code = ("import sys; from helpers.sdserver import create_app; create_app(); "
+    code = ("import sys; from sdserver import create_app; create_app(); "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr

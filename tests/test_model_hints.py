@@ -60,7 +60,7 @@ def test_classic_models_keep_the_client_defaults(sd_server, monkeypatch, capsys)
 def test_a_turbo_model_gets_few_steps_and_no_guidance(tiny_models, tmp_path, monkeypatch, capsys):
     """A model whose name says turbo (here the tiny model under another name), served by the diffusers
     engine: connect_a1111 says what suits it, and requests without those fields use it."""
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
 
     turbo = shutil.copytree(tiny_models["a"], tmp_path / "tiny-sd-turbo")
     with serve_in_thread(engine="diffusers", model=str(turbo), decoder=str(tiny_models["taesd"])) as server:
@@ -88,7 +88,7 @@ def test_the_pipeline_without_a_client_adapts_and_records_what_it_sent(tiny_mode
     from conftest import free_url
     from helpers.llm import LLM
     from helpers.pipeline import run_pipeline
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
 
     dead = free_url() + "/v1"
     turbo = shutil.copytree(tiny_models["a"], tmp_path / "tiny-sd-turbo")

@@ -27,8 +27,8 @@ from PIL import Image
 
 from conftest import ENGINES, free_port
 from helpers.infotext import parse_infotext
-from helpers.sdserver import serve_in_thread
-from helpers.sdserver.models import Txt2ImgRequest
+from sdserver import serve_in_thread
+from sdserver.models import Txt2ImgRequest
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
@@ -624,7 +624,7 @@ def test_fuzzed_requests_give_200_or_422_never_500(preview_server, payload):
 
 def test_command_line_starts_a_server_and_says_images_are_placeholders():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "helpers.sdserver", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "sdserver", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline()
@@ -644,7 +644,7 @@ def test_command_line_starts_a_server_and_says_images_are_placeholders():
 
 
 def test_malformed_api_auth_is_a_clear_error_that_does_not_echo_the_password():
-    result = subprocess.run([sys.executable, "-m", "helpers.sdserver", "--api-auth", "alice:pa:ss"],
+    result = subprocess.run([sys.executable, "-m", "sdserver", "--api-auth", "alice:pa:ss"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "user:password" in result.stderr and "pa:ss" not in result.stderr

@@ -25,8 +25,8 @@ import requests
 from conftest import ENGINES, HAS_DIFFUSERS
 from PIL import Image
 
-from helpers.sdserver import create_app, serve_in_thread
-from helpers.sdserver.limits import Limits
+from sdserver import create_app, serve_in_thread
+from sdserver.limits import Limits
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -109,8 +109,8 @@ def test_the_testers_huge_request_is_a_quick_422_naming_the_limit_and_flag(serve
 
 
 def test_default_limits_allow_what_a_class_does():
-    from helpers.sdserver.limits import check_request_cost
-    from helpers.sdserver.models import Txt2ImgRequest
+    from sdserver.limits import check_request_cost
+    from sdserver.models import Txt2ImgRequest
 
     limits = Limits()
     for fields in ({"width": 1024, "height": 1024, "batch_size": 8, "steps": 50},
@@ -188,7 +188,7 @@ def test_decode_limit_follows_the_flag(tight):
 
 
 def test_client_images_are_decoded_one_at_a_time(server):
-    from helpers.sdserver import images
+    from sdserver import images
 
     encoded = b64_png(Image.new("RGB", (32, 32)))
     with images.DECODE_LOCK:  # as if another request were decoding right now
@@ -234,7 +234,7 @@ def test_options_refuse_a_lone_surrogate_and_stay_readable(server):
 
 
 def test_replies_that_hold_unencodable_text_are_still_valid_json():
-    from helpers.sdserver.app import SafeJSONResponse
+    from sdserver.app import SafeJSONResponse
 
     body = SafeJSONResponse({"a": "\ud83d x"}).body
     assert json.loads(body) == {"a": "\ud83d x"}
@@ -257,7 +257,7 @@ def test_seed_out_of_torchs_range_is_the_same_422_on_every_engine(server):
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e9"])
 def test_step_delay_must_be_a_sensible_number_of_seconds(value, capsys):
-    from helpers.sdserver.__main__ import main
+    from sdserver.__main__ import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--step-delay", value])
@@ -270,7 +270,7 @@ def test_step_delay_must_be_a_sensible_number_of_seconds(value, capsys):
 @pytest.mark.parametrize("flag", ["--max-cost", "--max-images", "--max-megapixels", "--max-prompt-chars",
                                   "--max-decode-megapixels", "--max-body-mb"])
 def test_limit_flags_must_be_positive_numbers(flag, capsys):
-    from helpers.sdserver.__main__ import main
+    from sdserver.__main__ import main
 
     with pytest.raises(SystemExit) as stop:
         main([flag, "0"])
@@ -282,7 +282,7 @@ def run_main_without_serving(monkeypatch, argv: list[str]) -> dict:
     """Run the command line up to uvicorn.run, which is replaced: nothing binds any address."""
     import uvicorn
 
-    from helpers.sdserver.__main__ import main
+    from sdserver.__main__ import main
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
@@ -379,7 +379,7 @@ def test_models_in_ckpt_dir_are_listed_and_can_be_chosen_by_name(tiny_models):
 
 
 def test_error_bodies_hide_server_paths():
-    from helpers.sdserver.app import error_body
+    from sdserver.app import error_body
 
     home = str(Path.home())
     body = error_body(OSError(f"cannot open {home}/.cache/huggingface/hub/x and C:\\Users\\me\\x.bin"))

@@ -98,7 +98,7 @@ def txt2img(url: str) -> dict:
 
 
 def pixels(encoded: str) -> np.ndarray:
-    from helpers.sdserver.images import decode_image
+    from sdserver.images import decode_image
 
     return np.asarray(decode_image(encoded).convert("RGB"), dtype=np.int16)
 
@@ -179,8 +179,8 @@ def test_from_single_file_reads_back_every_weight_offline(models, no_network):
 
 def test_the_server_makes_the_same_images_from_the_file(models, no_network):
     from helpers.infotext import parse_infotext
-    from helpers.sdserver import serve_in_thread
-    from helpers.sdserver.engines import get_engine
+    from sdserver import serve_in_thread
+    from sdserver.engines import get_engine
 
     engine = get_engine("diffusers", model=str(models.file), config=str(models.configs), decoder="full")
     with serve_in_thread(engine=engine) as handle:
@@ -208,7 +208,7 @@ def test_a_config_folder_named_like_the_file_is_found_without_config(models, tmp
     import torch
     from safetensors.torch import load_file
 
-    from helpers.sdserver.engines import get_engine
+    from sdserver.engines import get_engine
 
     file = shutil.copy(models.file, tmp_path / "my-model.safetensors")
     config_only_copy(models.folder, tmp_path / "my-model")  # my-model.safetensors + my-model/

@@ -36,9 +36,9 @@ from .generation import VERSION
 from .limits import Limits, hide_paths
 from .routes import SdApi
 
-log = logging.getLogger("helpers.sdserver")
+log = logging.getLogger("sdserver")
 
-DESCRIPTION = """The course kit's own **AUTOMATIC1111-compatible** server (`python -m helpers.sdserver`).
+DESCRIPTION = """The course kit's own **AUTOMATIC1111-compatible** server (`python -m sdserver`).
 
 It speaks the same `/sdapi/v1/*` protocol as A1111 started with `--api`, so code written against
 it works unchanged against a real A1111. With the `preview` engine every image is a clearly
@@ -212,7 +212,7 @@ MAX_STEP_DELAY = 10.0
 
 def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, step_delay: float = 0.0,
               cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None) -> FastAPI:
-    """Build the server's FastAPI app (see ``helpers.sdserver.create_app``)."""
+    """Build the server's FastAPI app (see ``sdserver.create_app``)."""
     step_delay = check_step_delay(step_delay)
     limits = limits or Limits()
     app = FastAPI(title="Course kit: A1111-compatible server", description=DESCRIPTION,
@@ -243,7 +243,7 @@ def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, 
         try:
             response = await call_next(request)
         except Exception as error:  # anything the handlers did not turn into a response
-            # One line per error; the traceback too when the "helpers.sdserver" logger is at DEBUG.
+            # One line per error; the traceback too when the "sdserver" logger is at DEBUG.
             log.error("%s %s -> 500 %s: %s", request.method, request.url.path, type(error).__name__, error,
                       exc_info=log.isEnabledFor(logging.DEBUG))
             response = SafeJSONResponse(status_code=500, content=error_body(error))

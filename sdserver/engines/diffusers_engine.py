@@ -1,7 +1,7 @@
 """The ``diffusers`` engine: real images from a Stable Diffusion 1.x/2.x model, on this machine.
 
-    python -m helpers.sdserver --engine diffusers                      # stabilityai/sd-turbo
-    python -m helpers.sdserver --engine diffusers --model /path/to/diffusers-folder
+    python -m sdserver --engine diffusers                      # stabilityai/sd-turbo
+    python -m sdserver --engine diffusers --model /path/to/diffusers-folder
 
 It plugs into the same server as the preview engine, so every /sdapi/v1 request, the infotext,
 /progress, /interrupt and /skip work as before; the pixels come from Hugging Face diffusers'
@@ -47,7 +47,7 @@ from .latents import initial_noise, latents_to_preview, watch_predictions
 from .prompt_weights import PromptEncoder
 from .samplers import UnknownSampler, available_samplers, available_schedules, make_scheduler, resolve
 
-log = logging.getLogger("helpers.sdserver")
+log = logging.getLogger("sdserver")
 
 
 class DiffusersEngine(Engine):

@@ -37,7 +37,7 @@ COMPONENTS = ("unet", "vae", "text_encoder")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 NOT_SUPPORTED = ("text_encoder_2", "transformer", "prior", "decoder")  # SDXL, SD3/Flux, cascades
 # The fix printed when a model is not on this machine.
-DOWNLOAD_FIX = ("while online, run `make models-sd` (or `python -m helpers.sdserver --engine diffusers "
+DOWNLOAD_FIX = ("while online, run `make models-sd` (or `python -m sdserver --engine diffusers "
                 "--model {model} --download`); or start with --model /path/to/a/diffusers/folder")
 
 
@@ -124,7 +124,7 @@ def locate_config(checkpoint: Path, config: str | None) -> Path:
         if snapshot is not None:
             return snapshot
         raise EngineUnavailable(f"--config {config} is neither a diffusers folder nor a downloaded Hugging Face id.",
-                                fix=f"download its configs once while online: python -m helpers.sdserver --engine "
+                                fix=f"download its configs once while online: python -m sdserver --engine "
                                     f"diffusers --model {checkpoint} --config {config} --download")
     sibling = checkpoint.with_suffix("")
     if (sibling / "model_index.json").is_file():

@@ -8,7 +8,7 @@ second request simply waits, as in A1111 (reference §9). What one request may c
 
 Example:
     >>> from fastapi import FastAPI
-    >>> from helpers.sdserver.engines import get_engine
+    >>> from sdserver.engines import get_engine
     >>> api = SdApi(FastAPI(), get_engine("preview"))
     >>> api.samplers()[0]["name"]
     'DPM++ 2M'

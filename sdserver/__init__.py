@@ -1,4 +1,4 @@
-"""The kit's own AUTOMATIC1111-compatible server: ``python -m helpers.sdserver``.
+"""The kit's own AUTOMATIC1111-compatible server: ``python -m sdserver``.
 
 It answers the same ``/sdapi/v1/*`` requests as A1111 started with ``--api`` (txt2img, progress,
 interrupt, options, models, samplers, png-info, ...), so notebooks can be written, run and
@@ -7,7 +7,7 @@ clearly labelled placeholder images; ``engines/base.py`` shows how a real engine
 
 Package layout (each file reads in one sitting):
 
-    __main__.py   command line: python -m helpers.sdserver --port 7860
+    __main__.py   command line: python -m sdserver --port 7860
     app.py        FastAPI app: A1111's error bodies, X-Process-Time, HTTP Basic auth, body size limit
     limits.py     what one request may cost (images, pixels, steps, prompt length), valid text
     routes.py     the /sdapi/v1/* endpoints

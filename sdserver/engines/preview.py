@@ -13,7 +13,7 @@ in the ways a client can observe:
 Every image says in large letters that it is a placeholder, with its prompt, seed and steps.
 
 Example:
-    >>> from helpers.sdserver.engines.base import GenerationJob
+    >>> from sdserver.engines.base import GenerationJob
     >>> job = GenerationJob(prompt="a red fox", seeds=[1], subseeds=[1], width=64, height=64, steps=2)
     >>> [image.size for image in PreviewEngine().generate(job, on_step=lambda step, preview: True)]
     [(64, 64)]

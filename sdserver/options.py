@@ -5,7 +5,7 @@ writes (see ``catalog.default_options``). Setting an unknown key is an error, as
 (a 500 with a KeyError body), so a client's typo does not go unnoticed.
 
 Example:
-    >>> from helpers.sdserver.engines import get_engine
+    >>> from sdserver.engines import get_engine
     >>> opts = Options(get_engine("preview"))
     >>> opts.update({"CLIP_stop_at_last_layers": 2})
     >>> opts.as_dict()["CLIP_stop_at_last_layers"]

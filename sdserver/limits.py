@@ -18,7 +18,7 @@ One megapixel is 1024x1024 pixels here, so the defaults read easily: 8 images of
 steps cost 400 megapixel-steps; 64 images of 512x512 (or 16 of 1024x1024) are 16 megapixels.
 
 Example:
-    >>> from helpers.sdserver.models import Txt2ImgRequest
+    >>> from sdserver.models import Txt2ImgRequest
     >>> request_cost(Txt2ImgRequest(width=1024, height=1024, batch_size=8, steps=50))
     (8, 8.0, 400.0)
     >>> check_request_cost(Txt2ImgRequest(width=2048, height=2048, batch_size=16, n_iter=100, steps=1), Limits())

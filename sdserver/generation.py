@@ -6,10 +6,10 @@ It does not draw anything itself; the engine does (see ``engines/``).
 
 Example (the route in routes.py does exactly this):
     >>> import threading
-    >>> from helpers.sdserver.engines import get_engine
-    >>> from helpers.sdserver.models import Txt2ImgRequest
-    >>> from helpers.sdserver.options import Options
-    >>> from helpers.sdserver.state import JobState
+    >>> from sdserver.engines import get_engine
+    >>> from sdserver.models import Txt2ImgRequest
+    >>> from sdserver.options import Options
+    >>> from sdserver.state import JobState
     >>> engine = get_engine("preview")
     >>> reply = txt2img(Txt2ImgRequest(prompt="a cat", seed=5, batch_size=2, width=64, height=64, steps=2),
     ...                 engine, JobState(), Options(engine), threading.Lock())

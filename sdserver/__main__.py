@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers.sdserver [--host 127.0.0.1] [--port 7860] [--engine preview]``.
+"""Command line: ``python -m sdserver [--host 127.0.0.1] [--port 7860] [--engine preview]``.
 
 Flags follow A1111 where they exist (``--port``, ``--api-auth``, ``--nowebui``, ``--api``,
 ``--api-log``, ``--ckpt-dir``); ``--step-delay`` is the kit's own: seconds per sampling step of the
@@ -10,11 +10,11 @@ With ``--engine diffusers`` the server makes real images with Hugging Face diffu
 name, out of memory) the server says why and how to fix it, and exits with status 1.
 
 Examples:
-    python -m helpers.sdserver --port 7860 --step-delay 0.1 --api-auth teacher:s3cret
-    python -m helpers.sdserver --engine diffusers --model stabilityai/sd-turbo --download   # once, online
-    python -m helpers.sdserver --engine diffusers                                           # then offline
-    python -m helpers.sdserver --engine diffusers --model ~/models/my-sd15-folder --decoder full
-    python -m helpers.sdserver --host 0.0.0.0 --api-auth teacher:s3cret --max-images 16   # for a class
+    python -m sdserver --port 7860 --step-delay 0.1 --api-auth teacher:s3cret
+    python -m sdserver --engine diffusers --model stabilityai/sd-turbo --download   # once, online
+    python -m sdserver --engine diffusers                                           # then offline
+    python -m sdserver --engine diffusers --model ~/models/my-sd15-folder --decoder full
+    python -m sdserver --host 0.0.0.0 --api-auth teacher:s3cret --max-images 16   # for a class
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def exposure_warning(host: str, api_auth: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.sdserver",
+        prog="python -m sdserver",
         description="The course kit's A1111-compatible HTTP server (/sdapi/v1/*).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
@@ -155,7 +155,7 @@ def diffusers_options(args: argparse.Namespace) -> dict:
 
 def model_of(args: argparse.Namespace) -> str | None:
     """--model, else the SD_MODEL setting (.env or environment), else None: the engine's default."""
-    from ..config import load_settings
+    from helpers.config import load_settings
 
     return args.model or load_settings().sd_model
 
@@ -183,7 +183,7 @@ def download(args: argparse.Namespace) -> int:
               "Fix: check the internet connection and the model id; unset HF_HUB_OFFLINE; for a gated model, "
               "accept its licence on huggingface.co and log in with `hf auth login`.", file=sys.stderr)
         return 1
-    print(f"Done. Start the server with: python -m helpers.sdserver --engine diffusers --model {model}", flush=True)
+    print(f"Done. Start the server with: python -m sdserver --engine diffusers --model {model}", flush=True)
     return 0
 
 
