@@ -10,8 +10,8 @@ import pytest
 
 from conftest import free_url
 from fault_server import FaultServer
-from helpers import doctor
-from helpers.doctor import FAIL, OK, WARN, check_a1111, check_llm, check_packages, run_checks
+from course import doctor
+from course.doctor import FAIL, OK, WARN, check_a1111, check_llm, check_packages, run_checks
 
 
 def test_kit_server_is_reachable_and_reported_as_placeholders(sd_server):
@@ -81,7 +81,7 @@ def test_llm_check(llm_server, monkeypatch):
 def test_packages_and_the_command_line(monkeypatch):
     assert check_packages().status == OK
     assert all(c.status != FAIL for c in run_checks(include_a1111=False, include_llm=False))
-    ok = subprocess.run([sys.executable, "-m", "helpers", "doctor", "--no-a1111", "--no-llm"], capture_output=True,
+    ok = subprocess.run([sys.executable, "-m", "course", "doctor", "--no-a1111", "--no-llm"], capture_output=True,
                         text=True, timeout=120)
     assert ok.returncode == 0 and "checks passed" in ok.stdout
     env = {"SD_URL": free_url(), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}

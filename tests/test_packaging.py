@@ -37,7 +37,7 @@ def test_import_helpers_is_light():
 
 
 def test_the_client_does_not_pull_in_the_server_or_ml_libraries():
-    loaded = _modules_after("import helpers.a1111, helpers.doctor, helpers.plots, helpers.backends, "
+    loaded = _modules_after("import helpers.a1111, course.doctor, helpers.plots, helpers.backends, "
                             "helpers.llm, helpers.text, helpers.prompts")
     assert not loaded & {"torch", "open_clip", "openai", "fastapi", "uvicorn", "matplotlib"}
 
@@ -63,7 +63,7 @@ def test_gitignore_keeps_secrets_and_outputs_out():
 def test_server_request_model_matches_the_client_field_list():
     """The client's typo check and the server's request model describe the same txt2img fields."""
     from helpers.a1111_fields import TXT2IMG_DEFAULTS
-    from helpers.sdserver.models import Txt2ImgRequest
+    from sdserver.models import Txt2ImgRequest
 
     fields = Txt2ImgRequest.model_fields
     assert list(fields) == list(TXT2IMG_DEFAULTS)

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from helpers.student import BEGIN, END, check_markers, make_student_versions, student_version
+from course.student import BEGIN, END, check_markers, make_student_versions, student_version
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -79,7 +79,7 @@ def test_student_version_is_a_copy():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_student_notebook_runs_up_to_its_first_exercise(path, student_dir, tmp_path, monkeypatch):
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
 
     student = nbformat.read(student_dir / path.name, as_version=4)
     first_stub = next(i for i, c in enumerate(student.cells)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.submission import SubmissionError, find_secrets, submit
+from course.submission import SubmissionError, find_secrets, submit
 
 
 def _png_b64(side=900, seed=0) -> str:
@@ -119,7 +119,7 @@ def test_unrun_notebook_is_refused_and_execute_runs_it(tmp_path):
 
 def test_command_line(tmp_path):
     path = _write(tmp_path, _notebook([("print('ok')", [_stream("ok\n")])]))
-    out = subprocess.run([sys.executable, "-m", "helpers", "submit", str(path), "--name", "eve", "--out",
+    out = subprocess.run([sys.executable, "-m", "course", "submit", str(path), "--name", "eve", "--out",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "eve_06_full_pipeline.zip" in out.stdout and "MB" in out.stdout
@@ -187,7 +187,7 @@ def test_secret_is_never_shown_even_in_part(tmp_path, monkeypatch):
 
 
 def test_a_cell_that_did_not_run_and_holds_a_key_is_not_quoted(tmp_path, no_configured_secrets):
-    from helpers.submission import check_ran_cleanly
+    from course.submission import check_ran_cleanly
 
     nb = _notebook([(f'key = "{KEY}"', [])])
     nb.cells[0].execution_count = None

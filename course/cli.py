@@ -1,8 +1,9 @@
-"""The pipeline and demo commands of ``python -m helpers`` (see helpers/__main__.py)."""
+"""The pipeline and demo commands of ``python -m course`` (see course/__main__.py)."""
 
 from __future__ import annotations
 
-from .config import KIT_ROOT
+from helpers.config import KIT_ROOT
+from helpers.errors import KitError
 
 EXAMPLES = KIT_ROOT / "data" / "examples" / "inputs.txt"
 
@@ -24,13 +25,14 @@ def print_table(run) -> None:
 
 
 def pipeline_command(args) -> int:
-    from .errors import KitError
-    from .pipeline import run_pipeline
+    from helpers.pipeline import run_pipeline
 
     try:
         run = run_pipeline(args.keywords, n=args.n, mode=args.mode, threshold=args.threshold,
                            max_images=args.max_images, text_source=args.text_source, out_dir=args.out,
                            width=args.size, height=args.size, **({"steps": args.steps} if args.steps else {}))
+    # KitError: any error of the kit (A1111, LLM, CLIP, settings, ...); ValueError: an argument run_pipeline
+    # refuses, such as --mode threshold without --threshold.
     except (KitError, ValueError) as err:
         print(f"error: {err}")
         return 1
@@ -42,9 +44,9 @@ def pipeline_command(args) -> int:
 
 def demo_command(args) -> int:
     """Use A1111 and the LLM when they answer; otherwise the kit's own server, retrieval and the baseline."""
-    from .backends import connect_a1111
-    from .llm import LLM
-    from .pipeline import run_pipeline
+    from helpers.backends import connect_a1111
+    from helpers.llm import LLM
+    from helpers.pipeline import run_pipeline
 
     keywords = args.keywords or example_inputs()[0]
     client = connect_a1111(start_server=True, step_delay=0.0)

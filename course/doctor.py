@@ -1,8 +1,8 @@
 """Preflight checks: is everything the notebooks need in place? Each failure names its fix.
 
-Run it from a terminal with ``make doctor`` (or ``python -m helpers doctor``), or in a notebook:
+Run it from a terminal with ``make doctor`` (or ``python -m course doctor``), or in a notebook:
 
-    >>> from helpers.doctor import doctor
+    >>> from course.doctor import doctor
     >>> doctor()                         # doctest: +SKIP
     ok    Python 3.11.7
     ok    packages: requests 2.32.3, pillow 11.0.0, ...
@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .config import KIT_ROOT, load_settings
+from helpers.config import KIT_ROOT, load_settings
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -103,7 +103,7 @@ def _with_url(url: str, host: str | None = None, port: int | None = None) -> str
 
 
 def _answers(url: str, auth=None) -> bool:
-    from .a1111 import A1111Client, A1111Error
+    from helpers.a1111 import A1111Client, A1111Error
 
     try:
         A1111Client(url, auth=auth or "", connect_timeout=2).request("GET", "progress", timeout=5)
@@ -114,7 +114,7 @@ def _answers(url: str, auth=None) -> bool:
 
 def check_a1111(url: str | None = None, auth=None) -> list[Check]:
     """Check the A1111 server: reachable, API enabled, auth accepted, a model loaded."""
-    from .a1111 import A1111Client, A1111Error
+    from helpers.a1111 import A1111Client, A1111Error
 
     client = A1111Client(url, auth=auth)
     name = f"A1111 at {client.base_url}"
@@ -151,7 +151,7 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
                             "Fine for learning the API. For real images start A1111 with --api and set SD_URL, "
                             "or without A1111: `make models-sd` once while online, then `make serve ENGINE=diffusers`."))
     else:
-        from .model_hints import hints_for
+        from helpers.model_hints import hints_for
 
         hints = hints_for(str(current))
         advice = "" if hints.family == "sd" else (f"; a {hints.family} model: use {hints.steps_range[0]}-"
@@ -162,7 +162,7 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
 
 def check_llm() -> Check:
     """Check the LLM server at LLM_BASE_URL. Without one the kit still works (retrieval, baseline)."""
-    from .llm import LLM, LLMError
+    from helpers.llm import LLM, LLMError
 
     llm = LLM(timeout=5, max_retries=0)
     name = f"LLM at {llm.base_url}"

@@ -12,7 +12,7 @@ notebook plus a self-contained HTML export, zipped. Before writing anything the 
   widget state is dropped until it fits the budget.
 
 Example (from a terminal: ``make submission NB=notebooks/06_full_pipeline.ipynb NAME=ann``):
-    >>> from helpers.submission import submit
+    >>> from course.submission import submit
     >>> result = submit("notebooks/06_full_pipeline.ipynb", name="ann")     # doctest: +SKIP
     >>> result.zip_path                                                        # doctest: +SKIP
     PosixPath('submission/ann_06_full_pipeline.zip')
@@ -27,8 +27,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import KIT_ROOT, LOCAL_API_KEY, load_settings
-from .errors import KitError
+from helpers.config import KIT_ROOT, LOCAL_API_KEY, load_settings
+from helpers.errors import KitError
 
 # The kit's own patterns, for what detect-secrets misses: keys of any shape after "sk-" (detect-secrets only
 # knows keys with OpenAI's T3BlbkFJ marker), keys glued to a word ("apikey_sk-..."), bearer tokens and

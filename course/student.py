@@ -7,7 +7,7 @@ nbgrader's markers ``### BEGIN SOLUTION`` and ``### END SOLUTION``; nbgrader's o
 no nbgrader course database or exchange is needed.
 
 Example:
-    >>> from helpers.student import make_student_versions
+    >>> from course.student import make_student_versions
     >>> make_student_versions("notebooks", "dist/student")      # doctest: +SKIP
     [PosixPath('dist/student/01_a1111_setup_and_api.ipynb'), ...]
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import KIT_ROOT
+from helpers.config import KIT_ROOT
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 PLAIN_KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}

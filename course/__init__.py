@@ -1,0 +1,18 @@
+"""Course tooling a student never reads: preflight, student versions, Moodle submission, the command line.
+
+The notebooks import the student's package ``helpers``; this package holds what instructors and the
+Makefile run around them. It imports helpers (settings, clients, the pipeline, the error family) and
+never the other way round, except ``python -m helpers``, which is this command line under its old name.
+
+Module map:
+
+    __main__.py    the command line: ``python -m course doctor|models|pipeline|demo|submit|student|serve``
+                   (``python -m helpers ...`` and the ``kit`` script run the same), used by the Makefile
+    cli.py         the pipeline and demo commands: run the whole pipeline once and print a table
+    doctor.py      preflight checks (Python, packages, widgets, A1111, the LLM), each failure with its fix
+    student.py     student versions of the notebooks: nbgrader's solution markers turned into stubs
+    secrets.py     the secret scan of a notebook: every place, images' metadata included, never the secret
+    submission.py  Moodle files for a notebook: checked, secrets refused, images stripped and shrunk, zipped
+
+Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
+"""

@@ -1,0 +1,105 @@
+"""Command line: ``python -m course doctor|models|pipeline|demo|submit|student|serve``.
+
+    python -m course doctor          # preflight checks, exit code 1 if one failed
+    python -m course models          # download the CLIP weights ahead of a class (needs internet)
+    python -m course pipeline "lighthouse, storm" --n 5      # run the whole pipeline once
+    python -m course demo            # the pipeline on an example, with whatever backends answer
+    python -m course submit notebooks/06_full_pipeline.ipynb --name ann   # files for Moodle
+    python -m course student         # student versions of the notebooks in dist/student/
+    python -m course serve --port 7860 --engine preview   # the kit's A1111-compatible server
+
+``python -m helpers ...`` (helpers/__main__.py) and the ``kit`` script run this same command line;
+the Makefile's doctor, models, demo, student and submission targets call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from helpers.errors import KitError
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog=prog, description="The course kit's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="check Python, packages and the A1111 server, with a fix for each failure")
+    doctor.add_argument("--no-a1111", action="store_true", help="skip the A1111 server checks")
+    doctor.add_argument("--no-llm", action="store_true", help="skip the LLM server check")
+    sub.add_parser("models", help="download the configured CLIP weights into the cache (needs internet)")
+    pipe = sub.add_parser("pipeline", help="keywords -> text -> prompt -> images -> CLIP scores -> best image")
+    pipe.add_argument("keywords", help='a few keywords, e.g. "lighthouse, storm"')
+    pipe.add_argument("--n", type=int, default=5, help="candidates in best mode (default 5)")
+    pipe.add_argument("--mode", choices=["best", "threshold"], default="best")
+    pipe.add_argument("--threshold", type=float, default=None, help="CLIP cosine to reach in threshold mode")
+    pipe.add_argument("--max-images", type=int, default=20, help="budget in threshold mode")
+    pipe.add_argument("--text-source", choices=["auto", "llm", "corpus", "rag"], default="auto")
+    pipe.add_argument("--steps", type=int, default=None,
+                      help="sampling steps (default: what suits the loaded model, e.g. 20, or 1 for sd-turbo)")
+    pipe.add_argument("--size", type=int, default=512, help="width and height in pixels (multiple of 8)")
+    pipe.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
+    demo = sub.add_parser("demo", help="run the pipeline on an example with whatever backends answer")
+    demo.add_argument("keywords", nargs="?", default=None, help="keywords (default: the first example)")
+    demo.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
+    submit = sub.add_parser("submit", help="check a notebook and write .ipynb + .html + .zip for Moodle")
+    submit.add_argument("notebook")
+    submit.add_argument("--name", default=None, help="your name or student id (default: your user name)")
+    submit.add_argument("--max-mb", type=float, default=2.0, help="size budget in MB (default 2)")
+    submit.add_argument("--execute", action="store_true", help="run the notebook top to bottom first")
+    submit.add_argument("--out", default=None, help="folder for the files (default submission/)")
+    student = sub.add_parser("student", help="write student versions (solutions stubbed) to dist/student/")
+    student.add_argument("--out", default=None)
+    sub.add_parser("serve", help=f"start the kit's A1111-compatible server (all options: {prog} serve -h)",
+                   add_help=False)
+
+    if argv[:1] == ["serve"]:
+        from helpers.sdserver.__main__ import main as serve
+
+        return serve(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from course.doctor import print_report, run_checks
+
+        return 0 if print_report(run_checks(include_a1111=not args.no_a1111, include_llm=not args.no_llm)) else 1
+    if args.command == "pipeline":
+        from course.cli import pipeline_command
+
+        return pipeline_command(args)
+    if args.command == "demo":
+        from course.cli import demo_command
+
+        return demo_command(args)
+    if args.command == "submit":
+        from course.submission import submit as make_submission
+
+        try:
+            result = make_submission(args.notebook, name=args.name, max_mb=args.max_mb, execute=args.execute,
+                                     out_dir=args.out)
+        except KitError as err:
+            print(f"Not submitted. {err}")
+            return 1
+        print(result.report())
+        print(f"Upload {result.zip_path} to Moodle (or the .html and .ipynb files).")
+        return 0 if result.zip_path.stat().st_size <= result.budget_bytes else 1
+    if args.command == "student":
+        from course.student import make_student_versions
+
+        for path in make_student_versions(target=args.out) if args.out else make_student_versions():
+            print(path)
+        return 0
+    if args.command == "models":
+        from helpers.clipqa import ClipScorer
+
+        try:
+            scorer = ClipScorer()
+        except KitError as err:
+            print(err)
+            return 1
+        print(f"CLIP ready: {scorer!r} (loaded in {scorer.load_seconds:.1f} s)")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
