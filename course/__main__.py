@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
                    add_help=False)
 
     if argv[:1] == ["serve"]:
-        from helpers.sdserver.__main__ import main as serve
+        from sdserver.__main__ import main as serve
 
         return serve(argv[1:])
     args = parser.parse_args(argv)
