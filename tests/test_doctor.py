@@ -10,6 +10,7 @@ import pytest
 
 from conftest import free_url
 from fault_server import FaultServer
+
 from course import doctor
 from course.doctor import FAIL, OK, WARN, check_a1111, check_llm, check_packages, run_checks
 

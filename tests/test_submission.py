@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from course.submission import SubmissionError, find_secrets, submit
+from course.secret_scan import find_secrets
+from course.submission import SubmissionError, submit
 
 
 def _png_b64(side=900, seed=0) -> str:
