@@ -11,7 +11,7 @@ Module map:
     cli.py         the pipeline and demo commands: run the whole pipeline once and print a table
     doctor.py      preflight checks (Python, packages, widgets, A1111, the LLM), each failure with its fix
     student.py     student versions of the notebooks: nbgrader's solution markers turned into stubs
-    secrets.py     the secret scan of a notebook: every place, images' metadata included, never the secret
+    secret_scan.py the secret scan of a notebook: every place, images' metadata included, never the secret
     submission.py  Moodle files for a notebook: checked, secrets refused, images stripped and shrunk, zipped
 
 Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
