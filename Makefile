@@ -31,7 +31,7 @@ lab: $(STAMP)  ## open JupyterLab on notebooks/ with the kit's kernel
 	$(VENV)/bin/jupyter lab notebooks/
 
 demo: $(STAMP)  ## run the pipeline on an example; starts the kit's server if no A1111 answers
-	$(PY) -m helpers demo
+	$(PY) -m course demo
 
 test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
 	$(PY) -m pytest
@@ -40,17 +40,17 @@ serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diff
 	$(PY) -m helpers.sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
 
 doctor: $(STAMP)  ## preflight checks with a fix for each failure
-	$(PY) -m helpers doctor
+	$(PY) -m course doctor
 
 models: $(STAMP)  ## download the CLIP weights once, ahead of a class (needs internet)
-	$(PY) -m helpers models
+	$(PY) -m course models
 
 student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in dist/student/
-	$(PY) -m helpers student
+	$(PY) -m course student
 
 submission: $(STAMP)  ## Moodle files for a notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=ann
 	@test -n "$(NB)" || { echo "Say which notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=your-name"; exit 2; }
-	$(PY) -m helpers submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
+	$(PY) -m course submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
 	$(PY) -m helpers.sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
