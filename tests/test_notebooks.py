@@ -39,7 +39,8 @@ def test_exercises_carry_solution_markers(path):
 # Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
 # that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
 LLM_NOTEBOOKS = {"02", "03", "06"}
-ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "connect_a1111" in p.read_text(encoding="utf-8")}
+# The notebooks that make images (they connect through helpers.notebook.setup or connect_a1111).
+ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "txt2img" in p.read_text(encoding="utf-8")}
 
 
 def _modes(path: Path) -> tuple[str, ...]:
@@ -58,7 +59,7 @@ def test_image_notebooks_are_found():
 @pytest.mark.slow
 @pytest.mark.parametrize("path, mode", RUNS, ids=[f"{p.stem}-{m}" if m != "-" else p.stem for p, m in RUNS])
 def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request):
-    from helpers.sdserver import serve_in_thread
+    from sdserver import serve_in_thread
     from llm_server import LLMTestServer
 
     if mode == "diffusers":
