@@ -3,7 +3,7 @@
 Everything here is plain HTML with the images embedded, so it shows in JupyterLab, survives
 ``nbconvert --to html`` and Moodle's HTML view, and needs no running kernel (and no ipywidgets).
 The report (helpers/report.py) and the Inspector's static copy (helpers/inspector.py) are built
-from the run pieces at the end: ``text_side_html`` and ``card_html``.
+from the run pieces at the end: ``text_side_html``, ``card_html`` and ``write_page``.
 
 Example:
     >>> from helpers.display import side_by_side
@@ -122,3 +122,12 @@ def card_html(run, candidate, record: dict | None = None) -> str:
     return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
             f"{' <b>★ best</b>' if is_best else ''}<br>seed {candidate.seed}, round {candidate.round}"
             f"<br>CLIP {escape(score_text(candidate.score))}<br>{rating}</figcaption></figure>")
+
+
+def write_page(path: str | Path, title: str, body: str, style: str = "") -> Path:
+    """Write a self-contained HTML page (``body`` under ``title``, with a stylesheet) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+                    f"<style>{style}</style></head>\n<body>{body}</body></html>\n", encoding="utf-8")
+    return path

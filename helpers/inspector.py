@@ -23,7 +23,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .display import card_html, score_text, text_side_html
+from .display import card_html, score_text, text_side_html, write_page
 from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line
 from .records import Candidate, PipelineRun, load_run
 
@@ -323,15 +323,10 @@ class Inspector:
             cards = [card_html(run, c, self.ratings.get((run.path.name, c.index))) for c in run.candidates]
             sections.append(f"<section><h2>{escape(run.path.name)}</h2>{text_side_html(run)}"
                             f"<div>{''.join(cards) or '<p>No images in this run.</p>'}</div></section>")
-        page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Inspector</title><style>"
-                "body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
-                "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
-                "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold}</style></head><body>"
-                f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}</body></html>\n")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
-        return path
+        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
+                 "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
+                 "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold}")
+        return write_page(path, "Inspector", f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}", style)
 
 
 # ----- helpers shared by the widget and the static copy ------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from .display import card_html, text_side_html
+from .display import card_html, text_side_html, write_page
 
 PAGE_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto} figure{display:inline-block;"
               "margin:6px;padding:4px;text-align:center;vertical-align:top} figure.best{border:3px solid #2a2} "
@@ -22,19 +22,15 @@ PAGE_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto} fig
 
 
 def report_html(run) -> str:
-    """The HTML of a run's report."""
+    """The body of a run's report page."""
     cards = "".join(card_html(run, c) for c in run.candidates)
     timings = ", ".join(f"{k} {v:.2f} s" for k, v in run.timings.items())
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Run {escape(run.path.name)}</title>"
-            f"<style>{PAGE_STYLE}</style></head>\n<body><h1>Pipeline run: {escape(run.user_input)}</h1>\n"
-            f"{text_side_html(run)}\n<h2>Candidates ({len(run.candidates)}, mode {escape(run.mode)})</h2>{cards}\n"
-            f"<p><small>Timings: {escape(timings)}. Folder: {escape(str(run.path))}</small></p></body></html>\n")
+    return (f"<h1>Pipeline run: {escape(run.user_input)}</h1>\n{text_side_html(run)}\n"
+            f"<h2>Candidates ({len(run.candidates)}, mode {escape(run.mode)})</h2>{cards}\n"
+            f"<p><small>Timings: {escape(timings)}. Folder: {escape(str(run.path))}</small></p>")
 
 
 def write_report(run, path: str | Path | None = None) -> Path:
     """Write the report of ``run`` (a PipelineRun) to ``path`` (default: report.html in the run
     folder) and return the path."""
-    path = Path(path) if path else run.path / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report_html(run), encoding="utf-8")
-    return path
+    return write_page(path or run.path / "report.html", f"Run {run.path.name}", report_html(run), PAGE_STYLE)
