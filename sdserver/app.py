@@ -1,7 +1,7 @@
 """The FastAPI application: A1111's error bodies, X-Process-Time, optional Basic auth.
 
 ``build_app`` wires the pieces; the endpoints themselves are in routes.py. The three
-behaviours here are A1111's own (reference §2, §3), so that a client sees the same answers:
+behaviours here are A1111's own (its ``modules/api/api.py``), so that a client sees the same answers:
 
 * an ``HTTPException`` becomes ``{"error": "HTTPException", "detail": ..., "body": "", "errors": ""}``;
 * any other exception becomes a 500 ``{"error": "<class>", "detail": "", "body": "", "errors": "<message>"}``;
@@ -31,8 +31,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.middleware.gzip import GZipMiddleware
 
-from .engines import get_engine
-from .generation import VERSION
+from .engines import VERSION, get_engine
 from .limits import Limits, hide_paths
 from .routes import SdApi
 

@@ -1,7 +1,7 @@
 """txt2img, step by step: request -> seeds, sampler, settings -> batches -> A1111's reply.
 
 This is the part of the server that behaves like A1111's ``modules/processing.py`` as seen from
-outside: which seeds are used, what the infotext says, what ``info`` holds (reference §5, §7).
+outside: which seeds are used, what the infotext says, what ``info`` holds (A1111 1.10's txt2img answer).
 It does not draw anything itself; the engine does (see ``engines/``).
 
 Example (the route in routes.py does exactly this):
@@ -34,12 +34,9 @@ from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .images import encode_png_b64
 from .limits import Limits, check_request_cost, check_seeds, check_text_lengths
-from .models import Txt2ImgRequest, hires_target_size
+from .models import Txt2ImgRequest
 from .options import Options
 from .state import JobState
-
-# Written as "Version:" in every infotext and as info["version"]: honest about what made the image.
-VERSION = "kit-preview"
 
 
 def random_seed() -> int:
@@ -134,9 +131,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     # An engine that can load models loads an overriding sd_model_checkpoint once the queue is free
     # (below), as A1111 does; other engines accept only the model they have.
     requested = dict(req.override_settings or {})
-    switch_model = getattr(engine, "switch_model", None)
-    other_model = requested.pop("sd_model_checkpoint", None) if switch_model is not None else None
-    if other_model is not None and hasattr(engine, "find_model"):
+    other_model = requested.pop("sd_model_checkpoint", None) if engine.switches_models else None
+    if other_model is not None:
         engine.find_model(other_model)  # only a listed model; not found: the 500 now, before the queue
     restore = bool(req.value("override_settings_restore_afterwards"))
     overrides = options.checked(requested)
@@ -145,10 +141,9 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         options.update(overrides)  # A1111 keeps them when restore_afterwards is false
 
     # An engine may refuse what it cannot do (a clear 422 before the job is queued) and name the
-    # extra infotext entries it will write; the preview engine has no such hook.
-    check_request = getattr(engine, "check_request", None)
-    engine_params = check_request(req, opts) if check_request else {}
-    version = getattr(engine, "version", VERSION)
+    # extra infotext entries it will write (the preview engine accepts everything and adds none).
+    engine_params = engine.check_request(req, opts)
+    version = engine.version
 
     sampler, scheduler = resolve_sampler(req.sampler_name or req.value("sampler_index"), req.scheduler)
     width, height = req.value("width"), req.value("height")
@@ -166,7 +161,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     out_width, out_height = width, height
     if req.value("enable_hr"):
         extra.update(hires_params(req))
-        out_width, out_height = hires_target_size(req)
+        out_width, out_height = req.hires_target_size()
     extra.update(engine_params)
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
@@ -219,7 +214,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     with queue_lock:
         previous_model = engine.model_title
         if other_model is not None:
-            switch_model(other_model)  # not found or not loadable: RuntimeError, a 500 as in A1111
+            engine.switch_model(other_model)  # not found or not loadable: RuntimeError, a 500 as in A1111
             if not restore:
                 options.update(options.loaded_model())
         model = {"name": engine.model_name, "hash": engine.model_hash}  # what made these images
@@ -236,7 +231,9 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
                     seeds=all_seeds[first:first + batch_size], subseeds=all_subseeds[first:first + batch_size],
                     subseed_strength=strength, width=out_width, height=out_height, steps=steps,
                     cfg_scale=cfg_scale, sampler_name=sampler, scheduler=scheduler,
-                    preview_every=preview_every(opts), extra={"request": req.model_dump(), "options": opts},
+                    preview_every=preview_every(opts), tiling=tiling, clip_skip=clip_skip, eta=req.eta,
+                    emphasis=str(opts.get("emphasis", "Original")),
+                    comma_padding_backtrack=_as_int(opts.get("comma_padding_backtrack"), 20), options=opts,
                 )
                 batch = engine.generate(job, on_step)
                 if opts["live_previews_enable"] and _as_int(opts["show_progress_every_n_steps"], 1) == -1:
@@ -247,7 +244,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         finally:
             state.end()
             if other_model is not None and restore and engine.model_title != previous_model:
-                switch_model(previous_model)
+                engine.switch_model(previous_model)
 
     # save_images is accepted and ignored: the kit's server writes no files (clients save what
     # they receive), so there is never a grid and index_of_first_image is always 0.

@@ -105,14 +105,12 @@ def request_cost(req) -> tuple[int, float, float]:
     With hires fix each image is first drawn at width x height, then again at the target size with
     ``hr_second_pass_steps`` steps (0: as many as the first pass, as in A1111).
     """
-    from .models import hires_target_size
-
     images = req.value("batch_size") * req.value("n_iter")
     width, height, steps = req.value("width"), req.value("height"), req.value("steps")
     per_image = width * height * steps
     out_pixels = width * height
     if req.value("enable_hr"):
-        target_w, target_h = hires_target_size(req)
+        target_w, target_h = req.hires_target_size()
         per_image += target_w * target_h * (req.value("hr_second_pass_steps") or steps)
         out_pixels = target_w * target_h
     return images, images * out_pixels / MEGAPIXEL, images * per_image / MEGAPIXEL

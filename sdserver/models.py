@@ -1,8 +1,9 @@
 """Request and response models of the kit's A1111-compatible server (pydantic v2).
 
 The txt2img request copies A1111 1.10's ``StableDiffusionTxt2ImgProcessingAPI``: the same field
-names, the same defaults and the same order (reference §5.2). Three A1111 habits are kept on
-purpose, because clients written against the kit must also work against a real A1111:
+names, the same defaults and the same order (the client's list, helpers/a1111_fields.py, is checked
+against it by tests/test_packaging.py). Three A1111 habits are kept on purpose, because clients
+written against the kit must also work against a real A1111:
 
 * every field is Optional, so ``null`` is accepted (the server then uses the default);
 * unknown keys are silently ignored (``extra="ignore"``), typos included;
@@ -146,6 +147,23 @@ class Txt2ImgRequest(A1111Model):
     alwayson_scripts: Optional[dict[str, Any]] = {}
     infotext: Optional[str] = None
 
+    def hires_target_size(self) -> tuple[int, int]:
+        """The final image size with hires fix, computed as A1111 does.
+
+        >>> Txt2ImgRequest(width=64, height=32, enable_hr=True, hr_scale=2).hires_target_size()
+        (128, 64)
+        """
+        width, height = self.value("width"), self.value("height")
+        resize_x, resize_y = self.value("hr_resize_x"), self.value("hr_resize_y")
+        if resize_x == 0 and resize_y == 0:
+            scale = self.value("hr_scale")
+            return int(width * scale), int(height * scale)
+        if resize_y == 0:  # keep the aspect ratio of the first pass
+            return resize_x, resize_x * height // width
+        if resize_x == 0:
+            return resize_y * width // height, resize_y
+        return resize_x, resize_y
+
     @field_validator("seed", "subseed", mode="after")
     @classmethod
     def _seed_torch_accepts(cls, value: Optional[int], info) -> Optional[int]:
@@ -159,31 +177,13 @@ class Txt2ImgRequest(A1111Model):
     def _hires_size_in_range(self):
         """With hires fix the image is drawn at the target size, so that must be in range too."""
         if self.value("enable_hr"):
-            width, height = hires_target_size(self)
+            width, height = self.hires_target_size()
             if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
                 raise ValueError(
                     f"hires fix target size {width}x{height} is outside 8..{MAX_SIDE} pixels a side "
                     "(lower hr_scale or hr_resize_x/hr_resize_y)"
                 )
         return self
-
-
-def hires_target_size(req: Txt2ImgRequest) -> tuple[int, int]:
-    """The final image size with hires fix, computed as A1111 does.
-
-    >>> hires_target_size(Txt2ImgRequest(width=64, height=32, enable_hr=True, hr_scale=2))
-    (128, 64)
-    """
-    width, height = req.value("width"), req.value("height")
-    resize_x, resize_y = req.value("hr_resize_x"), req.value("hr_resize_y")
-    if resize_x == 0 and resize_y == 0:
-        scale = req.value("hr_scale")
-        return int(width * scale), int(height * scale)
-    if resize_y == 0:  # keep the aspect ratio of the first pass
-        return resize_x, resize_x * height // width
-    if resize_x == 0:
-        return resize_y * width // height, resize_y
-    return resize_x, resize_y
 
 
 class TextToImageResponse(BaseModel):

@@ -22,18 +22,7 @@ import threading
 from typing import Any
 
 from .catalog import default_options
-from .engines import Engine
-
-
-def model_not_found(name: Any, titles: list[str], shown: int = 5) -> str:
-    """A1111's "model 'x' not found", with the names a client may choose instead (never a path).
-
-    >>> model_not_found("~/.ssh", ["a [0123456789]"])
-    "model '~/.ssh' not found: the server loads only the models GET /sdapi/v1/sd-models lists (by title, model_name or filename): a [0123456789]"
-    """
-    listed = ", ".join(titles[:shown]) + (f" and {len(titles) - shown} more" if len(titles) > shown else "")
-    return (f"model {name!r} not found: the server loads only the models GET /sdapi/v1/sd-models lists "
-            f"(by title, model_name or filename): {listed}")
+from .engines.base import Engine, model_not_found
 
 
 class Options:
@@ -55,18 +44,16 @@ class Options:
     def checked(self, updates: dict[str, Any]) -> dict[str, Any]:
         """Validate ``updates`` and return them normalised (a model name becomes its title).
 
-        A1111 accepts a checkpoint by title, file name, stem or hash; the kit's server has one model.
+        A1111 accepts a checkpoint by title, file name, stem or hash; here those of the loaded model (an
+        engine that switches models loads the new one before its title is set, see routes.py).
         """
         for key in updates:
             if key not in self._values:
                 raise KeyError(key)
         result = dict(updates)
         if "sd_model_checkpoint" in result:
-            name = result["sd_model_checkpoint"]
-            engine = self._engine
-            known = {engine.model_title, engine.model_name, f"{engine.model_name}.safetensors",
-                     engine.model_hash, engine.model_sha256}
-            if not isinstance(name, str) or name not in known:
+            name, engine = result["sd_model_checkpoint"], self._engine
+            if not isinstance(name, str) or name not in engine.model_names():
                 raise RuntimeError(model_not_found(name, [engine.model_title]))
             result["sd_model_checkpoint"] = engine.model_title
         return result

@@ -3,7 +3,7 @@
 Every handler is a plain ``def``, not ``async def``: FastAPI then runs each request in a worker
 thread, so GET /progress and POST /interrupt answer while a txt2img request is busy in another
 thread. Generation (and captioning) take one ``threading.Lock``: jobs run one at a time and a
-second request simply waits, as in A1111 (reference §9). What one request may cost is bounded by
+second request simply waits, as in A1111 (its ``queue_lock``). What one request may cost is bounded by
 ``limits.Limits`` (422s name the limit and the flag that changes it).
 
 Example:
@@ -91,7 +91,7 @@ class SdApi:
     # --- generation -----------------------------------------------------------------------------
 
     def txt2img(self, req: Txt2ImgRequest):
-        """Generate images from a prompt (A1111's txt2img; reference §5)."""
+        """Generate images from a prompt (A1111's txt2img, see generation.py)."""
         return txt2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
 
     def not_supported(self):
@@ -100,7 +100,7 @@ class SdApi:
                                                     "(only txt2img generates); use a real A1111 for this")
 
     def progress(self, skip_current_image: bool = False):
-        """Progress of the running job (reference §6); never waits for the queue lock."""
+        """Progress of the running job (A1111's formula, see state.py); never waits for the queue lock."""
         snapshot = self.state.snapshot()
         image = snapshot["current_image"]
         snapshot["current_image"] = encode_png_b64(image) if image is not None and not skip_current_image else None
@@ -118,7 +118,7 @@ class SdApi:
     # --- images in ------------------------------------------------------------------------------
 
     def png_info(self, req: PNGInfoRequest):
-        """Read the infotext of a PNG: ``{info, items, parameters}`` (reference §7.3)."""
+        """Read the infotext of a PNG: ``{info, items, parameters}``, as A1111's png-info answers."""
         if not req.image.strip():
             return {"info": "", "items": {}, "parameters": {}}
         image = decode_image(req.image, self.limits)
@@ -158,14 +158,11 @@ class SdApi:
             problem = surrogate_problem(key, "key") or surrogate_problem(value, key)
             if problem:
                 raise limit_error(key, problem)
-        switch_model = getattr(self.engine, "switch_model", None)
-        if switch_model is not None and isinstance(req.get("sd_model_checkpoint"), str):
+        if self.engine.switches_models and isinstance(req.get("sd_model_checkpoint"), str):
             self.options.checked({key: value for key, value in req.items() if key != "sd_model_checkpoint"})
-            find_model = getattr(self.engine, "find_model", None)
-            if find_model is not None:
-                find_model(req["sd_model_checkpoint"])  # not listed: the 500 now, not after the running job
+            self.engine.find_model(req["sd_model_checkpoint"])  # not listed: the 500 now, not after the running job
             with self.queue_lock:
-                switch_model(req["sd_model_checkpoint"])
+                self.engine.switch_model(req["sd_model_checkpoint"])
             req = {**req, **self.options.loaded_model()}
         self.options.update(req)
 
@@ -174,11 +171,11 @@ class SdApi:
         return {key: ("***" if "auth" in key and value else value) for key, value in self.cmd_flags.items()}
 
     def samplers(self):
-        names = getattr(self.engine, "sampler_names", None)  # an engine may run only some of them
+        names = self.engine.sampler_names  # an engine may run only some of them
         return [item for item in catalog.sampler_list() if names is None or item["name"] in names]
 
     def schedulers(self):
-        labels = getattr(self.engine, "scheduler_names", None)
+        labels = self.engine.scheduler_names
         return [item for item in catalog.scheduler_list() if labels is None or item["label"] in labels]
 
     def upscalers(self):
@@ -188,11 +185,7 @@ class SdApi:
         return [{"name": name} for name in catalog.LATENT_UPSCALE_MODES]
 
     def sd_models(self):
-        engine = self.engine
-        if hasattr(engine, "list_models"):  # an engine that can load several models lists them
-            return engine.list_models()
-        return [{"title": engine.model_title, "model_name": engine.model_name, "hash": engine.model_hash,
-                 "sha256": engine.model_sha256, "filename": engine.model_filename, "config": None}]
+        return self.engine.list_models()  # an engine that can load several models lists them all
 
     def memory(self):
         """RAM of this process and the machine (no psutil needed), and the GPU's memory in A1111's
@@ -206,7 +199,7 @@ class SdApi:
             import resource
 
             used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        device = getattr(self.engine, "device", None)
+        device = self.engine.device
         if device is None:
             cuda = {"error": f"unavailable (the {self.engine.name} engine does not use a GPU)"}
         else:

@@ -23,7 +23,7 @@ import time
 
 
 class JobState:
-    """Thread-safe job state; the progress formula is A1111's (reference §6)."""
+    """Thread-safe job state; the progress formula is A1111's (``api.progressapi``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

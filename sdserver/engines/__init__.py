@@ -1,4 +1,4 @@
-"""Image engines of the kit's server, by name.
+"""Image engines of the kit's server, by name (the interface is in base.py).
 
 * ``preview``: labelled placeholder images drawn with Pillow (no model, no GPU);
 * ``diffusers``: real images from a Stable Diffusion 1.x/2.x model with Hugging Face diffusers
@@ -11,21 +11,7 @@
 
 from __future__ import annotations
 
-from .base import Engine, GenerationJob, StepCallback
-
-ENGINES = ("preview", "diffusers")
-
-
-class EngineUnavailable(RuntimeError):
-    """An engine cannot start (model not downloaded, package missing, out of memory...).
-
-    ``str(error)`` says what went wrong and, on a second line, how to fix it; ``.fix`` holds the fix.
-    The command line prints it and exits with status 1 instead of serving broken images.
-    """
-
-    def __init__(self, message: str, fix: str = "") -> None:
-        self.message, self.fix = message, fix
-        super().__init__(f"{message}\nFix: {fix}" if fix else message)
+from .base import ENGINES, VERSION, Engine, EngineUnavailable, GenerationJob, StepCallback
 
 
 def get_engine(name="preview", **options) -> Engine:
@@ -50,4 +36,4 @@ def get_engine(name="preview", **options) -> Engine:
     raise ValueError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "GenerationJob", "StepCallback", "get_engine", "ENGINES", "EngineUnavailable"]
+__all__ = ["Engine", "GenerationJob", "StepCallback", "get_engine", "ENGINES", "EngineUnavailable", "VERSION"]

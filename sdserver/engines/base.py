@@ -1,34 +1,73 @@
-"""The interface every image engine of the kit's server implements.
+"""The interface every image engine of the kit's server implements, and the engines there are.
 
 The server (routes, seeds, infotext, progress, locking) knows nothing about how pixels are
-made; it hands an engine one ``GenerationJob`` per batch and gets PIL images back. Today there
-is one engine, ``preview`` (labelled placeholders drawn with Pillow). A real one, e.g. built on
-diffusers, only has to fill in the same few methods:
+made; it hands an engine one ``GenerationJob`` per batch and gets PIL images back. There are two
+engines (``ENGINES``): ``preview`` (labelled placeholders drawn with Pillow, preview.py) and
+``diffusers`` (real images, diffusers_engine.py). Every hook the server calls is a method or
+attribute of :class:`Engine` with a default, so a new engine fills in only what it does differently:
 
-    class DiffusersEngine(Engine):
-        name = "diffusers"
-        model_title = "v1-5-pruned-emaonly.safetensors [6ce0161689]"
+    class MyEngine(Engine):
+        name = "mine"
+        model_title = "my-model.safetensors [0123456789]"
         ...
         def generate(self, job, on_step):
-            # call the pipeline with callback_on_step_end=..., and return when on_step says stop
+            # make job.batch_size images; call on_step(step, preview) after every step,
+            # and return the images as they are when it says stop
             ...
+
+    >>> engine = Engine()
+    >>> engine.check_request(None, {}), engine.sampler_names, engine.device, engine.switches_models
+    ({}, None, None, False)
+    >>> engine.find_model("model")
+    >>> engine.find_model("other")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: model 'other' not found: ... model.safetensors [0000000000]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from PIL import Image
+
+from helpers.errors import KitError
+
+# The engines ``get_engine`` (engines/__init__.py) builds, by name.
+ENGINES = ("preview", "diffusers")
+
+# Written as "Version:" in every infotext and as info["version"] by an engine that does not name its
+# own version (the preview engine): honest about what made the image.
+VERSION = "kit-preview"
 
 # on_step(step, preview) is called after each sampling step (1-based); ``preview`` is a PIL
 # image or None. It returns False when the job must stop now (interrupt or skip).
 StepCallback = Callable[[int, Optional[Image.Image]], bool]
 
 
+class EngineUnavailable(KitError, RuntimeError):
+    """An engine cannot start (model not downloaded, package missing, out of memory...).
+
+    ``str(error)`` says what went wrong and, on a second line, how to fix it; ``.fix`` holds the fix.
+    The command line prints it and exits with status 1 instead of serving broken images.
+    """
+
+
+def model_not_found(name: Any, titles: list[str], shown: int = 5) -> str:
+    """A1111's "model 'x' not found", with the names a client may choose instead (never a path).
+
+    >>> model_not_found("~/.ssh", ["a [0123456789]"])
+    "model '~/.ssh' not found: the server loads only the models GET /sdapi/v1/sd-models lists (by title, model_name or filename): a [0123456789]"
+    """
+    listed = ", ".join(titles[:shown]) + (f" and {len(titles) - shown} more" if len(titles) > shown else "")
+    return (f"model {name!r} not found: the server loads only the models GET /sdapi/v1/sd-models lists "
+            f"(by title, model_name or filename): {listed}")
+
+
 @dataclass
 class GenerationJob:
-    """One batch: ``len(seeds)`` images generated together.
+    """One batch: ``len(seeds)`` images generated together, with the settings that shape them.
 
     >>> job = GenerationJob(prompt="a cat", seeds=[1, 2], subseeds=[5, 6], width=64, height=64, steps=4)
     >>> job.batch_size
@@ -47,7 +86,14 @@ class GenerationJob:
     sampler_name: str = "Euler"
     scheduler: str = "Automatic"
     preview_every: int = 0  # pass a preview image to on_step every N steps; 0: never
-    extra: dict = field(default_factory=dict)  # other request fields an engine may want
+    tiling: bool = False  # A1111's "Tiling": the picture repeats seamlessly (request, else option "tiling")
+    clip_skip: int = 1  # A1111's "Clip skip" (option CLIP_stop_at_last_layers)
+    emphasis: str = "Original"  # how (word:1.3) weights are applied (option emphasis)
+    comma_padding_backtrack: int = 20  # tokens a 75-token chunk may give back to keep words together
+    eta: Optional[float] = None  # the request's eta; None: the engine's default (e.g. option eta_ddim)
+    # The server's settings for this request (GET /options with the request's override_settings), for
+    # an engine that reads more of them (the diffusers engine: eta_ddim when ``eta`` is None).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -56,7 +102,8 @@ class GenerationJob:
 
 class Engine:
     """Base class of the server's engines. Subclasses set the model attributes and implement
-    :meth:`generate` (and, if they can, :meth:`caption`)."""
+    :meth:`generate` (and, if they can, :meth:`caption`); the other hooks have defaults for an
+    engine with one model that runs every A1111 sampler."""
 
     name = "base"
     model_title = "model.safetensors [0000000000]"  # what A1111 calls the checkpoint title
@@ -65,6 +112,10 @@ class Engine:
     model_sha256: str | None = None
     model_filename = ""
     description = ""  # one line for the start-up message
+    version = VERSION  # written as "Version:" in the infotext
+    device: str | None = None  # the torch device it runs on (GET /memory reports CUDA's); None: no GPU
+    # True: switch_model loads another model, and the server calls it only between jobs (queue lock).
+    switches_models = False
 
     def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
         """Make ``job.batch_size`` images. Call ``on_step`` after every step; when it returns
@@ -74,3 +125,41 @@ class Engine:
     def caption(self, image: Image.Image) -> str:
         """Describe an image in words (POST /sdapi/v1/interrogate)."""
         raise NotImplementedError(f"the {self.name} engine cannot caption images")
+
+    def check_request(self, req, opts: dict[str, Any]) -> dict[str, Any]:
+        """Called before a job is queued: raise an HTTPException (a 422) for what this engine cannot do,
+        and return the extra infotext entries it will write (A1111's keys). Default: accept, none."""
+        return {}
+
+    @property
+    def sampler_names(self) -> list[str] | None:
+        """The sampler names this engine can run (GET /samplers lists only these); None: all of A1111's."""
+        return None
+
+    @property
+    def scheduler_names(self) -> list[str] | None:
+        """The schedule labels this engine can run (GET /schedulers lists only these); None: all of A1111's."""
+        return None
+
+    # --- models -----------------------------------------------------------------------------------
+
+    def model_names(self) -> set:
+        """Every name a client may use for the loaded model: title, name, file name, short and full hash."""
+        return {self.model_title, self.model_name, f"{self.model_name}.safetensors", self.model_hash,
+                self.model_sha256}
+
+    def list_models(self) -> list[dict]:
+        """GET /sdapi/v1/sd-models: the models clients may choose (here the one loaded)."""
+        return [{"title": self.model_title, "model_name": self.model_name, "hash": self.model_hash,
+                 "sha256": self.model_sha256, "filename": self.model_filename, "config": None}]
+
+    def find_model(self, name: Any):
+        """Check that ``name`` is a model GET /sd-models lists, else RuntimeError "model 'x' not found"
+        (a 500, as in A1111)."""
+        if not (isinstance(name, str) and name in self.model_names()):
+            raise RuntimeError(model_not_found(name, [self.model_title]))
+
+    def switch_model(self, name: str) -> None:
+        """Load the listed model ``name`` (POST /options sd_model_checkpoint). With one model there is
+        nothing to load: only the name is checked."""
+        self.find_model(name)

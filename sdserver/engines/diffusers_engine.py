@@ -38,8 +38,7 @@ from typing import Any
 
 from PIL import Image
 
-from . import EngineUnavailable
-from .base import Engine, GenerationJob, StepCallback
+from .base import Engine, EngineUnavailable, GenerationJob, StepCallback, model_not_found
 from .diffusers_models import (DEFAULT_MODEL, ModelInfo, cached_hub_models, folder_models, load_pipeline,
                                load_tiny_decoder, locate, locate_config)
 from .devices import pick_device, pick_dtype
@@ -66,6 +65,7 @@ class DiffusersEngine(Engine):
     """
 
     name = "diffusers"
+    switches_models = True  # switch_model loads another listed model
 
     def __init__(self, model: str | None = None, decoder: str = "auto", dtype: str = "auto", device: str = "auto",
                  config: str | None = None, step_delay: float = 0.0, pipeline=None,
@@ -162,8 +162,6 @@ class DiffusersEngine(Engine):
     def find_model(self, name) -> ModelInfo:
         """The listed model called ``name`` (title, model_name, filename or hash), else RuntimeError
         "model 'x' not found" with the names that exist: a 500, as in A1111."""
-        from ..options import model_not_found
-
         listed = self.listed()
         for info in [self.info, *listed]:
             if info is not None and isinstance(name, str) and name in info.names():
@@ -245,16 +243,12 @@ class DiffusersEngine(Engine):
         import torch
 
         pipe = self.pipe
-        opts = job.extra.get("options", {})
-        request = job.extra.get("request", {})
         scheduler = make_scheduler(job.sampler_name, job.scheduler, self.base_scheduler_config)
         guesses = watch_predictions(scheduler)
         pipe.scheduler = scheduler
 
         # Prompts -> CLIP vectors, A1111-style (emphasis, chunks of 75 tokens, Clip skip).
-        emphasis = str(opts.get("emphasis", "Original"))
-        clip_skip = _as_int(opts.get("CLIP_stop_at_last_layers"), 1)
-        backtrack = _as_int(opts.get("comma_padding_backtrack"), 20)
+        emphasis, clip_skip, backtrack = job.emphasis, job.clip_skip, job.comma_padding_backtrack
         use_cfg = job.cfg_scale > 1  # diffusers skips the negative prompt at CFG <= 1 (one UNet call per step)
         chunks = self.encoder.chunk_count(job.prompt, emphasis, backtrack)
         if use_cfg:
@@ -291,10 +285,8 @@ class DiffusersEngine(Engine):
                     return {"latents": latest.to(tensors["latents"].dtype)}
             return tensors
 
-        eta = request.get("eta")
-        eta = float(eta) if eta is not None else float(opts.get("eta_ddim", 0.0) or 0.0)
-        tiling = request.get("tiling")
-        tiling = bool(opts.get("tiling")) if tiling is None else bool(tiling)
+        eta = float(job.eta) if job.eta is not None else float(job.options.get("eta_ddim", 0.0) or 0.0)
+        tiling = job.tiling
         set_tiling(pipe, tiling)
         try:
             with torch.inference_mode():
@@ -318,13 +310,6 @@ class DiffusersEngine(Engine):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _as_int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def set_tiling(pipe, on: bool) -> None:

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import EngineUnavailable
+from .base import EngineUnavailable
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"  # SD 2.1 distilled to 1-4 steps: the laptop-CPU choice
 DEFAULT_MODEL_SIZE = "about 2.6 GB"  # its fp16 weights (UNet 1.7 GB, text encoder 0.7 GB, VAE 0.2 GB)

@@ -27,11 +27,13 @@ import importlib.util
 import inspect
 from typing import Any
 
+from helpers.errors import KitError
+
 from ..catalog import SAMPLERS as A1111_SAMPLERS
 from ..catalog import SCHEDULERS as A1111_SCHEDULES
 
 
-class UnknownSampler(ValueError):
+class UnknownSampler(KitError, ValueError):
     """A sampler or schedule name the diffusers engine cannot run; the message lists those it can."""
 
 
