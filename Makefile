@@ -37,7 +37,7 @@ test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
 	$(PY) -m pytest
 
 serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, MODEL=, CONFIG=, PORT=7860)
-	$(PY) -m helpers.sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
+	$(PY) -m sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
 
 doctor: $(STAMP)  ## preflight checks with a fix for each failure
 	$(PY) -m course doctor
@@ -53,7 +53,7 @@ submission: $(STAMP)  ## Moodle files for a notebook: make submission NB=noteboo
 	$(PY) -m course submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
-	$(PY) -m helpers.sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
+	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
 
 bench: $(STAMP)  ## benchmarks: print ratios measured side by side
 	$(PY) -m bench
