@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from helpers.config import KIT_ROOT, load_settings
+from helpers.urls import localhost_hint, with_host
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -96,12 +97,6 @@ def check_widgets() -> Check:
     return Check("ipywidgets", OK, ipywidgets.__version__)
 
 
-def _with_url(url: str, host: str | None = None, port: int | None = None) -> str:
-    parts = urlsplit(url)
-    netloc = f"{host or parts.hostname}:{port or parts.port or 80}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _answers(url: str, auth=None) -> bool:
     from helpers.a1111 import A1111Client, A1111Error
 
@@ -123,12 +118,12 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
     except A1111Error as err:
         if err.status is None:  # nothing listens: look for the usual mix-ups before giving up
             parts = urlsplit(client.base_url)
-            if parts.port == 7860 and _answers(_with_url(client.base_url, port=7861), auth):
+            if parts.port == 7860 and _answers(with_host(client.base_url, port=7861), auth):
                 return [Check(name, FAIL, "nothing listens on 7860, but a server answers on 7861",
-                              f"A1111 started with --nowebui uses port 7861: set SD_URL={_with_url(client.base_url, port=7861)}")]
-            if parts.hostname == "localhost" and _answers(_with_url(client.base_url, host="127.0.0.1"), auth):
+                              f"A1111 started with --nowebui uses port 7861: set SD_URL={with_host(client.base_url, port=7861)}")]
+            if parts.hostname == "localhost" and _answers(with_host(client.base_url, host="127.0.0.1"), auth):
                 return [Check(name, FAIL, "'localhost' does not reach the server but 127.0.0.1 does",
-                              f"localhost resolved to IPv6 (::1); set SD_URL={_with_url(client.base_url, host='127.0.0.1')}")]
+                              localhost_hint(client.base_url, "SD_URL"))]
             return [Check(name, FAIL, "cannot connect", err.fix)]
         if err.status == 404:
             return [Check(name, FAIL, "the server answers, but /sdapi/v1 is 404: the API is not enabled", err.fix)]

@@ -28,14 +28,16 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
 from .a1111_fields import FIELD_ALIASES, TXT2IMG_DEFAULTS
 from .config import Secret, load_settings
 from .errors import KitError
-from .generation import NOT_A1111, Generation, ResponseError, decode_image_b64, encode_image_b64
+from .generation import NOT_A1111, Generation, ResponseError, decode_image_b64
+from .images import encode_b64
+from .urls import localhost_hint, without_password
 
 __all__ = ["A1111Client", "A1111Error", "Generation"]
 
@@ -89,16 +91,8 @@ class GenerationInterrupted(KeyboardInterrupt):
         super().__init__(f"Generation stopped; {count} partial image(s) kept in client.last")
 
 
-def _without_password(url: str) -> str:
-    """The URL without ``user:password@`` (an IPv6 host keeps its brackets).
-
-    >>> _without_password("http://ann:pw@[::1]:7860/sdapi")
-    'http://[::1]:7860/sdapi'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+# The old private name, still imported by helpers/pipeline.py; new code imports helpers.urls.without_password.
+_without_password = without_password
 
 
 def _short(text, limit: int = 200) -> str:
@@ -236,7 +230,7 @@ class A1111Client:
 
     def __repr__(self) -> str:
         auth = f"'{self._auth[0]}:********'" if self._auth else "None"
-        return f"A1111Client({_without_password(self.base_url)!r}, auth={auth})"
+        return f"A1111Client({without_password(self.base_url)!r}, auth={auth})"
 
     # ----- HTTP plumbing -----------------------------------------------------------------------
 
@@ -251,7 +245,7 @@ class A1111Client:
         [{'title': 'v1-5-pruned-emaonly.safetensors [6ce0161689]', ...}]
         """
         url = self._url(path)
-        shown = _without_password(url)
+        shown = without_password(url)
         try:
             response = (session or self.session).request(
                 method, url, json=json, params=params, timeout=(self.connect_timeout, timeout or self.timeout))
@@ -310,7 +304,7 @@ class A1111Client:
         if port == 7860:
             hints.append("If A1111 was started with --nowebui, its API listens on port 7861: SD_URL=http://127.0.0.1:7861.")
         if host == "localhost":
-            hints.append("'localhost' may resolve to IPv6 (::1) while A1111 listens on IPv4: use http://127.0.0.1 instead.")
+            hints.append(localhost_hint(self.base_url, "SD_URL") + ".")
         return " ".join(hints)
 
     def _decode(self, response: requests.Response, shown: str) -> Any:
@@ -426,7 +420,7 @@ class A1111Client:
     def _read_generation(self, body: Any, path: str) -> Generation:
         """The one place a txt2img/img2img answer is read: every failure is an A1111Error, and the
         good images of a partly broken answer are kept in ``err.generation`` and ``client.last``."""
-        shown = _without_password(self._url(path))
+        shown = without_password(self._url(path))
         try:
             return Generation.from_response(body)
         except ResponseError as err:
@@ -486,7 +480,7 @@ class A1111Client:
                     problem = self._poll_progress(bar, poll_session)
                     failures = failures + 1 if problem else 0
                     if failures == MAX_POLL_FAILURES:
-                        warnings.warn(f"Live progress stopped polling {_without_password(self._url('progress'))} "
+                        warnings.warn(f"Live progress stopped polling {without_password(self._url('progress'))} "
                                       f"after {failures} unusable answers in a row (last: {problem}); the "
                                       "generation itself goes on.", stacklevel=4)
         except KeyboardInterrupt:
@@ -569,7 +563,7 @@ class A1111Client:
                 return
             if time.monotonic() > deadline:
                 raise A1111Error(f"The server was still busy after {timeout:g} s ({state.get('job')}).",
-                                 url=_without_password(self.base_url),
+                                 url=without_password(self.base_url),
                                  fix="Wait longer, or stop the running job with client.interrupt().")
             time.sleep(poll)
 
@@ -577,7 +571,7 @@ class A1111Client:
 
     def _unexpected(self, path: str, answer: Any, expected: str) -> A1111Error:
         """The error for a JSON answer of the wrong shape (a different program, or a broken server)."""
-        shown = _without_password(self._url(path))
+        shown = without_password(self._url(path))
         return A1111Error(f"{shown} answered {self._clean(_short(repr(answer), 80))}, not {expected}.", url=shown,
                           fix=f"{NOT_A1111} If it is, its console or log may show what went wrong.")
 
@@ -636,7 +630,7 @@ class A1111Client:
         Returns ``{"info": <text>, "items": {...}, "parameters": {<parsed>}}``.
         For a local file without a server, :func:`helpers.infotext.read_infotext` does the same.
         """
-        answer = self.request("POST", "png-info", json={"image": encode_image_b64(image)}, timeout=60)
+        answer = self.request("POST", "png-info", json={"image": encode_b64(image)}, timeout=60)
         if not isinstance(answer, dict):
             raise self._unexpected("png-info", answer, "an object with 'info'")
         return answer
@@ -646,7 +640,7 @@ class A1111Client:
 
         A1111 downloads its captioning model on first use, so the first call can take minutes.
         """
-        payload = {"image": encode_image_b64(image), "model": model}
+        payload = {"image": encode_b64(image), "model": model}
         answer = self.request("POST", "interrogate", json=payload, timeout=timeout)
         if not isinstance(answer, dict) or not isinstance(answer.get("caption"), str):
             raise self._unexpected("interrogate", answer, "an object with a 'caption' text")

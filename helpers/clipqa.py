@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 from .config import KIT_ROOT, load_settings
 from .errors import KitError
+from .prompts import CLIP_TOKEN_LIMIT
 
 CONFIG_DIR = KIT_ROOT / "data" / "clip"  # extra model configs, e.g. the tiny test model
 TINY_MODEL = "tiny-clip-test"
-CHUNK = 75  # usable tokens per CLIP context (77 minus start and end markers)
 
 MAKE_MODELS_FIX = ("Run `make models` once while online (it downloads the default CLIP weights, about 600 MB), "
                    "or point CLIP_PRETRAINED at a checkpoint file you have, e.g. CLIP_PRETRAINED=/path/to/"
@@ -59,10 +59,11 @@ _configs_registered = False
 
 
 def pick_device(requested: str | None = None) -> str:
-    """``requested`` if given, else "cuda" when available, then "mps" (Apple Silicon), then "cpu"."""
+    """``requested`` if given, else ("auto" or None) "cuda" when PyTorch sees a GPU, then "mps" (Apple
+    Silicon), then "cpu". The kit's server picks its device with this too (``--device auto``)."""
     import torch
 
-    if requested:
+    if requested and requested != "auto":
         return requested
     if torch.cuda.is_available():
         return "cuda"
@@ -241,10 +242,11 @@ class ClipScorer:
         rows = []
         for text in texts:
             ids = self._token_ids(text)
-            if len(ids) > CHUNK and long_text == "truncate":
-                warnings.warn(f"CLIP reads 75 tokens; this text has {len(ids)}, so the last {len(ids) - CHUNK} "
+            if len(ids) > CLIP_TOKEN_LIMIT and long_text == "truncate":
+                warnings.warn(f"CLIP reads {CLIP_TOKEN_LIMIT} tokens; this text has {len(ids)}, so the last "
+                              f"{len(ids) - CLIP_TOKEN_LIMIT} "
                               "tokens are ignored. Pass long_text='chunks' to use all of it.", stacklevel=3)
-            pieces = [ids[i:i + CHUNK] for i in range(0, max(len(ids), 1), CHUNK)]
+            pieces = [ids[i:i + CLIP_TOKEN_LIMIT] for i in range(0, max(len(ids), 1), CLIP_TOKEN_LIMIT)]
             if long_text == "truncate":
                 pieces = pieces[:1]
             rows.append(self._encode_token_pieces(pieces))

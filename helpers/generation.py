@@ -17,9 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KitError
+from .images import ImageDataError, encode_b64, load_pixels, open_b64
 from .infotext import parse_infotext, png_bytes
 
 # The kit's own server marks its images so no placeholder is ever taken for a real result.
@@ -68,65 +66,35 @@ def _kind(value) -> str:
 def decode_image_b64(data: str, what: str = "an image in the response"):
     """Decode one base64 image (with or without a ``data:...;base64,`` prefix) to ``(PIL image, bytes)``.
 
-    Raises ResponseError for anything that is not a readable image of at most MAX_IMAGE_PIXELS.
+    Raises ResponseError for anything that is not a readable image of at most MAX_IMAGE_PIXELS
+    (checked from the header, before the pixels are decoded: see helpers/images.py).
 
-    >>> decode_image_b64("%%%")
+    >>> decode_image_b64("%%%")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     helpers.generation.ResponseError: an image in the response is not valid base64
+    Fix: The reply was probably cut off or altered on the way: ...
     """
-    from PIL import Image
-
     if not isinstance(data, str):
         raise ResponseError(f"{what} is {type(data).__name__}, not a base64 string")
-    if data.startswith("data:"):
-        data = data.partition(",")[2]
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ResponseError(f"{what} is not valid base64", fix=CUT_OFF) from None
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit and fails above twice that; ours is checked below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            _check_pixels(image.width, image.height, what)
-            image.load()
-    except ResponseError:
-        raise
-    except Image.DecompressionBombError as err:  # above twice PIL's own limit, before ours could look
-        raise ResponseError(f"{what} is too large to decode safely ({err})",
-                            fix=_PIXELS_FIX.replace("raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS "
-                                                    "and the client's limit")) from None
-    except Exception as err:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, struct.error, ...)
-        raise ResponseError(f"{what} is not a readable image ({raw[:8]!r}...: {type(err).__name__})",
-                            fix=CUT_OFF) from None
-    return image, raw
+        image, raw = open_b64(data, MAX_IMAGE_PIXELS)
+        return load_pixels(image, raw), raw
+    except ImageDataError as err:
+        if err.size:
+            width, height = err.size
+            raise ResponseError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the client's "
+                                f"limit of {MAX_IMAGE_PIXELS:,} (helpers.generation.MAX_IMAGE_PIXELS)",
+                                fix=_PIXELS_FIX) from None
+        if err.kind == "too-large":  # above twice PIL's own limit, before ours could look
+            raise ResponseError(f"{what} {err.message}", fix=_PIXELS_FIX.replace(
+                "raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS and the client's limit")) from None
+        raise ResponseError(f"{what} {err.message}", fix=CUT_OFF) from None
 
 
 _PIXELS_FIX = ("If you asked for an image this large, raise the client's limit, e.g. "
                "helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384; otherwise the server sent something it "
                "should not (check SD_URL).")
-
-
-def _check_pixels(width: int, height: int, what: str) -> None:
-    """Refuse an image by its header, before its pixels are decoded."""
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ResponseError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the client's "
-                            f"limit of {MAX_IMAGE_PIXELS:,} (helpers.generation.MAX_IMAGE_PIXELS)", fix=_PIXELS_FIX)
-
-
-def encode_image_b64(image) -> str:
-    """Base64 of a PIL image, a path or PNG bytes, as A1111's image inputs expect."""
-    if isinstance(image, (bytes, bytearray)):
-        raw = bytes(image)
-    elif isinstance(image, (str, Path)):
-        raw = Path(image).read_bytes()
-    else:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        raw = buffer.getvalue()
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _is_int(value) -> bool:
@@ -215,10 +183,11 @@ class Generation:
         Raises ResponseError naming the field (and index) that is wrong. When only some images
         are bad, ``err.partial`` is a Generation with the good ones, so nothing good is lost.
 
-        >>> Generation.from_response({"images": [], "info": "[1, 2]"})
+        >>> Generation.from_response({"images": [], "info": "[1, 2]"})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         helpers.generation.ResponseError: 'info' is a JSON list, not an object
+        Fix: Check that SD_URL points at A1111 started with --api ...
         """
         if not isinstance(body, dict):
             raise ResponseError(f"the reply is {type(body).__name__}, not an object with 'images' and 'info'")
@@ -321,7 +290,7 @@ class Generation:
         label = "<b style='color:#b00'>Placeholder images from the kit's offline preview engine</b><br>" if self.is_placeholder else ""
         thumbs = "".join(
             f"<figure style='display:inline-block;margin:4px'><img width=160 src='data:image/png;base64,"
-            f"{base64.b64encode(self.png[i] if i < len(self.png) else png_bytes(img, None)).decode()}'>"
+            f"{encode_b64(self.png[i] if i < len(self.png) else img)}'>"
             f"<figcaption>seed {self.seeds[i]}</figcaption></figure>"
             for i, img in enumerate(self.images)
         )

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import sys
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .config import Secret, load_settings
 from .errors import KitError
+from .urls import localhost_hint, with_host
 
 START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and press 'Start server' (or run "
               "`lms server start`); for Ollama run `ollama serve`. Then check LLM_BASE_URL "
@@ -35,11 +36,6 @@ class LLMError(KitError, RuntimeError):
     def __init__(self, message: str, fix: str = "", status: int | None = None):
         super().__init__(message, fix)
         self.status = status
-
-
-def _swap_host(url: str, host: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 class LLM:
@@ -219,10 +215,10 @@ class LLM:
                             "(max_tokens), or raise LLM_TIMEOUT.")
         if isinstance(err, openai.APIConnectionError):
             host = urlsplit(where).hostname
-            if host in ("localhost", "::1") and LLM(_swap_host(where, "127.0.0.1"), timeout=2).available(timeout=2):
-                return LLMError(f"Cannot connect to {where}, but {_swap_host(where, '127.0.0.1')} answers.",
-                                "'localhost' resolved to IPv6 (::1) while the server listens on IPv4: set "
-                                f"LLM_BASE_URL={_swap_host(where, '127.0.0.1')}.")
+            ipv4 = with_host(where, host="127.0.0.1")
+            if host in ("localhost", "::1") and LLM(ipv4, timeout=2).available(timeout=2):
+                return LLMError(f"Cannot connect to {where}, but {ipv4} answers.",
+                                localhost_hint(where, "LLM_BASE_URL") + ".")
             return LLMError(f"Cannot connect to {where}: no LLM server is listening there.", START_HINT)
         if isinstance(err, openai.APIStatusError):
             message = self._error_message(err)

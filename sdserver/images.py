@@ -4,7 +4,9 @@ Images a client sends are untrusted: a 655 KB PNG can declare 13000x13000 pixels
 once decoded. So ``open_image`` reads only the header and checks the declared size against the
 server's limit (``--max-decode-megapixels``) before any pixel is decoded, and ``decode_image``
 decodes one image at a time (``DECODE_LOCK``), so that concurrent requests cannot multiply memory.
-Only ordinary image formats are read (PNG, JPEG, WebP, BMP, GIF).
+Only ordinary image formats are read (PNG, JPEG, WebP, BMP, GIF). The decoding and encoding are the
+client's own (helpers/images.py); this module adds the lock and the server's answers: A1111's 500
+"Invalid encoded image", and a 422 naming the limit and its flag.
 
 Example:
     >>> from PIL import Image
@@ -15,16 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import threading
-import warnings
 
 from fastapi import HTTPException
 from PIL import Image
 
-from helpers.infotext import png_bytes
+from helpers.images import ImageDataError, encode_b64, load_pixels, open_b64
 
 from .limits import MEGAPIXEL, Limits, limit_error
 
@@ -35,11 +33,11 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")  # not EPS (runs Ghostscript), T
 
 def encode_png_b64(image: Image.Image, infotext: str | None = None) -> str:
     """PNG bytes as plain base64 (no ``data:`` prefix, like A1111), with the infotext chunk."""
-    return base64.b64encode(png_bytes(image, infotext)).decode("ascii")
+    return encode_b64(image, infotext)
 
 
-def _invalid(error: Exception | None = None) -> HTTPException:
-    # A1111's answer for anything that is not a readable image (reference §3).
+def _invalid() -> HTTPException:
+    # A1111's answer for anything that is not a readable image (its decode_base64_to_image).
     return HTTPException(status_code=500, detail="Invalid encoded image")
 
 
@@ -56,24 +54,18 @@ def open_image(encoded: str, limits: Limits | None = None, field: str = "image")
     if encoded.startswith(("http://", "https://")):
         raise HTTPException(status_code=500, detail="Requests not allowed (the kit's server does not "
                                                     "download images: send the image as base64)")
-    if encoded.startswith("data:") and "," in encoded:
-        encoded = encoded.split(",", 1)[1]
     try:
-        with warnings.catch_warnings():  # Pillow's own size warning: the check below is ours
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(base64.b64decode(encoded)), formats=FORMATS)
-        size = image.size
-    except Image.DecompressionBombError:  # Pillow refuses over ~179 megapixels before we can look
-        size = None
-    except (binascii.Error, ValueError, OSError) as error:
-        # OSError covers PIL.UnidentifiedImageError (also for formats left out of FORMATS).
-        raise _invalid(error) from error
-    if size is None or size[0] * size[1] > limits.max_decode_megapixels * MEGAPIXEL:
+        # Not strict about the alphabet: A1111's server skips stray characters too.
+        image, _ = open_b64(encoded, limits.max_decode_megapixels * MEGAPIXEL, strict=False, formats=FORMATS)
+    except ImageDataError as error:
+        if error.kind != "too-large":
+            raise _invalid() from error
+        size = error.size  # None: larger than Pillow opens at all
         what = (f"{size[0]}x{size[1]} pixels ({size[0] * size[1] / MEGAPIXEL:.4g} megapixels, 1 megapixel = "
                 "1024x1024)" if size else "larger than Pillow's own limit (about 170 megapixels)")
         raise limit_error(field, f"the image is {what}; the server decodes at most {limits.max_decode_megapixels:g} "
                                  "megapixels per image. Send a smaller image, or start the server with "
-                                 "--max-decode-megapixels N")
+                                 "--max-decode-megapixels N") from None
     return image
 
 
@@ -82,7 +74,7 @@ def decode_image(encoded: str, limits: Limits | None = None, field: str = "image
     image = open_image(encoded, limits, field)
     with DECODE_LOCK:
         try:
-            image.load()  # decode now, so a truncated file fails here and not later
-        except (ValueError, OSError, SyntaxError, Image.DecompressionBombError) as error:  # truncated, corrupt
-            raise _invalid(error) from error
+            load_pixels(image)  # decode now, so a truncated file fails here and not later
+        except ImageDataError as error:  # truncated, corrupt
+            raise _invalid() from error
     return image

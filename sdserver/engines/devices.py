@@ -13,27 +13,26 @@ from __future__ import annotations
 import platform
 import time
 
-from . import EngineUnavailable
+from .base import EngineUnavailable
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_device(requested: str = "auto") -> str:
-    """"auto": cuda if there is a GPU, then mps (Apple), then cpu; anything else is used as given."""
+    """"auto": cuda if there is a GPU, then mps (Apple), then cpu (the kit's one choice, also CLIP's:
+    helpers.clipqa.pick_device); anything else is used as given, once PyTorch says it is there."""
     import torch
 
-    if requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise EngineUnavailable(f"--device {requested}: PyTorch sees no CUDA GPU here.",
-                                    fix="use --device auto or --device cpu (or install a CUDA build of PyTorch)")
-        if requested == "mps" and not torch.backends.mps.is_available():
-            raise EngineUnavailable("--device mps: Apple's MPS is not available here.", fix="use --device cpu")
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    from helpers.clipqa import pick_device as auto_device
+
+    if requested == "auto":
+        return auto_device("auto")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailable(f"--device {requested}: PyTorch sees no CUDA GPU here.",
+                                fix="use --device auto or --device cpu (or install a CUDA build of PyTorch)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise EngineUnavailable("--device mps: Apple's MPS is not available here.", fix="use --device cpu")
+    return requested
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -2,7 +2,7 @@
 
 A1111 reads ``(word)``, ``((word))``, ``[word]`` and ``(word:1.3)`` as weights on the CLIP
 vectors of those words, and never cuts a prompt at 75 tokens: it encodes it in chunks of 75
-(reference a1111-api.md §8). A plain diffusers pipeline does neither: it reads the brackets as
+(A1111's ``sd_hijack_clip``). A plain diffusers pipeline does neither: it reads the brackets as
 text and drops every token after the 75th. This module does what A1111's
 ``prompt_parser.parse_prompt_attention`` and ``sd_hijack_clip`` do, so the same prompt means the
 same thing on both servers:
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import re
 
+from helpers.prompts import CLIP_TOKEN_LIMIT
+
 re_attention = re.compile(r"""
 \\\(|
 \\\)|
@@ -44,7 +46,7 @@ re_attention = re.compile(r"""
 
 re_break = re.compile(r"\s*\bBREAK\b\s*", re.S)
 
-CHUNK_LENGTH = 75  # tokens per chunk, without the start and end tokens
+CHUNK_LENGTH = CLIP_TOKEN_LIMIT  # tokens per chunk (75), without the start and end tokens
 
 
 def parse_prompt_attention(text: str) -> list[list]:

@@ -1,0 +1,105 @@
+"""Base64 images, as A1111's JSON carries them: one decoder and one encoder for the client and the server.
+
+A few hundred KB of PNG can declare 13000x13000 pixels and unpack to gigabytes, so an image is
+opened header first and its declared size checked against a limit before any pixel is decoded.
+The client (helpers/generation.py) and the kit's server (sdserver/images.py) each turn an
+:class:`ImageDataError` into their own message: a ``ResponseError`` with a fix, or A1111's HTTP answer.
+
+Example:
+    >>> from PIL import Image
+    >>> text = encode_b64(Image.new("RGB", (8, 8)))
+    >>> image, raw = open_b64("data:image/png;base64," + text, max_pixels=100)
+    >>> image.size, raw[:4]
+    ((8, 8), b'\\x89PNG')
+    >>> open_b64(text, max_pixels=10)
+    Traceback (most recent call last):
+    ...
+    helpers.images.ImageDataError: is 8x8 = 64 pixels, more than the limit of 10
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from pathlib import Path
+
+from .errors import KitError
+from .infotext import png_bytes
+
+
+class ImageDataError(KitError, ValueError):
+    """Text that is not a usable base64 image. ``message`` reads after the image's name ("images[0] is ...").
+
+    Attributes: ``kind``: "base64" (not base64), "image" (not a readable image) or "too-large";
+    ``size``: the (width, height) the header declares, or None (unknown, or larger than Pillow opens).
+    """
+
+    def __init__(self, message: str, kind: str, size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.kind, self.size = kind, size
+
+
+def strip_data_prefix(text: str) -> str:
+    """``data:image/png;base64,AAAA`` -> ``AAAA`` (browsers and webuiapi send the prefix; A1111 does not).
+
+    >>> strip_data_prefix("data:image/png;base64,QUJD"), strip_data_prefix("QUJD")
+    ('QUJD', 'QUJD')
+    """
+    return text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
+
+
+def open_b64(text: str, max_pixels: float, *, strict: bool = True, formats: tuple[str, ...] | None = None):
+    """Open a base64 image (with or without a ``data:`` prefix) and check its size: ``(PIL image, bytes)``.
+
+    Only the header is read: the pixels are decoded by :func:`load_pixels` (or later, when used).
+    ``strict``: refuse characters outside the base64 alphabet (A1111's server, like Python's
+    default, skips them). ``formats``: the image formats to accept (None: every one Pillow reads).
+    Raises :class:`ImageDataError`.
+    """
+    from PIL import Image
+
+    try:
+        raw = base64.b64decode(strip_data_prefix(text), validate=strict)
+    except (binascii.Error, ValueError):
+        raise ImageDataError("is not valid base64", "base64") from None
+    try:
+        with warnings.catch_warnings():  # Pillow's own size warning: the check below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=formats)
+    except Image.DecompressionBombError as err:  # above twice Pillow's own limit, before ours could look
+        raise ImageDataError(f"is too large to decode safely ({err})", "too-large") from None
+    except Exception as err:  # noqa: BLE001 - Pillow raises many kinds (OSError, SyntaxError, struct.error, ...)
+        raise _unreadable(raw, err) from err
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDataError(f"is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                             f"{max_pixels:,}", "too-large", (width, height))
+    return image, raw
+
+
+def load_pixels(image, raw: bytes = b""):
+    """Decode the pixels of an image from :func:`open_b64` (``raw``: its bytes, named in the error) now,
+    so that a truncated or corrupt file fails here (ImageDataError) and not wherever it is first used."""
+    try:
+        image.load()
+    except Exception as err:  # noqa: BLE001 - truncated, corrupt, a bomb that hid its size
+        raise _unreadable(raw, err) from err
+    return image
+
+
+def _unreadable(raw: bytes, err: Exception) -> ImageDataError:
+    return ImageDataError(f"is not a readable image ({raw[:8]!r}...: {type(err).__name__})", "image")
+
+
+def encode_b64(image, infotext: str | None = None) -> str:
+    """Plain base64 (no ``data:`` prefix, like A1111) of PNG bytes, a PNG file's path, or a PIL image
+    (written as a PNG, with ``infotext`` in its ``parameters`` chunk when given)."""
+    if isinstance(image, (bytes, bytearray)):
+        raw = bytes(image)
+    elif isinstance(image, (str, Path)):
+        raw = Path(image).read_bytes()
+    else:
+        raw = png_bytes(image, infotext)
+    return base64.b64encode(raw).decode("ascii")
