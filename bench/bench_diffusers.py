@@ -2,7 +2,7 @@
 
 The model has SD-Turbo's architecture (the engine's default model: SD 2.1-base UNet, the SD VAE,
 the OpenCLIP ViT-H text encoder, 1.3 B parameters) with random weights built from the published
-configs (reference/diffusers.md §3); timing does not depend on the weight values. The tiny
+configs; timing does not depend on the weight values. The tiny
 decoder is an AutoencoderTiny with TAESD's architecture. Settings are SD-Turbo's: guidance 0
 (one UNet call per step), 1 and 4 steps. Precision: bfloat16 where the CPU computes it natively
 (the engine's "auto"), else float32.

@@ -1,7 +1,8 @@
 """The fields of A1111's ``/sdapi/v1/txt2img`` request, with the server's defaults (A1111 1.10).
 
-One list, used by the client (to catch typos before sending: A1111 silently ignores unknown
-keys) and by the kit's own server (to build its request model), so both agree by construction.
+The client uses it to catch typos before sending (A1111 silently ignores unknown keys). The kit's
+own server declares the same fields again, with their types and bounds, in sdserver/models.py;
+tests/test_packaging.py checks that the two lists agree, name by name and default by default.
 
 Example:
     >>> TXT2IMG_DEFAULTS["steps"], TXT2IMG_DEFAULTS["sampler_index"]

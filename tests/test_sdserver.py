@@ -1,4 +1,4 @@
-"""The kit's A1111-compatible server over real HTTP on 127.0.0.1 (reference a1111-api.md §13).
+"""The kit's A1111-compatible server over real HTTP on 127.0.0.1, answering as A1111 1.10 does.
 
 Each server runs in a background thread on a free port (``serve_in_thread``); the tests talk
 to it with plain ``requests``, and once with the ``webuiapi`` client, exactly as a notebook would.
@@ -32,7 +32,7 @@ from sdserver.models import Txt2ImgRequest
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
-# info's keys, in A1111 1.10's order (reference §5.5).
+# info's keys, in A1111 1.10's order (its processing.Processed.js()).
 INFO_KEYS = [
     "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
     "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps", "batch_size",
@@ -186,7 +186,7 @@ def test_txt2img_reply_has_a1111_shape_real_seeds_and_infotext_chunks(server, ex
 def test_parameters_echo_the_request_with_defaults_and_unknown_keys_are_ignored(server):
     reply = txt2img(server, prompt="x", steps="2", cfg_scale=5, negative_promp="typo", guidance_scale=3)
     params = reply["parameters"]
-    assert list(params) == list(Txt2ImgRequest.model_fields)  # every §5.2 field, in order
+    assert list(params) == list(Txt2ImgRequest.model_fields)  # every A1111 1.10 txt2img field, in order
     assert "negative_promp" not in params and "guidance_scale" not in params
     assert params["steps"] == 2 and params["cfg_scale"] == 5.0  # "2" and 5 coerced as pydantic v1 did
     assert params["seed"] == -1  # the echo keeps -1; the real seed is in info

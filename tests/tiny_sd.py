@@ -2,7 +2,7 @@
 
 The diffusers engine's tests load it through the same path users take with a real model
 (``--model /path/to/folder``). Nothing is downloaded: the CLIP tokenizer is built from the BPE
-file that open_clip ships (reference/diffusers.md §1), and every weight is random, so the images
+file that open_clip ships, and every weight is random, so the images
 are noise, but seeds, batches, samplers, progress and interrupt behave as with a real model.
 
     >>> folder = build_tiny_sd("/tmp/tiny-sd")            # doctest: +SKIP
