@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from helpers.clipqa import TINY_MODEL, ClipError, ClipScorer, caption_similarity, load_clip, make_tiny_checkpoint
-from helpers.widgets import side_by_side, side_by_side_html
+from helpers.display import side_by_side, side_by_side_html
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from helpers.a1111 import CLIENT_DEFAULTS, A1111Client
 from helpers.backends import connect_a1111
-from helpers.doctor import OK, check_a1111
+from course.doctor import OK, check_a1111
 from helpers.model_hints import hints_for, model_hints
 
 
