@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-# _without_password is private to a1111.py (owned elsewhere); it hides SD_URL's password in the record.
-from .a1111 import A1111Client, A1111Error, GenerationInterrupted, _without_password
+from .a1111 import A1111Client, A1111Error, GenerationInterrupted
 from .records import Candidate, PipelineError, PipelineRun, new_run_folder
+from .urls import without_password
 
 MODES = ("best", "threshold")
 THRESHOLD_BATCH = 2  # images per call in threshold mode: small, so the run can stop early
@@ -255,7 +255,7 @@ class PipelineRunner:
             generation = client.txt2img(self.image_prompt.prompt, negative_prompt=self.image_prompt.negative_prompt,
                                         batch_size=size, seed=seed, progress=self.progress, **self.fields)
             record.timings["generate"] = round(record.timings.get("generate", 0) + time.perf_counter() - started, 3)
-            record.server = {"url": _without_password(client.base_url), "placeholder": generation.is_placeholder,
+            record.server = {"url": without_password(client.base_url), "placeholder": generation.is_placeholder,
                              "model": generation.info.get("sd_model_name")}
             new = self._keep(generation, len(record.rounds) - 1)
             if not new and not generation.interrupted:

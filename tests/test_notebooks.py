@@ -59,8 +59,9 @@ def test_image_notebooks_are_found():
 @pytest.mark.slow
 @pytest.mark.parametrize("path, mode", RUNS, ids=[f"{p.stem}-{m}" if m != "-" else p.stem for p, m in RUNS])
 def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request):
-    from sdserver import serve_in_thread
     from llm_server import LLMTestServer
+
+    from sdserver import serve_in_thread
 
     if mode == "diffusers":
         # The tiny model under a turbo name, so the notebooks take their few-step branches here
