@@ -1,7 +1,39 @@
-"""helpers: the small shared module the course notebooks import.
+"""helpers: the small package the course notebooks share. Read it top to bottom, one file at a time.
 
-Importing ``helpers`` is cheap on purpose: it loads no torch, open_clip or openai, so the
-API notebooks start in well under a second. Import the part you need:
+The lesson's data path is keywords -> text -> image prompt -> images -> scores -> run.json -> inspector,
+and the modules follow it; each imports only modules above it in this list:
+
+    errors.py        KitError: every error of the kit says the cause and, on a "Fix:" line, what to do
+    config.py        settings from the environment or .env (SD_URL, LLM_BASE_URL, CLIP_MODEL, ...); Secret
+    urls.py          URL helpers shared by the clients (hide passwords, the localhost-is-IPv6 hint)
+    infotext.py      A1111's "parameters" text in a PNG: the one writer and parser
+    images.py        base64 <-> image, PNG bytes, a pixel limit checked before decoding
+    a1111_fields.py  the txt2img fields with A1111's defaults, and the checks before a request is sent
+    generation.py    Generation: one txt2img answer, checked and decoded (images, real seeds, infotexts)
+    progress.py      the live progress bar and preview while an image is made
+    model_hints.py   which steps / CFG scale / size suit the loaded model (sd-turbo, SDXL, LCM, ...)
+    a1111.py         A1111Client: talk to A1111's /sdapi/v1 API (txt2img, progress, interrupt, options)
+    backends.py      connect_a1111(): A1111 if it answers, else the kit's own server (sdserver/)
+    llm.py           LLM: an OpenAI-compatible chat server (LM Studio, Ollama, ...) via the openai package
+    text.py          get_text(): a text from keywords by LLM, by retrieval from data/corpus, or both (RAG)
+    prompts.py       write_image_prompt() by LLM, baseline_prompt() by rules, CLIP token counting and trimming
+    clipqa.py        ClipScorer: image-text similarity with open_clip; the caption route
+    display.py       side_by_side() and the HTML pieces shared by the report and the inspector
+    report.py        a run's static HTML report
+    plots.py         image grids and parameter sweeps (matplotlib)
+    notebook.py      setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)
+    records.py       the run record: PipelineRun, Candidate, load_run() (run.json on disk)
+    pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
+    ratings.py       the inspector's ratings file (ratings.jsonl)
+    inspector.py     Inspector: browse and rate a run's images next to the text (ipywidgets)
+    __main__.py      `python -m helpers ...`, kept as a pass-through to the course command line
+
+Not here, on purpose: the kit's A1111-compatible server is the package ``sdserver`` (students run it, they
+do not need to read it), and the course tooling (preflight, student versions, Moodle submission, the
+command line) is the package ``course``.
+
+Importing ``helpers`` is cheap: it loads no torch, open_clip or openai, so notebooks start fast.
+Import the part you need:
 
     >>> from helpers.a1111 import A1111Client          # doctest: +SKIP
     >>> from helpers.config import load_settings
