@@ -8,7 +8,8 @@ from . import bench_client, bench_clip, bench_diffusers, bench_import, bench_pip
 
 
 def main() -> None:
-    print(f"# benchmarks on {platform.machine()}, Python {platform.python_version()}; ratios < 1 mean the first is faster")
+    print(f"# benchmarks on {platform.machine()}, Python {platform.python_version()}; "
+          "ratios < 1 mean the first is faster")
     for module in (bench_import, bench_client, bench_clip, bench_pipeline):
         for text in module.run():
             print(text, flush=True)

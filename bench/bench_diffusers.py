@@ -48,8 +48,13 @@ def clip_tokenizer():
 def build_sd_turbo_shaped(dtype):
     """A StableDiffusionPipeline with SD-Turbo's architecture and random weights, plus a random TAESD."""
     import torch
-    from diffusers import (AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderTiny,
+        EulerDiscreteScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)

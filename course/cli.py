@@ -51,7 +51,10 @@ def demo_command(args) -> int:
     keywords = args.keywords or example_inputs()[0]
     client = connect_a1111(start_server=True, step_delay=0.0)
     llm = LLM(timeout=60)
-    print(f"LLM: {'using ' + llm.model + ' at ' + llm.base_url if llm.available() else 'none answered at ' + llm.base_url + ' (text by retrieval, prompt by the baseline)'}")
+    if llm.available():
+        print(f"LLM: using {llm.model} at {llm.base_url}")
+    else:
+        print(f"LLM: none answered at {llm.base_url} (text by retrieval, prompt by the baseline)")
     # connect_a1111 set the loaded model's steps and CFG scale as the client's defaults.
     size = 256 if client.placeholder else client.hints.size
     run = run_pipeline(keywords, n=4, client=client, llm=llm, out_dir=args.out, width=size, height=size)

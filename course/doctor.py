@@ -120,7 +120,8 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
             parts = urlsplit(client.base_url)
             if parts.port == 7860 and _answers(with_host(client.base_url, port=7861), auth):
                 return [Check(name, FAIL, "nothing listens on 7860, but a server answers on 7861",
-                              f"A1111 started with --nowebui uses port 7861: set SD_URL={with_host(client.base_url, port=7861)}")]
+                              "A1111 started with --nowebui uses port 7861: "
+                              f"set SD_URL={with_host(client.base_url, port=7861)}")]
             if parts.hostname == "localhost" and _answers(with_host(client.base_url, host="127.0.0.1"), auth):
                 return [Check(name, FAIL, "'localhost' does not reach the server but 127.0.0.1 does",
                               localhost_hint(client.base_url, "SD_URL"))]
@@ -144,7 +145,8 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
     elif str(current).startswith("offline-preview"):
         checks.append(Check("model", WARN, "the kit's offline preview engine: images are PLACEHOLDERS",
                             "Fine for learning the API. For real images start A1111 with --api and set SD_URL, "
-                            "or without A1111: `make models-sd` once while online, then `make serve ENGINE=diffusers`."))
+                            "or without A1111: `make models-sd` once while online, "
+                            "then `make serve ENGINE=diffusers`."))
     else:
         from helpers.model_hints import hints_for
 

@@ -70,7 +70,10 @@ class SubmissionError(KitError, ValueError):
 # --- Where a notebook holds text -------------------------------------------------------------------
 
 def place_name(path: tuple) -> str:
-    """A place in the notebook JSON, for people: ("cells", 2, "outputs", 0, "metadata") -> "cell 3 output 1 metadata"."""
+    """A place in the notebook JSON, for people.
+
+    ("cells", 2, "outputs", 0, "metadata") -> "cell 3 output 1 metadata".
+    """
     if len(path) < 2 or path[0] != "cells" or not isinstance(path[1], int):
         return "notebook metadata" if path[:1] == ("metadata",) else "notebook"
     where, rest = f"cell {path[1] + 1}", path[2:]
