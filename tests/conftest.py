@@ -7,9 +7,13 @@ when the ``diffusers`` extra is installed, as it is in CI.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import os
 import socket
+import struct
+import zlib
 
 import pytest
 
@@ -34,6 +38,78 @@ def free_port() -> int:
 def free_url() -> str:
     """``http://127.0.0.1:<free port>``: a local address where no server answers."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+# --- txt2img over HTTP, and comparing the images ---------------------------------------------------
+
+
+def txt2img_reply(server, payload: dict) -> dict:
+    """POST ``payload`` to /sdapi/v1/txt2img of a server (a ServerHandle or its URL); the reply must be a 200."""
+    import requests
+
+    url = server if isinstance(server, str) else server.url
+    reply = requests.post(f"{url}/sdapi/v1/txt2img", json=payload, timeout=60)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def decode_b64(encoded: str):
+    """A base64 image from a reply, decoded (with the plain PIL calls, not the kit's own decoder)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    image.load()
+    return image
+
+
+def pixel_array(image):
+    """The RGB pixels of a PIL image or a base64 image, as int16 (so that differences may be negative)."""
+    import numpy as np
+
+    image = decode_b64(image) if isinstance(image, str) else image
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def same_pixels(a, b, tolerance: int = 1) -> bool:
+    """Equal images (PIL, base64 or pixel arrays), give or take ``tolerance`` in uint8 (0: identical): a
+    real model's float maths may round differently in a batch than alone (A1111 itself guarantees no more)."""
+    a, b = (image if hasattr(image, "shape") else pixel_array(image) for image in (a, b))
+    return a.shape == b.shape and int(abs(a - b).max()) <= tolerance
+
+
+# --- images as a server sends them, good and hostile --------------------------------------------------
+
+
+def png_b64(image) -> str:
+    """Base64 of a PIL image as a PNG, as A1111 sends images."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that *declares* width x height RGBA pixels but holds almost no data.
+
+    A reader that decodes before it checks the size fails on the missing data (or, with a real
+    file, allocates width*height*4 bytes); one that reads the declared size first refuses it.
+    """
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _png_chunk(b"IEND", b""))
+
+
+def bomb_png_b64(size: int = 20000) -> str:
+    """A real PNG of ``size`` x ``size`` black 1-bit pixels: about 60 KB that would decode to 400 MB (at 20000)."""
+    row = b"\x00" * (1 + (size + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(row) for _ in range(size)) + packer.flush()
+    png = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0))
+           + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
 
 
 @pytest.fixture(scope="session")

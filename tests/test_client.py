@@ -11,9 +11,8 @@ import _thread
 import threading
 import time
 
-import numpy as np
 import pytest
-from conftest import AUTH, ENGINES
+from conftest import AUTH, ENGINES, same_pixels
 
 from helpers.a1111 import A1111Client, A1111Error, GenerationInterrupted
 from helpers.infotext import infotext_to_fields, parse_infotext, read_infotext
@@ -38,13 +37,6 @@ def slow(request, servers):
 
 def engine_of(client) -> str:
     return client.get("cmd-flags").get("engine", "preview")
-
-
-def same_pixels(a, b, tolerance: int = 1) -> bool:
-    """Equal images, give or take 1 in uint8: a real model's float maths may round differently in
-    a batch than alone (A1111 itself guarantees no more)."""
-    a, b = (np.asarray(image.convert("RGB"), dtype=np.int16) for image in (a, b))
-    return a.shape == b.shape and int(np.abs(a - b).max()) <= tolerance
 
 
 def test_txt2img_returns_images_real_seeds_and_infotext(client):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 
 import pytest
+from conftest import bomb_png_b64, free_port, png_b64
 from fault_server import FaultServer, RawReply, truncated_json_reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,9 +19,7 @@ TXT2IMG = ("POST", "/sdapi/v1/txt2img")
 
 
 def _png_b64(color="red") -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_b64(Image.new("RGB", (8, 8), color))
 
 
 def _ok_body(images, seed=5):
@@ -30,14 +28,8 @@ def _ok_body(images, seed=5):
     return {"images": images, "parameters": {"seed": -1}, "info": json.dumps(info)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_server_down_names_the_flag_and_the_port_mixup():
-    client = A1111Client(f"http://127.0.0.1:{_free_port()}", auth="", connect_timeout=2)
+    client = A1111Client(f"http://127.0.0.1:{free_port()}", auth="", connect_timeout=2)
     with pytest.raises(A1111Error) as err:
         client.txt2img("a cat")
     assert err.value.status is None
@@ -253,24 +245,8 @@ def test_good_images_are_kept_when_one_is_bad():
     assert "2 good image(s) kept" in str(err.value)
 
 
-def _bomb_png_b64(size: int = 20000) -> str:
-    """A real PNG of ``size`` x ``size`` black 1-bit pixels: about 60 KB that would decode to 400 MB (at 20000)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\x00" * (1 + (size + 7) // 8)  # filter byte + packed bits
-    packer = zlib.compressobj(1)
-    data = b"".join(packer.compress(row) for _ in range(size)) + packer.flush()
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0))
-           + chunk(b"IDAT", data) + chunk(b"IEND", b""))
-    return base64.b64encode(png).decode()
-
-
 def test_decompression_bomb_is_refused_and_the_good_image_kept():
-    body = _body_with([_png_b64("red"), _bomb_png_b64()], all_seeds=[5, 6], infotexts=["a", "b"])
+    body = _body_with([_png_b64("red"), bomb_png_b64()], all_seeds=[5, 6], infotexts=["a", "b"])
     err = _txt2img_error(body)
     assert "images[1]" in str(err) and "MAX_IMAGE_PIXELS" in str(err)
     assert err.generation.seeds == [5]

@@ -22,6 +22,7 @@ pytest.importorskip("transformers")
 
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
+from conftest import pixel_array, same_pixels, txt2img_reply  # noqa: E402
 
 from helpers.a1111 import A1111Client, A1111Error  # noqa: E402
 from helpers.infotext import parse_infotext  # noqa: E402
@@ -78,19 +79,7 @@ def empty_hub_cache(tmp_path, monkeypatch):
 
 
 def txt2img(server, **fields):
-    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={"prompt": "a red fox", **SMALL, **fields}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
-
-
-def pixels(encoded: str) -> np.ndarray:
-    from sdserver.images import decode_image
-
-    return np.asarray(decode_image(encoded).convert("RGB"), dtype=np.int16)
-
-
-def close(a, b, tolerance: int = 1) -> bool:
-    return a.shape == b.shape and int(np.abs(a - b).max()) <= tolerance
+    return txt2img_reply(server, {"prompt": "a red fox", **SMALL, **fields})
 
 
 # --- images, seeds, infotext ----------------------------------------------------------------------
@@ -120,21 +109,21 @@ def test_batch_equals_single_calls_and_seeds_reproduce(server):
         assert json.loads(batch["info"])["all_seeds"] == [100, 101, 102]
         for index, seed in enumerate((100, 101, 102)):
             single = txt2img(server, seed=seed, sampler_name=sampler)
-            assert close(pixels(batch["images"][index]), pixels(single["images"][0])), (sampler, seed)
+            assert same_pixels(pixel_array(batch["images"][index]), pixel_array(single["images"][0])), (sampler, seed)
     again = txt2img(server, seed=100)
     other = txt2img(server, seed=99)
-    first = pixels(txt2img(server, seed=100)["images"][0])
-    assert close(first, pixels(again["images"][0]), 0)
-    assert not close(first, pixels(other["images"][0]), 10)
+    first = pixel_array(txt2img(server, seed=100)["images"][0])
+    assert same_pixels(first, pixel_array(again["images"][0]), 0)
+    assert not same_pixels(first, pixel_array(other["images"][0]), 10)
 
 
 def test_n_iter_and_sizes(server):
     reply = txt2img(server, seed=5, batch_size=2, n_iter=2, width=96, height=64)
     info = json.loads(reply["info"])
     assert info["all_seeds"] == [5, 6, 7, 8] and len(reply["images"]) == 4
-    assert {pixels(image).shape for image in reply["images"]} == {(64, 96, 3)}
+    assert {pixel_array(image).shape for image in reply["images"]} == {(64, 96, 3)}
     # Image 3 (second batch, first image) is the same as a single call with its seed.
-    assert close(pixels(reply["images"][2]), pixels(txt2img(server, seed=7, width=96, height=64)["images"][0]))
+    assert same_pixels(pixel_array(reply["images"][2]), pixel_array(txt2img(server, seed=7, width=96, height=64)["images"][0]))
 
 
 def test_same_pixels_as_a_plain_diffusers_call(tiny_models, server):
@@ -150,19 +139,19 @@ def test_same_pixels_as_a_plain_diffusers_call(tiny_models, server):
     engine = get_engine("diffusers", model=str(tiny_models["a"]), decoder="full", dtype="float32")
     with serve_in_thread(engine=engine) as handle:
         reply = txt2img(handle, seed=42, sampler_name="Euler")  # "Euler": the model's own EulerDiscreteScheduler
-    assert close(pixels(reply["images"][0]), np.round(expected * 255).astype(np.int16))
+    assert same_pixels(pixel_array(reply["images"][0]), np.round(expected * 255).astype(np.int16))
 
 
 def test_variation_seed_blends_towards_the_subseed(server):
-    plain = pixels(txt2img(server, seed=10, sampler_name="Euler")["images"][0])
+    plain = pixel_array(txt2img(server, seed=10, sampler_name="Euler")["images"][0])
     half = txt2img(server, seed=10, subseed=20, subseed_strength=0.5, sampler_name="Euler", batch_size=2)
     info = json.loads(half["info"])
     assert info["all_seeds"] == [10, 10] and info["all_subseeds"] == [20, 21]
     assert parse_infotext(info["infotexts"][1])["Variation seed"] == "21"
-    assert not close(pixels(half["images"][0]), plain, 5)
+    assert not same_pixels(pixel_array(half["images"][0]), plain, 5)
     # Strength 1 is all subseed noise: with a sampler that adds no noise later, it is the subseed's image.
     full = txt2img(server, seed=10, subseed=20, subseed_strength=1.0, sampler_name="Euler")
-    assert close(pixels(full["images"][0]), pixels(txt2img(server, seed=20, sampler_name="Euler")["images"][0]))
+    assert same_pixels(pixel_array(full["images"][0]), pixel_array(txt2img(server, seed=20, sampler_name="Euler")["images"][0]))
 
 
 # --- samplers -------------------------------------------------------------------------------------
@@ -176,7 +165,7 @@ def test_every_listed_sampler_runs(server):
         assert len(reply["images"]) == 1, name
     karras = txt2img(server, seed=1, sampler_name="DPM++ 2M", scheduler="Karras")
     combined = txt2img(server, seed=1, sampler_name="DPM++ 2M Karras")
-    assert close(pixels(karras["images"][0]), pixels(combined["images"][0]), 0)
+    assert same_pixels(pixel_array(karras["images"][0]), pixel_array(combined["images"][0]), 0)
     euler_karras = json.loads(txt2img(server, seed=1, sampler_name="Euler", scheduler="karras")["info"])
     assert "Schedule type: Karras" in euler_karras["infotexts"][0]
 
@@ -201,11 +190,11 @@ def test_what_the_engine_cannot_do_is_a_clear_422(server, fields, words):
 
 
 def test_tiling_wraps_around_the_edges(server):
-    plain = pixels(txt2img(server, seed=6, sampler_name="Euler")["images"][0])
+    plain = pixel_array(txt2img(server, seed=6, sampler_name="Euler")["images"][0])
     tiled = txt2img(server, seed=6, sampler_name="Euler", tiling=True)
     assert "Tiling: True" in json.loads(tiled["info"])["infotexts"][0]
-    assert not close(pixels(tiled["images"][0]), plain, 2)
-    assert close(pixels(txt2img(server, seed=6, sampler_name="Euler")["images"][0]), plain, 0)  # switched back
+    assert not same_pixels(pixel_array(tiled["images"][0]), plain, 2)
+    assert same_pixels(pixel_array(txt2img(server, seed=6, sampler_name="Euler")["images"][0]), plain, 0)  # switched back
     # Seamless: with tiling the UNet sees the image on a torus, so shifting its input sideways (by a
     # multiple of its downsampling) shifts its output the same way, edges included.
     import torch
@@ -224,21 +213,21 @@ def test_tiling_wraps_around_the_edges(server):
 
 def test_emphasis_long_prompts_and_clip_skip(server):
     def image(prompt, **fields):
-        return pixels(txt2img(server, prompt=prompt, seed=3, sampler_name="Euler", **fields)["images"][0])
+        return pixel_array(txt2img(server, prompt=prompt, seed=3, sampler_name="Euler", **fields)["images"][0])
 
     plain = image("a cat on a mat")
-    assert not close(image("a (cat:1.8) on a mat"), plain, 0)  # the weight changes the picture
+    assert not same_pixels(image("a (cat:1.8) on a mat"), plain, 0)  # the weight changes the picture
     ignored = txt2img(server, prompt="a (cat:1.8) on a mat", seed=3, sampler_name="Euler",
                       override_settings={"emphasis": "Ignore"})
-    assert close(pixels(ignored["images"][0]), plain, 0)  # brackets parsed away, weights ignored
+    assert same_pixels(pixel_array(ignored["images"][0]), plain, 0)  # brackets parsed away, weights ignored
     assert "Emphasis: Ignore" in json.loads(ignored["info"])["infotexts"][0]
     # Nothing is cut at 75 tokens: words in a second chunk change the picture.
     long = "a cat, " * 40
-    assert not close(image(long + "in a red hat"), image(long + "in a blue box"), 0)
+    assert not same_pixels(image(long + "in a red hat"), image(long + "in a blue box"), 0)
     skipped = txt2img(server, prompt="a cat on a mat", seed=3, sampler_name="Euler",
                       override_settings={"CLIP_stop_at_last_layers": 2})
     assert "Clip skip: 2" in json.loads(skipped["info"])["infotexts"][0]
-    assert not close(pixels(skipped["images"][0]), plain, 0)
+    assert not same_pixels(pixel_array(skipped["images"][0]), plain, 0)
 
 
 def test_prompt_chunks_like_a1111(tiny_models):
@@ -310,7 +299,7 @@ def test_interrupt_returns_200_with_partial_images(slow):
     watcher.join()
     assert len(gen.images) == 1 and gen.interrupted and gen.seeds == [1]  # later batches never ran
     partial, finished = (np.asarray(image, dtype=np.int16) for image in (gen.image, full.image))
-    assert partial.std() > 1 and not close(partial, finished, 2)  # a real, partly done image
+    assert partial.std() > 1 and not same_pixels(partial, finished, 2)  # a real, partly done image
     assert not client.txt2img("a short job", **SMALL).interrupted  # the flag does not stick
 
 
@@ -323,8 +312,8 @@ def test_skip_abandons_the_current_batch_only(slow):
     first, second = (np.asarray(image, dtype=np.int16) for image in gen.images)
     complete = [np.asarray(client.txt2img("two batches", seed=seed, **{**SMALL, "steps": 10}).image, dtype=np.int16)
                 for seed in (1, 2)]
-    assert not close(first, complete[0], 2)  # skipped part-way: a partly done image
-    assert close(second, complete[1])  # the next batch ran in full
+    assert not same_pixels(first, complete[0], 2)  # skipped part-way: a partly done image
+    assert same_pixels(second, complete[1])  # the next batch ran in full
 
 
 # --- models and options -------------------------------------------------------------------------------
@@ -352,7 +341,7 @@ def test_switch_model_through_options(tiny_models):
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [") and len(titles) == 2
         after = client.txt2img("a tram", seed=4, **SMALL)
         assert after.settings()["Model"] == "tiny-sd-b" and after.info["sd_model_hash"] != before.info["sd_model_hash"]
-        assert not close(np.asarray(after.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16), 5)
+        assert not same_pixels(np.asarray(after.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16), 5)
         with pytest.raises(A1111Error) as error:
             client.set_options(sd_model_checkpoint="no-such/model")
         assert error.value.status == 500 and "not found" in str(error.value)
@@ -360,7 +349,7 @@ def test_switch_model_through_options(tiny_models):
         first = next(title for title in titles if title.startswith("tiny-sd ["))
         client.set_options(sd_model_checkpoint=first)  # back, by the title from sd-models
         again = client.txt2img("a tram", seed=4, **SMALL)
-        assert close(np.asarray(again.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16))
+        assert same_pixels(np.asarray(again.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16))
 
 
 def test_override_settings_switch_the_model_for_one_request(tiny_models):
@@ -378,10 +367,10 @@ def test_override_settings_switch_the_model_for_one_request(tiny_models):
         again = client.txt2img("a tram", seed=4, **SMALL)
         assert again.settings()["Model"] == "tiny-sd"
         as_array = lambda gen: np.asarray(gen.image, dtype=np.int16)  # noqa: E731
-        assert close(as_array(again), as_array(before)) and not close(as_array(other), as_array(before), 5)
+        assert same_pixels(as_array(again), as_array(before)) and not same_pixels(as_array(other), as_array(before), 5)
         kept = client.txt2img("a tram", seed=4, override_settings={"sd_model_checkpoint": "tiny-sd-b"},
                               override_settings_restore_afterwards=False, **SMALL)
-        assert close(as_array(kept), as_array(other))
+        assert same_pixels(as_array(kept), as_array(other))
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [")  # kept, as asked
         with pytest.raises(A1111Error) as error:
             client.txt2img("a tram", override_settings={"sd_model_checkpoint": "no-such/model"}, **SMALL)

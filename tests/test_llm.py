@@ -6,18 +6,12 @@ Each error a student can meet gives an LLMError that names the cause and the fix
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+from conftest import free_port
 
 from helpers.config import load_settings
 from helpers.llm import LLM, LLMError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_models_and_default_model(llm):
@@ -69,7 +63,7 @@ def test_openai_api_key_is_honoured(monkeypatch):
 
 def test_available_is_a_quick_probe(llm, llm_server):
     assert llm.available()
-    assert not LLM(f"http://127.0.0.1:{_free_port()}/v1").available(timeout=1)
+    assert not LLM(f"http://127.0.0.1:{free_port()}/v1").available(timeout=1)
     llm_server.models = []
     assert not llm.available()
 
@@ -78,7 +72,7 @@ def test_available_is_a_quick_probe(llm, llm_server):
 
 
 def test_server_not_running_or_wrong_port():
-    llm = LLM(f"http://127.0.0.1:{_free_port()}/v1", model="m", max_retries=0)
+    llm = LLM(f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=0)
     with pytest.raises(LLMError) as err:
         llm.chat("hi")
     assert "Cannot connect" in str(err.value)

@@ -10,8 +10,6 @@ line) take ``preview_server``. Images are 64x64 and steps few, so the file runs 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 import subprocess
@@ -23,9 +21,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
-from conftest import ENGINES, free_port
+from conftest import ENGINES, decode_b64, free_port, same_pixels, txt2img_reply
 from helpers.infotext import parse_infotext
 from sdserver import serve_in_thread
 from sdserver.models import Txt2ImgRequest
@@ -98,27 +95,11 @@ def preview_server(servers):
 
 
 def txt2img(server, **payload) -> dict:
-    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={**SMALL, **payload}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
-
-
-def decode(b64: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
-    return image
+    return txt2img_reply(server, {**SMALL, **payload})
 
 
 def pixels(b64: str) -> bytes:
-    return decode(b64).convert("RGB").tobytes()
-
-
-def same_image(a: str, b: str, tolerance: int) -> bool:
-    """Two base64 PNGs with the same size and pixels within ``tolerance`` (0: identical)."""
-    import numpy as np
-
-    x, y = (np.asarray(decode(image).convert("RGB"), dtype=np.int16) for image in (a, b))
-    return x.shape == y.shape and int(np.abs(x - y).max()) <= tolerance
+    return decode_b64(b64).convert("RGB").tobytes()
 
 
 def in_background(function, *args, **kwargs) -> dict:
@@ -167,7 +148,7 @@ def test_txt2img_reply_has_a1111_shape_real_seeds_and_infotext_chunks(server, ex
     assert len(reply["images"]) == len(info["infotexts"]) == 4
 
     for i, b64 in enumerate(reply["images"]):
-        image = decode(b64)
+        image = decode_b64(b64)
         assert image.format == "PNG" and image.size == (64, 64)
         text = image.info["parameters"]
         assert text == info["infotexts"][i]
@@ -223,10 +204,10 @@ def test_same_inputs_give_identical_pixels_and_another_seed_differs(server, expe
     other = txt2img(server, prompt="a lighthouse", seed=43)["images"][0]
     batch = txt2img(server, prompt="a lighthouse", seed=42, batch_size=2)["images"]
     assert pixels(first) == pixels(again)  # the same request twice: identical on every engine
-    assert not same_image(first, other, 5)
+    assert not same_pixels(first, other, 5)
     # image i of a batch is the image of seed + i, as with A1111
     tolerance = expected["tolerance"]
-    assert same_image(batch[0], first, tolerance) and same_image(batch[1], other, tolerance)
+    assert same_pixels(batch[0], first, tolerance) and same_pixels(batch[1], other, tolerance)
 
 
 def test_random_seeds_and_variation_seeds(server):
@@ -292,7 +273,7 @@ def test_hires_fix_draws_at_the_target_size_and_needs_denoising_strength(preview
     server = preview_server  # the diffusers engine refuses hires fix with a 422 (test_diffusers_engine.py)
     reply = txt2img(server, enable_hr=True, hr_scale=2, denoising_strength=0.5, hr_upscaler="Latent")
     info = json.loads(reply["info"])
-    assert decode(reply["images"][0]).size == (128, 128)
+    assert decode_b64(reply["images"][0]).size == (128, 128)
     assert (info["width"], info["height"]) == (64, 64)  # info reports the first pass, as A1111
     parsed = parse_infotext(info["infotexts"][0])
     assert (parsed["Denoising strength"], parsed["Hires upscale"], parsed["Hires upscaler"]) == ("0.5", "2.0", "Latent")
@@ -348,7 +329,7 @@ def test_progress_during_a_generation(slow_server):
         assert p["progress"] == pytest.approx(min(expected, 1.0))
         # A1111's ETA uses the uncapped progress, so it dips just below 0 on the very last step.
         assert p["eta_relative"] >= 0 or state["sampling_step"] == state["sampling_steps"]
-    assert decode(first["current_image"]).format == "PNG"  # a live preview after each step
+    assert decode_b64(first["current_image"]).format == "PNG"  # a live preview after each step
 
     # skip_current_image leaves the preview out; after the job, /progress is idle again
     job = in_background(txt2img, slow_server, steps=10)
@@ -388,8 +369,8 @@ def test_skip_abandons_only_the_current_batch(slow_server, server, expected):
     images = job["result"]["images"]
     assert len(images) == 2  # the skipped batch comes back partly done, the next one complete
     full = txt2img(server, steps=40, n_iter=2, seed=5)["images"]
-    assert not same_image(images[0], full[0], 2)
-    assert same_image(images[1], full[1], expected["tolerance"])
+    assert not same_pixels(images[0], full[0], 2)
+    assert same_pixels(images[1], full[1], expected["tolerance"])
 
 
 def test_generations_run_one_at_a_time_and_none_is_rejected():
@@ -616,7 +597,7 @@ def test_fuzzed_requests_give_200_or_422_never_500(preview_server, payload):
         assert len(info["infotexts"]) == count
         assert len(result["images"]) == (count if result["parameters"]["send_images"] is not False else 0)
         for b64 in result["images"]:
-            assert decode(b64).format == "PNG"
+            assert decode_b64(b64).format == "PNG"
 
 
 # --- the command line ---------------------------------------------------------------------------

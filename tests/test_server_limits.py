@@ -14,15 +14,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import ENGINES, HAS_DIFFUSERS
+from conftest import ENGINES, HAS_DIFFUSERS, png_b64, png_header_only
 from PIL import Image
 
 from sdserver import create_app, serve_in_thread
@@ -72,26 +70,6 @@ def messages(reply: requests.Response) -> str:
 def still_answers(server) -> None:
     reply = requests.get(f"{server.url}/sdapi/v1/progress", timeout=10)
     assert reply.status_code == 200 and reply.json()["state"]["job_count"] == 0
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that *declares* width x height RGBA pixels but holds almost no data.
-
-    A server that decodes before it checks the size fails on the missing data (or, with a real
-    file, allocates width*height*4 bytes); one that reads the declared size first refuses it.
-    """
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
-
-
-def b64_png(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # --- case 5: the cost of one request is bounded ----------------------------------------------------
@@ -182,15 +160,15 @@ def test_a_13000_px_png_is_refused_from_its_header_before_decoding(server, path)
 
 def test_decode_limit_follows_the_flag(tight):
     small, large = Image.new("RGB", (64, 64)), Image.new("RGB", (200, 200))  # the limit is 0.01 MP
-    assert post(tight, "png-info", {"image": b64_png(small)}).status_code == 200
-    reply = post(tight, "png-info", {"image": b64_png(large)})
+    assert post(tight, "png-info", {"image": png_b64(small)}).status_code == 200
+    reply = post(tight, "png-info", {"image": png_b64(large)})
     assert reply.status_code == 422 and "200x200" in messages(reply)
 
 
 def test_client_images_are_decoded_one_at_a_time(server):
     from sdserver import images
 
-    encoded = b64_png(Image.new("RGB", (32, 32)))
+    encoded = png_b64(Image.new("RGB", (32, 32)))
     with images.DECODE_LOCK:  # as if another request were decoding right now
         box = {}
         worker = threading.Thread(target=lambda: box.update(reply=post(server, "png-info", {"image": encoded})))

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from a1111_checkpoint import config_only_copy, save_as_a1111_checkpoint  # noqa: E402
+from conftest import pixel_array, txt2img_reply  # noqa: E402
 from tiny_sd import build_tiny_sd  # noqa: E402
 
 REQUEST = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler",
@@ -92,15 +93,7 @@ def library_warnings():
 
 
 def txt2img(url: str) -> dict:
-    reply = requests.post(f"{url}/sdapi/v1/txt2img", json=REQUEST, timeout=60)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
-
-
-def pixels(encoded: str) -> np.ndarray:
-    from sdserver.images import decode_image
-
-    return np.asarray(decode_image(encoded).convert("RGB"), dtype=np.int16)
+    return txt2img_reply(url, REQUEST)
 
 
 def test_the_file_has_the_a1111_layout(models):
@@ -190,7 +183,7 @@ def test_the_server_makes_the_same_images_from_the_file(models, no_network):
     with serve_in_thread(engine=reference) as handle:
         expected = txt2img(handle.url)
 
-    image, expected_image = pixels(reply["images"][0]), pixels(expected["images"][0])
+    image, expected_image = pixel_array(reply["images"][0]), pixel_array(expected["images"][0])
     assert image.shape == expected_image.shape == (64, 64, 3) and image.std() > 1
     assert int(np.abs(image - expected_image).max()) <= 1
 
