@@ -1,28 +1,18 @@
 """Settings for the kit, read from environment variables and an optional ``.env`` file.
 
 Every backend address, password and timeout lives here, so notebooks never hard-code them.
-Environment variables win over ``.env``; ``.env`` (git-ignored) is looked for in the current
-folder and its parents, so it works from ``notebooks/`` as well as from the kit's root.
+Environment variables win over ``.env``, which is looked for in the current folder and its parents
+(so it works from ``notebooks/`` too), e.g. ``SD_URL=http://127.0.0.1:7860`` and ``SD_AUTH=student:secret``.
 
-Example ``.env``:
-
-    SD_URL=http://127.0.0.1:7860
-    SD_AUTH=student:secret
-    LLM_BASE_URL=http://127.0.0.1:1234/v1
-
-Example:
-    >>> from helpers.config import load_settings
     >>> s = load_settings(env={"SD_AUTH": "ann:hunter2"}, dotenv=False)
-    >>> s.sd_url
-    'http://127.0.0.1:7860'
-    >>> s.sd_auth        # the password never shows
-    Secret('ann:********')
+    >>> s.sd_url, s.sd_auth        # the password never shows
+    ('http://127.0.0.1:7860', Secret('ann:********'))
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -38,9 +28,7 @@ class SettingsError(KitError, ValueError):
 
 
 class Secret:
-    """A string that hides itself in reprs, logs and notebook outputs.
-
-    Call :meth:`reveal` where the real value is needed (an HTTP header, a client).
+    """A string that hides itself in reprs, logs and notebook outputs; :meth:`reveal` gives the value.
 
     >>> key = Secret("sk-123")
     >>> key, str(key), key.reveal()
@@ -73,16 +61,17 @@ class Secret:
         return bool(self._value)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    fix = f"set it in your environment or .env, e.g. {name}={default:g}"
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number of seconds.", f"set it in your environment or .env, e.g. {name}={default:g}") from None
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds.", fix) from None
     if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than 0 seconds.", f"set it in your environment or .env, e.g. {name}={default:g}")
+        raise SettingsError(f"{name}={raw!r} must be greater than 0 seconds.", fix)
     return value
 
 
@@ -98,7 +87,7 @@ class Settings:
     """All settings of the kit. Build one with :func:`load_settings`."""
 
     sd_url: str = "http://127.0.0.1:7860"
-    sd_auth: Secret | None = field(default=None)
+    sd_auth: Secret | None = None
     sd_timeout: float = 600.0  # read timeout: a real generation on a slow GPU takes minutes
     sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
     # What the kit's own server runs when no A1111 answers at a local SD_URL: "auto" (the diffusers
@@ -115,20 +104,15 @@ class Settings:
     clip_pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, or a path to a checkpoint file
     clip_device: str | None = None  # None: cuda, then mps, then cpu
 
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
-        return f"Settings({parts})"
-
 
 def _read_dotenv(dotenv: bool | str | Path) -> dict[str, str]:
     if dotenv is False:
         return {}
     from dotenv import dotenv_values, find_dotenv
 
-    path = find_dotenv(usecwd=True) if dotenv is True else str(dotenv)
-    if not path or not Path(path).is_file():
-        path = str(KIT_ROOT / ".env") if dotenv is True else path
-    if not Path(path).is_file():
+    # Not found from the current folder (a notebook run elsewhere): the kit's own .env.
+    path = Path(find_dotenv(usecwd=True) or KIT_ROOT / ".env") if dotenv is True else Path(dotenv)
+    if not path.is_file():
         return {}
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
@@ -140,38 +124,40 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
     'http://gpu-server:7860'
     """
     merged = {**_read_dotenv(dotenv), **(os.environ if env is None else env)}
-    defaults = Settings()
 
-    url = merged.get("SD_URL", "").strip() or defaults.sd_url
+    def read(name: str) -> str:
+        return merged.get(name, "").strip()
+
+    defaults = Settings()
+    url = read("SD_URL") or defaults.sd_url
     if "://" not in url:
         raise SettingsError(f"SD_URL={url!r} needs a scheme.", f"use e.g. SD_URL=http://{url}")
-    auth = merged.get("SD_AUTH", "").strip()
+    auth = read("SD_AUTH")
     if auth and ":" not in auth:
-        raise SettingsError("SD_AUTH must look like user:password.", "use the same text as A1111's --api-auth, e.g. SD_AUTH=student:secret")
-
-    engine = merged.get("SD_ENGINE", "").strip().lower() or defaults.sd_engine
+        raise SettingsError("SD_AUTH must look like user:password.",
+                            "use the same text as A1111's --api-auth, e.g. SD_AUTH=student:secret")
+    engine = read("SD_ENGINE").lower() or defaults.sd_engine
     if engine not in ENGINE_CHOICES:
-        raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}.", "use e.g. SD_ENGINE=auto")
-
-    llm_url = merged.get("LLM_BASE_URL", "").strip() or defaults.llm_base_url
+        raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}.",
+                            "use e.g. SD_ENGINE=auto")
+    llm_url = read("LLM_BASE_URL") or defaults.llm_base_url
     if "://" not in llm_url:
         raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme.", f"use e.g. LLM_BASE_URL=http://{llm_url}")
-    # OPENAI_API_KEY is honoured so that pointing LLM_BASE_URL at OpenAI needs no second variable.
-    key = merged.get("LLM_API_KEY", "").strip() or merged.get("OPENAI_API_KEY", "").strip() or LOCAL_API_KEY
 
     return Settings(
         sd_url=url.rstrip("/"),
         sd_auth=Secret(auth) if auth else None,
-        sd_timeout=_float(merged, "SD_TIMEOUT", defaults.sd_timeout),
-        sd_connect_timeout=_float(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
+        sd_timeout=_seconds(merged, "SD_TIMEOUT", defaults.sd_timeout),
+        sd_connect_timeout=_seconds(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
         sd_engine=engine,
-        sd_model=merged.get("SD_MODEL", "").strip() or None,
-        output_dir=_path(merged["OUTPUT_DIR"]) if merged.get("OUTPUT_DIR", "").strip() else defaults.output_dir,
+        sd_model=read("SD_MODEL") or None,
+        output_dir=_path(read("OUTPUT_DIR")) if read("OUTPUT_DIR") else defaults.output_dir,
         llm_base_url=llm_url.rstrip("/"),
-        llm_model=merged.get("LLM_MODEL", "").strip() or None,
-        llm_api_key=Secret(key),
-        llm_timeout=_float(merged, "LLM_TIMEOUT", defaults.llm_timeout),
-        clip_model=merged.get("CLIP_MODEL", "").strip() or defaults.clip_model,
-        clip_pretrained=merged.get("CLIP_PRETRAINED", "").strip() or defaults.clip_pretrained,
-        clip_device=merged.get("CLIP_DEVICE", "").strip() or None,
+        llm_model=read("LLM_MODEL") or None,
+        # OPENAI_API_KEY is honoured so that pointing LLM_BASE_URL at OpenAI needs no second variable.
+        llm_api_key=Secret(read("LLM_API_KEY") or read("OPENAI_API_KEY") or LOCAL_API_KEY),
+        llm_timeout=_seconds(merged, "LLM_TIMEOUT", defaults.llm_timeout),
+        clip_model=read("CLIP_MODEL") or defaults.clip_model,
+        clip_pretrained=read("CLIP_PRETRAINED") or defaults.clip_pretrained,
+        clip_device=read("CLIP_DEVICE") or None,
     )

@@ -1,7 +1,7 @@
 """One error family: every error the kit raises is a ``KitError`` that names the cause and the fix.
 
-A notebook or the command line can catch them all at once, and each prints the same way: what went
-wrong on the first line, what to do about it on a line starting with ``Fix:``.
+A notebook can catch them all at once, or just one part's subclass (``A1111Error``, ``LLMError``, ...).
+Each prints what went wrong, then what to do on a line starting with ``Fix:``.
 
     >>> err = KitError("No A1111 answers at http://127.0.0.1:7860.", fix="start it with --api")
     >>> print(err)
@@ -9,9 +9,6 @@ wrong on the first line, what to do about it on a line starting with ``Fix:``.
     Fix: start it with --api
     >>> err.message, err.fix
     ('No A1111 answers at http://127.0.0.1:7860.', 'start it with --api')
-
-Each part of the kit has its own subclass (``A1111Error``, ``LLMError``, ``ClipError``, ...), so a
-notebook can also catch just the one it expects.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """``Generation``: the result of one txt2img call, with decoded images and the real seeds.
 
-A1111 answers ``{"images": [base64 PNG...], "parameters": {...}, "info": "<JSON string>"}``.
-Three traps for a beginner are handled here once:
-
-* ``info`` is JSON inside a string: it must be parsed a second time;
-* ``parameters["seed"]`` echoes the request (often -1); the real seeds are in ``info``;
-* with ``save_images`` a grid may come first (``info["index_of_first_image"]``).
-
-Example:
-    >>> gen = client.txt2img("a red fox", seed=42)   # doctest: +SKIP
-    >>> gen.seeds, gen.images[0].size                 # doctest: +SKIP
-    ([42], (512, 512))
-    >>> gen.save("outputs/fox")                       # doctest: +SKIP
-    [PosixPath('outputs/fox/00000-42.png')]
+Three traps of A1111's answer are handled here once: ``info`` is JSON inside a string (parse it
+again); ``parameters["seed"]`` echoes the request (often -1), the real seeds are in ``info``; and with
+``save_images`` a grid may come first (``info["index_of_first_image"]``).
 """
 
 from __future__ import annotations
@@ -30,30 +20,25 @@ from .infotext import parse_infotext, png_bytes
 # The kit's own server marks its images so no placeholder is ever taken for a real result.
 PLACEHOLDER_MODEL = "offline-preview"
 
-
-# The most pixels one image from a server may have. A1111 rarely makes more than 4096 x 4096
-# (16.7 M) even with hires fix; 8192 x 8192 leaves room for upscalers. A PNG that claims more is
-# refused before it is decoded: a few hundred KB can otherwise unpack to gigabytes of memory.
-# Raise it if you really make larger images: helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384
+# The most pixels one image from a server may have: A1111 rarely makes more than 4096 x 4096, and
+# 8192 x 8192 leaves room for upscalers. A PNG that claims more is refused before it is decoded, since a
+# few hundred KB can unpack to gigabytes. Raise it for larger images, e.g. to 16384 * 16384.
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 NOT_A1111 = "Check that SD_URL points at A1111 started with --api (or a compatible server such as `make serve`)."
 CUT_OFF = ("The reply was probably cut off or altered on the way: check the server's console/log and the "
            "network or proxy between you, then try again.")
+_PIXELS_FIX = ("If you asked for an image this large, raise the client's limit, e.g. "
+               "helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384; otherwise the server sent something it "
+               "should not (check SD_URL).")
 
 
 class ResponseError(KitError, ValueError):
-    """The server's answer could not be read (bad base64, not an image, wrong types, no info).
-
-    Attributes:
-        fix: what to check (the server, the network, a client limit).
-        partial: a :class:`Generation` with the images of the answer that were good, or None
-            when nothing could be kept (e.g. ``info`` is unreadable, so no image has a seed).
-    """
+    """The server's answer could not be read (bad base64, not an image, wrong types, no info)."""
 
     def __init__(self, message: str, fix: str = NOT_A1111, partial: Generation | None = None):
         super().__init__(message, fix)
-        self.partial = partial
+        self.partial = partial  # a Generation with the answer's good images, or None when none were good
 
 
 def _kind(value) -> str:
@@ -63,11 +48,14 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-def decode_image_b64(data: str, what: str = "an image in the response"):
-    """Decode one base64 image (with or without a ``data:...;base64,`` prefix) to ``(PIL image, bytes)``.
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    Raises ResponseError for anything that is not a readable image of at most MAX_IMAGE_PIXELS
-    (checked from the header, before the pixels are decoded: see helpers/images.py).
+
+def decode_image_b64(data: str, what: str = "an image in the response"):
+    """Decode one base64 image (``data:`` prefix allowed) to ``(PIL image, its bytes)``.
+
+    Raises ResponseError for anything but a readable image of at most MAX_IMAGE_PIXELS.
 
     >>> decode_image_b64("%%%")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -92,31 +80,22 @@ def decode_image_b64(data: str, what: str = "an image in the response"):
         raise ResponseError(f"{what} {err.message}", fix=CUT_OFF) from None
 
 
-_PIXELS_FIX = ("If you asked for an image this large, raise the client's limit, e.g. "
-               "helpers.generation.MAX_IMAGE_PIXELS = 16384 * 16384; otherwise the server sent something it "
-               "should not (check SD_URL).")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _read_info(info) -> dict[str, Any]:
     """``info`` is JSON inside a string (A1111) or already an object; anything else is refused."""
     if info is None:
-        return {}  # absent: the seed check below says what that means for the images
-    if isinstance(info, str):
-        try:
-            info = json.loads(info)
-        except (ValueError, RecursionError):
-            raise ResponseError(f"'info' is not valid JSON ({info[:40]!r})", fix=CUT_OFF) from None
-        if not isinstance(info, dict):
-            kind = "null" if info is None else {list: "list", str: "string"}.get(type(info), type(info).__name__)
-            raise ResponseError(f"'info' is a JSON {kind}, not an object")
-        return info
+        return {}  # absent: the seed check says what that means for the images
     if isinstance(info, dict):
         return dict(info)
-    raise ResponseError(f"'info' is {type(info).__name__}, not a JSON object string")
+    if not isinstance(info, str):
+        raise ResponseError(f"'info' is {type(info).__name__}, not a JSON object string")
+    try:
+        info = json.loads(info)
+    except (ValueError, RecursionError):
+        raise ResponseError(f"'info' is not valid JSON ({info[:40]!r})", fix=CUT_OFF) from None
+    if not isinstance(info, dict):
+        kind = "null" if info is None else {list: "list", str: "string"}.get(type(info), type(info).__name__)
+        raise ResponseError(f"'info' is a JSON {kind}, not an object")
+    return info
 
 
 def _read_seeds(info: dict[str, Any], count: int) -> list[int]:
@@ -124,10 +103,10 @@ def _read_seeds(info: dict[str, Any], count: int) -> list[int]:
     seeds = info.get("all_seeds")
     if seeds is not None and not isinstance(seeds, list):
         raise ResponseError(f"'all_seeds' is {type(seeds).__name__}, not a list of seeds")
-    for i, seed in enumerate(seeds or []):
+    seeds = list(seeds or [])
+    for i, seed in enumerate(seeds):
         if not _is_int(seed):
             raise ResponseError(f"all_seeds[{i}] is {_kind(seed)}, not a whole number")
-    seeds = list(seeds or [])
     seed = info.get("seed")
     if seed is not None and not _is_int(seed):
         raise ResponseError(f"'seed' is {_kind(seed)}, not a whole number")
@@ -153,35 +132,22 @@ def _read_infotexts(info: dict[str, Any]) -> list[str]:
 
 @dataclass
 class Generation:
-    """Images and metadata of one txt2img call.
+    """Images and metadata of one txt2img call."""
 
-    Attributes:
-        images: PIL images, grid excluded, one per seed.
-        seeds: the real seed of each image (never -1).
-        info: the parsed ``info`` dict (A1111's keys: ``all_seeds``, ``infotexts``, ...).
-        infotexts: the ``parameters`` text stored in each image.
-        parameters: the request as the server echoed it, with its defaults filled in.
-        interrupted: True when the generation was stopped early; images may be unfinished.
-
-    Example:
-        >>> gen.settings(0)["Sampler"]   # doctest: +SKIP
-        'Euler a'
-    """
-
-    images: list
-    seeds: list[int]
-    info: dict[str, Any]
-    infotexts: list[str]
-    parameters: dict[str, Any]
-    png: list[bytes] = field(default_factory=list, repr=False)
-    interrupted: bool = False
+    images: list  # PIL images, grid excluded, one per seed
+    seeds: list[int]  # the real seed of each image (never -1)
+    info: dict[str, Any]  # the parsed ``info`` (A1111's keys: all_seeds, infotexts, sd_model_name, ...)
+    infotexts: list[str]  # the ``parameters`` text stored in each image
+    parameters: dict[str, Any]  # the request as the server echoed it, with its defaults filled in
+    png: list[bytes] = field(default_factory=list, repr=False)  # the images' bytes as received
+    interrupted: bool = False  # stopped early: the images may be unfinished
 
     @classmethod
     def from_response(cls, body: dict[str, Any]) -> Generation:
         """Build a Generation from A1111's JSON body, checking every field on the way.
 
-        Raises ResponseError naming the field (and index) that is wrong. When only some images
-        are bad, ``err.partial`` is a Generation with the good ones, so nothing good is lost.
+        Raises ResponseError naming the wrong field; when only some images are bad, ``err.partial``
+        holds the good ones.
 
         >>> Generation.from_response({"images": [], "info": "[1, 2]"})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -224,7 +190,6 @@ class Generation:
             infotexts=[infotexts[i] for i, _, _ in kept if i < len(infotexts)],
             parameters=dict(parameters or {}),
             png=[raw for _, _, raw in kept],
-            interrupted=False,
         )
         if problems:
             more = f" (and {len(problems) - 1} more bad image(s))" if len(problems) > 1 else ""
@@ -232,11 +197,8 @@ class Generation:
             raise ResponseError(f"{problems[0]}{more}{kept_text}", fix=problems[0].fix,
                                 partial=generation if kept else None)
         if any(image.format != "PNG" for image in generation.images):
-            warnings.warn(
-                "The server sent non-PNG images, which keep their settings only in EXIF. "
-                "For PNGs with infotext call client.set_options(samples_format='png').",
-                stacklevel=3,
-            )
+            warnings.warn("The server sent non-PNG images, which keep their settings only in EXIF. For PNGs "
+                          "with infotext call client.set_options(samples_format='png').", stacklevel=3)
         return generation
 
     @property
@@ -250,10 +212,14 @@ class Generation:
         return str(self.info.get("sd_model_name") or "").startswith(PLACEHOLDER_MODEL)
 
     def settings(self, index: int = 0) -> dict[str, str]:
-        """The parsed infotext of image ``index`` (Prompt, Steps, Sampler, Seed, Size-1, ...)."""
+        """The parsed infotext of image ``index`` (Prompt, Steps, Sampler, Seed, Size-1, ...).
+
+        >>> gen.settings(0)["Sampler"]   # doctest: +SKIP
+        'Euler a'
+        """
         return parse_infotext(self.infotexts[index]) if index < len(self.infotexts) else {}
 
-    def save(self, directory: str | Path, prefix: str = "") -> list[Path]:
+    def save(self, directory: str | Path) -> list[Path]:
         """Write every image as a PNG that keeps A1111's ``parameters`` text; returns the paths.
 
         Files are never overwritten: numbering continues after the files already there.
@@ -263,13 +229,13 @@ class Generation:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        number = len(list(directory.glob(f"{prefix}*.png")))
+        number = len(list(directory.glob("*.png")))
         paths = []
         for i, image in enumerate(self.images):
             infotext = self.infotexts[i] if i < len(self.infotexts) else None
             raw = self.png[i] if i < len(self.png) and image.format == "PNG" else png_bytes(image, infotext)
             while True:
-                path = directory / f"{prefix}{number:05d}-{self.seeds[i]}.png"
+                path = directory / f"{number:05d}-{self.seeds[i]}.png"
                 number += 1
                 if not path.exists():
                     break
@@ -287,7 +253,8 @@ class Generation:
         # Shown when a notebook cell ends with a Generation: thumbnails plus the honest label.
         from html import escape
 
-        label = "<b style='color:#b00'>Placeholder images from the kit's offline preview engine</b><br>" if self.is_placeholder else ""
+        label = ("<b style='color:#b00'>Placeholder images from the kit's offline preview engine</b><br>"
+                 if self.is_placeholder else "")
         thumbs = "".join(
             f"<figure style='display:inline-block;margin:4px'><img width=160 src='data:image/png;base64,"
             f"{encode_b64(self.png[i] if i < len(self.png) else img)}'>"

@@ -1,11 +1,8 @@
-"""Base64 images, as A1111's JSON carries them: one decoder and one encoder for the client and the server.
+"""Base64 images as A1111's JSON carries them: the one decoder and encoder of the client and the server.
 
-A few hundred KB of PNG can declare 13000x13000 pixels and unpack to gigabytes, so an image is
-opened header first and its declared size checked against a limit before any pixel is decoded.
-The client (helpers/generation.py) and the kit's server (sdserver/images.py) each turn an
-:class:`ImageDataError` into their own message: a ``ResponseError`` with a fix, or A1111's HTTP answer.
+A few hundred KB of PNG can declare 13000x13000 pixels and unpack to gigabytes, so an image is opened
+header first and its declared size checked against a limit before any pixel is decoded.
 
-Example:
     >>> from PIL import Image
     >>> text = encode_b64(Image.new("RGB", (8, 8)))
     >>> image, raw = open_b64("data:image/png;base64," + text, max_pixels=100)
@@ -30,38 +27,26 @@ from .infotext import png_bytes
 
 
 class ImageDataError(KitError, ValueError):
-    """Text that is not a usable base64 image. ``message`` reads after the image's name ("images[0] is ...").
-
-    Attributes: ``kind``: "base64" (not base64), "image" (not a readable image) or "too-large";
-    ``size``: the (width, height) the header declares, or None (unknown, or larger than Pillow opens).
-    """
+    """Text that is not a usable base64 image; ``message`` reads after the image's name ("images[0] is ...")."""
 
     def __init__(self, message: str, kind: str, size: tuple[int, int] | None = None):
         super().__init__(message)
-        self.kind, self.size = kind, size
-
-
-def strip_data_prefix(text: str) -> str:
-    """``data:image/png;base64,AAAA`` -> ``AAAA`` (browsers and webuiapi send the prefix; A1111 does not).
-
-    >>> strip_data_prefix("data:image/png;base64,QUJD"), strip_data_prefix("QUJD")
-    ('QUJD', 'QUJD')
-    """
-    return text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
+        self.kind = kind  # "base64", "image" (unreadable) or "too-large"
+        self.size = size  # the (width, height) the header declares, or None
 
 
 def open_b64(text: str, max_pixels: float, *, strict: bool = True, formats: tuple[str, ...] | None = None):
-    """Open a base64 image (with or without a ``data:`` prefix) and check its size: ``(PIL image, bytes)``.
+    """Open a base64 image (``data:`` prefix allowed), reading only its header: ``(PIL image, bytes)``.
 
-    Only the header is read: the pixels are decoded by :func:`load_pixels` (or later, when used).
-    ``strict``: refuse characters outside the base64 alphabet (A1111's server, like Python's
-    default, skips them). ``formats``: the image formats to accept (None: every one Pillow reads).
-    Raises :class:`ImageDataError`.
+    ``strict``: refuse characters outside the base64 alphabet. ``formats``: the formats to accept (None: all).
+    Raises :class:`ImageDataError`, also for an image of more than ``max_pixels``.
     """
     from PIL import Image
 
+    if text.startswith("data:") and "," in text:  # browsers and webuiapi send this prefix; A1111 does not
+        text = text.split(",", 1)[1]
     try:
-        raw = base64.b64decode(strip_data_prefix(text), validate=strict)
+        raw = base64.b64decode(text, validate=strict)
     except (binascii.Error, ValueError):
         raise ImageDataError("is not valid base64", "base64") from None
     try:
@@ -80,8 +65,7 @@ def open_b64(text: str, max_pixels: float, *, strict: bool = True, formats: tupl
 
 
 def load_pixels(image, raw: bytes = b""):
-    """Decode the pixels of an image from :func:`open_b64` (``raw``: its bytes, named in the error) now,
-    so that a truncated or corrupt file fails here (ImageDataError) and not wherever it is first used."""
+    """Decode an image from :func:`open_b64` now, so a corrupt file fails here with ImageDataError."""
     try:
         image.load()
     except Exception as err:  # noqa: BLE001 - truncated, corrupt, a bomb that hid its size

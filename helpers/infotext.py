@@ -1,23 +1,14 @@
-"""A1111's "infotext": the generation parameters stored in every PNG it writes.
+"""A1111's "infotext": the generation parameters stored in every PNG it writes, and their one writer and parser.
 
-A1111 writes a text chunk with the keyword ``parameters`` into each PNG:
+A1111 writes a text chunk with the keyword ``parameters`` into each PNG: the prompt (one or more lines),
+an optional ``Negative prompt:`` line, then one line of ``Key: value`` pairs. The A1111 client and the
+kit's own server both use this module, so they cannot drift.
 
-    a cat on a sofa
-    Negative prompt: blurry
-    Steps: 20, Sampler: Euler a, CFG scale: 7.0, Seed: 1, Size: 512x512, Model: v1-5
-
-Line 1 (possibly several lines) is the prompt, then an optional ``Negative prompt:`` line,
-then one line of ``Key: value`` pairs. This module is the kit's single place that writes and
-parses that text; the A1111 client and the kit's own server both use it, so they cannot drift.
-
-Example:
     >>> text = format_infotext("a cat", "blurry", {"Steps": 20, "Seed": 1, "Size": "512x512"})
     >>> print(text)
     a cat
     Negative prompt: blurry
     Steps: 20, Seed: 1, Size: 512x512
-    >>> parse_infotext(text)["Seed"]
-    '1'
 """
 
 from __future__ import annotations
@@ -28,24 +19,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-# Same pattern as A1111's modules/infotext_utils.py, so we split pairs exactly as it does:
-# a key is a word followed by words, spaces, dashes or slashes; a value is a JSON string or
-# anything up to the next comma.
+# A1111's own pattern (modules/infotext_utils.py), so pairs split exactly as there: a key is a word
+# followed by words, spaces, dashes or slashes; a value is a JSON string or anything up to the next comma.
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 PNG_KEY = "parameters"
 
 # Keys A1111 fills in when an infotext does not mention them (infotext_utils.py).
-_PARSE_DEFAULTS = {
-    "Clip skip": "1",
-    "Hires resize-1": "0",
-    "Hires resize-2": "0",
-    "Hires sampler": "Use same sampler",
-    "Hires checkpoint": "Use same checkpoint",
-    "RNG": "GPU",
-    "Schedule type": "Automatic",
-}
+_PARSE_DEFAULTS = {"Clip skip": "1", "Hires resize-1": "0", "Hires resize-2": "0", "Hires sampler": "Use same sampler",
+                   "Hires checkpoint": "Use same checkpoint", "RNG": "GPU", "Schedule type": "Automatic"}
 
 
 def quote(value: Any) -> str:
@@ -55,9 +38,7 @@ def quote(value: Any) -> str:
     ('Euler a', '"a, b"')
     """
     text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
 
 
 def unquote(text: str) -> str:
@@ -79,21 +60,18 @@ def format_infotext(prompt: str, negative_prompt: str = "", params: dict[str, An
     >>> format_infotext("a fox", params={"Steps": 4, "Sampler": "Euler", "Tiling": None})
     'a fox\\nSteps: 4, Sampler: Euler'
     """
-    pairs = ", ".join(
-        key if key == value else f"{key}: {quote(value)}"
-        for key, value in (params or {}).items()
-        if value is not None
-    )
+    pairs = ", ".join(key if key == value else f"{key}: {quote(value)}"
+                      for key, value in (params or {}).items() if value is not None)
     negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{pairs}".strip()
 
 
-def parse_infotext(text: str, *, defaults: bool = True) -> dict[str, str]:
+def parse_infotext(text: str) -> dict[str, str]:
     """Parse an infotext into a dict, the way A1111's ``/sdapi/v1/png-info`` does.
 
-    The result has ``"Prompt"`` and ``"Negative prompt"`` plus every ``Key: value`` pair; values
-    stay strings, and ``512x512``-style values are split into ``Key-1`` and ``Key-2``. With
-    ``defaults=True`` (as A1111) keys it assumes when missing are filled in, e.g. ``Clip skip``.
+    The result has ``"Prompt"`` and ``"Negative prompt"`` plus every ``Key: value`` pair as a string;
+    ``512x512``-style values are split into ``Key-1`` and ``Key-2``, and keys A1111 assumes when
+    missing (e.g. ``Clip skip``) are filled in.
 
     >>> p = parse_infotext('a cat\\nSteps: 20, Sampler: Euler a, Size: 512x768')
     >>> p["Prompt"], p["Steps"], p["Size-1"], p["Size-2"]
@@ -115,42 +93,29 @@ def parse_infotext(text: str, *, defaults: bool = True) -> dict[str, str]:
             line = line[len("Negative prompt:"):].strip()
         (negative_lines if in_negative else prompt_lines).append(line)
 
-    result: dict[str, str] = {"Prompt": "\n".join(prompt_lines), "Negative prompt": "\n".join(negative_lines)}
+    result = {"Prompt": "\n".join(prompt_lines), "Negative prompt": "\n".join(negative_lines)}
     for key, value in _PARAM.findall(last):
-        if value[:1] == '"' and value[-1:] == '"':
-            value = unquote(value)
+        value = unquote(value)
         size = _IMAGE_SIZE.match(value)
         if size:
             result[f"{key}-1"], result[f"{key}-2"] = size.group(1), size.group(2)
         else:
             result[key] = value
-    if defaults:
-        for key, value in _PARSE_DEFAULTS.items():
-            result.setdefault(key, value)
+    for key, value in _PARSE_DEFAULTS.items():
+        result.setdefault(key, value)
     return result
 
 
 # Infotext key -> (txt2img field, type). Used to turn a saved image back into a request.
-_FIELDS = {
-    "Prompt": ("prompt", str),
-    "Negative prompt": ("negative_prompt", str),
-    "Steps": ("steps", int),
-    "Sampler": ("sampler_name", str),
-    "Schedule type": ("scheduler", str),
-    "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int),
-    "Size-1": ("width", int),
-    "Size-2": ("height", int),
-    "Variation seed": ("subseed", int),
-    "Variation seed strength": ("subseed_strength", float),
-    "Denoising strength": ("denoising_strength", float),
-}
+_FIELDS = {"Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str), "Steps": ("steps", int),
+           "Sampler": ("sampler_name", str), "Schedule type": ("scheduler", str), "CFG scale": ("cfg_scale", float),
+           "Seed": ("seed", int), "Size-1": ("width", int), "Size-2": ("height", int),
+           "Variation seed": ("subseed", int), "Variation seed strength": ("subseed_strength", float),
+           "Denoising strength": ("denoising_strength", float)}
 
 
 def infotext_to_fields(parsed: dict[str, str] | str) -> dict[str, Any]:
-    """Turn an infotext (text or parsed dict) into txt2img request fields.
-
-    Sending these fields again reproduces the image on the same model and server.
+    """Turn an infotext (text or parsed dict) into txt2img request fields that reproduce the image.
 
     >>> infotext_to_fields("a cat\\nSteps: 20, Sampler: Euler a, Seed: 7, Size: 512x768")["height"]
     768
@@ -176,9 +141,8 @@ def png_bytes(image, infotext: str | None) -> bytes:
     """Encode a PIL image as PNG bytes carrying ``infotext`` in its ``parameters`` chunk.
 
     >>> from PIL import Image
-    >>> data = png_bytes(Image.new("RGB", (8, 8)), "a cat\\nSteps: 1, Seed: 2, Size: 8x8")
-    >>> read_infotext(data).startswith("a cat")
-    True
+    >>> read_infotext(png_bytes(Image.new("RGB", (8, 8)), "a cat\\nSteps: 1, Seed: 2, Size: 8x8"))[:5]
+    'a cat'
     """
     from PIL.PngImagePlugin import PngInfo
 
@@ -204,9 +168,8 @@ def read_infotext(source) -> str | None:
     from PIL import Image
 
     if isinstance(source, (bytes, bytearray)):
-        with Image.open(io.BytesIO(source)) as image:
-            return image.info.get(PNG_KEY)
-    if isinstance(source, (str, Path)):
+        source = io.BytesIO(source)
+    if isinstance(source, (str, Path, io.BytesIO)):
         with Image.open(source) as image:
             return image.info.get(PNG_KEY)
     return getattr(source, "info", {}).get(PNG_KEY)

@@ -1,13 +1,5 @@
-"""Server addresses: show one without its password, point one at another host or port.
-
-Used by the A1111 client, the LLM wrapper and the preflight checks, so that each rewrites a URL
-and explains the "localhost is IPv6" trap the same way.
-
-    >>> without_password("http://ann:pw@[::1]:7860/sdapi")
-    'http://[::1]:7860/sdapi'
-    >>> with_host("http://localhost:1234/v1", host="127.0.0.1")
-    'http://127.0.0.1:1234/v1'
-"""
+"""Server addresses for the A1111 client, the LLM wrapper and the preflight checks: hide a password,
+change the host or port, and explain the "localhost is IPv6" trap the same way everywhere."""
 
 from __future__ import annotations
 
@@ -15,7 +7,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def without_password(url: str) -> str:
-    """The URL without ``user:password@`` (an IPv6 host keeps its brackets), for messages and records."""
+    """The URL without ``user:password@`` (an IPv6 host keeps its brackets), for messages and records.
+
+    >>> without_password("http://ann:pw@[::1]:7860/sdapi")
+    'http://[::1]:7860/sdapi'
+    """
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url
@@ -25,8 +21,8 @@ def without_password(url: str) -> str:
 def with_host(url: str, host: str | None = None, port: int | None = None) -> str:
     """The URL with another host and/or port (the path stays; a missing port stays missing).
 
-    >>> with_host("http://127.0.0.1:7860/sdapi", port=7861)
-    'http://127.0.0.1:7861/sdapi'
+    >>> with_host("http://localhost:1234/v1", host="127.0.0.1"), with_host("http://[::1]:7860", port=7861)
+    ('http://127.0.0.1:1234/v1', 'http://[::1]:7861')
     """
     parts = urlsplit(url)
     host = host or parts.hostname or ""
