@@ -1,20 +1,9 @@
 """``ClipScorer``: rate how well an image matches a text with CLIP (open_clip).
 
-CLIP has two encoders, one for images and one for texts, trained so that a picture and a text
-describing it land close together in one vector space. The *cosine similarity* of the two
-vectors (between -1 and 1; for real photos and captions mostly 0.1 to 0.4) measures the match.
-
-Settings (:mod:`helpers.config`): ``CLIP_MODEL`` (default ``ViT-B-32``), ``CLIP_PRETRAINED``
-(default ``laion2b_s34b_b79k``, an open_clip tag, or the path of a checkpoint file) and
-``CLIP_DEVICE`` (default: cuda, then mps, then cpu).
-
-Example:
-    >>> from helpers.clipqa import ClipScorer
-    >>> scorer = ClipScorer()                                             # doctest: +SKIP
-    >>> scorer.similarity("a cat on a sofa", ["cat.png", "car.png"])      # doctest: +SKIP
-    [0.31, 0.09]
-    >>> scorer.best("a cat on a sofa", ["cat.png", "car.png"])            # doctest: +SKIP
-    (0, 0.31)
+CLIP's image and text encoders are trained so that a picture and a text describing it land close
+together in one vector space; the cosine similarity of the two vectors (for real photos and captions
+mostly 0.1 to 0.4) measures the match. Settings: ``CLIP_MODEL``, ``CLIP_PRETRAINED`` (an open_clip
+tag, or a checkpoint file) and ``CLIP_DEVICE`` (default: cuda, then mps, then cpu).
 """
 
 from __future__ import annotations
@@ -24,8 +13,8 @@ import os
 import socket
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,14 +44,12 @@ class LoadedClip:
 
 
 _LOADED: dict[tuple[str, str, str], LoadedClip] = {}
-_configs_registered = False
 
 
 def pick_device(requested: str | None = None) -> str:
-    """``requested`` if given, else ("auto" or None) "cuda" when PyTorch sees a GPU, then "mps" (Apple
-    Silicon), then "cpu". The kit's server picks its device with this too (``--device auto``)."""
+    """``requested`` if given (not "auto"), else "cuda", "mps" (Apple Silicon) or "cpu", the first PyTorch
+    sees. The kit's server picks its device with this too (``--device auto``)."""
     import torch
-
     if requested and requested != "auto":
         return requested
     if torch.cuda.is_available():
@@ -72,31 +59,11 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
+@lru_cache(maxsize=1)
 def _register_configs() -> None:
-    """Make the model configs in data/clip/ (e.g. the tiny test model) known to open_clip."""
-    global _configs_registered
-    if not _configs_registered:
-        import open_clip
-
-        open_clip.add_model_config(CONFIG_DIR)
-        _configs_registered = True
-
-
-@contextmanager
-def _hub_offline():
-    """Forbid network calls to the model hub for a moment (weights are already in the cache).
-
-    Without this, huggingface_hub checks for a newer file online first and, with no network,
-    retries for almost a minute before using the cached file.
-    """
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
+    """Make the model configs in data/clip/ (e.g. the tiny test model) known to open_clip, once."""
+    import open_clip
+    open_clip.add_model_config(CONFIG_DIR)
 
 
 def _cached(model: str, tag: str) -> bool:
@@ -114,26 +81,17 @@ def _cached(model: str, tag: str) -> bool:
     return False
 
 
-def _hub_offline_set() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def _hub_reachable() -> bool:
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+        with socket.create_connection(("huggingface.co", 443), timeout=3.0):
             return True
     except OSError:
         return False
 
 
 def load_clip(model: str | None = None, pretrained: str | None = None, device: str | None = None) -> LoadedClip:
-    """Load (once per process) a CLIP model, its image preprocessing and its tokenizer.
-
-    ``pretrained`` is an open_clip tag (downloaded and cached on first use), a checkpoint file,
-    or "none" for random weights. Offline, a tag that is not cached fails within seconds.
-    """
+    """Load (once per process) a CLIP model, its image preprocessing and its tokenizer. ``pretrained``
+    is an open_clip tag (downloaded on first use; offline, fails within seconds), a file, or "none"."""
     settings = load_settings()
     model = model or settings.clip_model
     pretrained = pretrained if pretrained is not None else settings.clip_pretrained
@@ -144,7 +102,7 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
 
     started = time.perf_counter()
     import open_clip
-
+    from huggingface_hub import constants
     _register_configs()
     if model not in open_clip.list_models():
         raise ClipError(f"open_clip has no model named {model!r}.",
@@ -163,17 +121,23 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
         raise ClipError(f"{pretrained!r} is not a pretrained tag of {model}.", f"Use one of: {tags}.")
     elif _cached(model, pretrained):
         offline = True
-    elif _hub_offline_set():
+    elif constants.HF_HUB_OFFLINE:
         raise ClipError(f"The CLIP weights {model}/{pretrained} are not in the local cache, and HF_HUB_OFFLINE is set.",
                         MAKE_MODELS_FIX)
     elif not _hub_reachable():
         raise ClipError(f"The CLIP weights {model}/{pretrained} are not on this machine and cannot be downloaded "
                         "(no connection to huggingface.co).", MAKE_MODELS_FIX)
+    # Cached weights load with the hub switched off: without a network, huggingface_hub would first
+    # retry its check for a newer file for almost a minute.
+    hub_was_offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = hub_was_offline or offline
     try:
-        with _hub_offline() if offline else nullcontext():
-            clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
+        clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
     except RuntimeError as err:
-        raise ClipError(f"Could not load CLIP {model}/{pretrained}: {str(err).splitlines()[0]}", MAKE_MODELS_FIX) from None
+        raise ClipError(f"Could not load CLIP {model}/{pretrained}: {str(err).splitlines()[0]}",
+                        MAKE_MODELS_FIX) from None
+    finally:
+        constants.HF_HUB_OFFLINE = hub_was_offline
     clip_model.eval()  # open_clip returns the model in training mode
     loaded = LoadedClip(clip_model, preprocess, open_clip.get_tokenizer(model), device, time.perf_counter() - started)
     _LOADED[key] = loaded
@@ -182,7 +146,6 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
 
 def _as_rgb(image):
     from PIL import Image
-
     if isinstance(image, (str, Path)):
         with Image.open(image) as opened:
             return opened.convert("RGB")
@@ -190,13 +153,10 @@ def _as_rgb(image):
 
 
 class ClipScorer:
-    """Score texts against images with one CLIP model, loaded once per process.
+    """Score texts against images with one CLIP model, loaded once per process; the arguments override
+    ``CLIP_MODEL``, ``CLIP_PRETRAINED`` and ``CLIP_DEVICE``.
 
-    Args:
-        model, pretrained, device: override ``CLIP_MODEL``, ``CLIP_PRETRAINED``, ``CLIP_DEVICE``.
-
-    >>> scorer = ClipScorer()                          # doctest: +SKIP
-    >>> scorer.passes("a red fox", "fox.png", 0.25)   # doctest: +SKIP
+    >>> ClipScorer().passes("a red fox", "fox.png", 0.25)   # doctest: +SKIP
     True
     """
 
@@ -217,50 +177,37 @@ class ClipScorer:
         """How long loading the model took (paid once per process)."""
         return self._clip.seconds
 
-    # ----- embeddings --------------------------------------------------------------------------
-
     def encode_images(self, images: Sequence):
         """L2-normalised image embeddings, all images in one batch (PIL images or paths)."""
         import torch
-
         batch = torch.stack([self._clip.preprocess(_as_rgb(image)) for image in images]).to(self.device)
         with torch.inference_mode():
             features = self._clip.model.encode_image(batch)
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: Sequence[str], long_text: str = "truncate"):
-        """L2-normalised text embeddings.
-
-        CLIP reads at most 75 tokens. ``long_text="truncate"`` (CLIP's own behaviour) drops the rest
-        and warns how many tokens were dropped; ``"chunks"`` embeds each 75-token piece and averages
-        the normalised embeddings, so the whole text counts.
-        """
+        """L2-normalised text embeddings. CLIP reads 75 tokens: ``long_text="truncate"`` drops the rest
+        (with a warning), ``"chunks"`` averages the embeddings of all 75-token pieces."""
         import torch
-
         if long_text not in ("truncate", "chunks"):
             raise ValueError("long_text must be 'truncate' or 'chunks'")
         rows = []
         for text in texts:
-            ids = self._token_ids(text)
+            ids = list(self._clip.tokenizer.encode(text))  # without start/end markers, never truncated
             if len(ids) > CLIP_TOKEN_LIMIT and long_text == "truncate":
                 warnings.warn(f"CLIP reads {CLIP_TOKEN_LIMIT} tokens; this text has {len(ids)}, so the last "
-                              f"{len(ids) - CLIP_TOKEN_LIMIT} "
-                              "tokens are ignored. Pass long_text='chunks' to use all of it.", stacklevel=3)
+                              f"{len(ids) - CLIP_TOKEN_LIMIT} tokens are ignored. Pass long_text='chunks' to use "
+                              "all of it.", stacklevel=3)
             pieces = [ids[i:i + CLIP_TOKEN_LIMIT] for i in range(0, max(len(ids), 1), CLIP_TOKEN_LIMIT)]
             if long_text == "truncate":
                 pieces = pieces[:1]
             rows.append(self._encode_token_pieces(pieces))
         return torch.cat(rows)
 
-    def _token_ids(self, text: str) -> list[int]:
-        return list(self._clip.tokenizer.encode(text))  # without start/end markers, never truncated
-
     def _encode_token_pieces(self, pieces: list[list[int]]):
         import torch
-
         tokenizer = self._clip.tokenizer
-        length = getattr(tokenizer, "context_length", 77)
-        tokens = torch.zeros(len(pieces), length, dtype=torch.long)
+        tokens = torch.zeros(len(pieces), tokenizer.context_length, dtype=torch.long)
         for row, piece in enumerate(pieces):
             ids = [tokenizer.sot_token_id, *piece, tokenizer.eot_token_id]
             tokens[row, : len(ids)] = torch.tensor(ids)
@@ -269,8 +216,6 @@ class ClipScorer:
         features = features / features.norm(dim=-1, keepdim=True)
         mean = features.mean(dim=0, keepdim=True)
         return mean / mean.norm(dim=-1, keepdim=True)
-
-    # ----- scores ------------------------------------------------------------------------------
 
     def similarity(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
         """Cosine similarity of ``text`` with each image (one batch for all images).
@@ -282,8 +227,7 @@ class ClipScorer:
             images = [images]
         if not images:
             return []
-        text_features = self.encode_texts([text], long_text)
-        return (self.encode_images(images) @ text_features.T).squeeze(1).tolist()
+        return (self.encode_images(images) @ self.encode_texts([text], long_text).T).squeeze(1).tolist()
 
     def matrix(self, texts: Sequence[str], images: Sequence) -> list[list[float]]:
         """Cosine similarity of every text (rows) with every image (columns), e.g. for a heatmap."""
@@ -292,9 +236,7 @@ class ClipScorer:
     def clip_score(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
         """CLIP-S of Hessel et al. (2021): ``2.5 * max(cos, 0)`` per image, roughly 0 to 1.
 
-        torchmetrics' ``CLIPScore`` reports ``100 * cos`` instead (and clamps at 0 only after
-        averaging over the batch), so its numbers are 40 times larger: CLIP-S 0.75 = cosine 0.30 =
-        torchmetrics 30. Compare scores only on the same scale and with the same CLIP model.
+        torchmetrics' ``CLIPScore`` is ``100 * cos``: CLIP-S 0.75 = cosine 0.30 = torchmetrics 30.
         """
         return [2.5 * max(cos, 0.0) for cos in self.similarity(text, images, long_text)]
 
@@ -318,16 +260,13 @@ class ClipScorer:
 
 def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
                        long_text: str = "truncate") -> tuple[str, float]:
-    """The caption route: caption the image, then compare caption and text (text-text cosine).
-
-    ``captioner`` is any function image -> caption; by default the A1111 server's ``interrogate``.
-    Returns ``(caption, score)``.
+    """The caption route: caption the image (``captioner``: any function image -> caption, by default
+    the A1111 server's ``interrogate``), then return ``(caption, text-text cosine with text)``.
 
     >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
     """
     if captioner is None:
         from .a1111 import A1111Client
-
         captioner = A1111Client().interrogate
     caption = captioner(_as_rgb(image) if isinstance(image, (str, Path)) else image)
     scorer = scorer or ClipScorer()
@@ -335,11 +274,8 @@ def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | No
 
 
 def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
-    """Build the tiny random CLIP model of data/clip/ and save it as a checkpoint file.
-
-    For tests and for running the lesson without real weights: it exercises every code path
-    (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``), but its scores mean nothing.
-    """
+    """Save the tiny random CLIP model of data/clip/ as a checkpoint file: for tests and for running
+    the lesson without real weights (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``)."""
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -347,39 +283,34 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     _register_configs()
     torch.manual_seed(seed)
     # open_clip logs "No pretrained weights loaded ... initialized randomly": true, and the point here.
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
     try:
         model = open_clip.create_model(TINY_MODEL, pretrained=None)
     finally:
-        logger.setLevel(level)
+        logging.disable(logging.NOTSET)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
 
 
-def open_scorer(fallback_to_tiny: bool = True, quiet: bool = False) -> ClipScorer:
+def open_scorer() -> ClipScorer:
     """The configured CLIP scorer; without weights, a tiny random test model (with a loud warning).
 
-    Notebooks use this so they run everywhere; ``scorer.meaningful`` tells which one you got.
+    >>> scorer = open_scorer()   # doctest: +SKIP
+    CLIP: ViT-B-32 / laion2b_s34b_b79k on cuda (loaded in 3.1 s)
     """
     try:
         scorer = ClipScorer()
-        if not quiet:
-            print(f"CLIP: {scorer.model_name} / {scorer.pretrained} on {scorer.device} "
-                  f"(loaded in {scorer.load_seconds:.1f} s)")
+        print(f"CLIP: {scorer.model_name} / {scorer.pretrained} on {scorer.device} "
+              f"(loaded in {scorer.load_seconds:.1f} s)")
         return scorer
     except ClipError as err:
-        if not fallback_to_tiny:
-            raise
         checkpoint = load_settings().output_dir / "clip" / f"{TINY_MODEL}.safetensors"
         if not checkpoint.exists():
             make_tiny_checkpoint(checkpoint)
         scorer = ClipScorer(TINY_MODEL, str(checkpoint))
-        if not quiet:
-            print(f"No CLIP weights: {str(err).splitlines()[0]}\n"
-                  f"Using a TINY RANDOM TEST MODEL instead, so the code runs, but its SCORES ARE MEANINGLESS.\n"
-                  f"For real scores: {err.fix}")
+        print(f"No CLIP weights: {str(err).splitlines()[0]}\n"
+              f"Using a TINY RANDOM TEST MODEL instead, so the code runs, but its SCORES ARE MEANINGLESS.\n"
+              f"For real scores: {err.fix}")
         return scorer

@@ -1,18 +1,8 @@
 """``LLM``: talk to a local (or remote) OpenAI-compatible chat server with the ``openai`` package.
 
-LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI itself all speak the same
-"chat completions" protocol, so one small wrapper serves them all. Settings come from
-:mod:`helpers.config`: ``LLM_BASE_URL`` (default LM Studio's ``http://127.0.0.1:1234/v1``),
-``LLM_MODEL`` (default: the first model the server lists), ``LLM_API_KEY`` and ``LLM_TIMEOUT``.
-
-Example:
-    >>> from helpers.llm import LLM
-    >>> llm = LLM()                                                    # doctest: +SKIP
-    >>> llm.chat("Describe a lighthouse in one sentence.")             # doctest: +SKIP
-    'A white tower stands on black rocks, its lamp sweeping the storm.'
-
-Every failure becomes an :class:`LLMError` whose message says what to do (start the server,
-load a model, fix the URL or key ...), instead of a long traceback from deep inside httpx.
+LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI all speak the same "chat completions"
+protocol, so one small wrapper serves them all. Every failure becomes an :class:`LLMError` that says
+what to do (start the server, load a model, fix the URL or key ...), not a long traceback from httpx.
 """
 
 from __future__ import annotations
@@ -39,13 +29,9 @@ class LLMError(KitError, RuntimeError):
 
 
 class LLM:
-    """A chat model behind an OpenAI-compatible server.
-
-    Args:
-        base_url: e.g. ``http://127.0.0.1:1234/v1`` (default: ``LLM_BASE_URL``). Must end in ``/v1``.
-        model: the model name (default: ``LLM_MODEL``, else the first model the server lists).
-        api_key: only real OpenAI (or a server started with an API key) checks it.
-        timeout: seconds to wait for an answer (default: ``LLM_TIMEOUT``).
+    """A chat model behind an OpenAI-compatible server. The arguments default to ``LLM_BASE_URL`` (it
+    ends in ``/v1``), ``LLM_MODEL`` (else the first model the server lists), ``LLM_API_KEY`` and
+    ``LLM_TIMEOUT`` (seconds).
 
     >>> LLM("http://127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
     LLM('http://127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
@@ -70,18 +56,14 @@ class LLM:
         """The underlying ``openai.OpenAI`` client (created on first use: importing openai takes time)."""
         if self._client is None:
             from openai import OpenAI
-
             self._client = OpenAI(base_url=self.base_url, api_key=self._api_key.reveal(), timeout=self.timeout,
                                   max_retries=self.max_retries)
         return self._client
 
-    # ----- models ------------------------------------------------------------------------------
-
     def models(self) -> list[str]:
         """Names of the models the server offers, e.g. ``['qwen2.5-7b-instruct', ...]``."""
         try:
-            page = self.client.models.list()
-            return [model.id for model in page.data]
+            return [model.id for model in self.client.models.list().data]
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
             raise self._translate(err) from None
 
@@ -113,31 +95,20 @@ class LLM:
             return any(name == self._model or name == f"{self._model}:latest" for name in names)
         return bool(names)
 
-    # ----- chat --------------------------------------------------------------------------------
-
     def chat(self, prompt_or_messages: str | list[dict], system: str | None = None, *,
              temperature: float | None = None, max_tokens: int | None = None, stream: bool = False,
              json_schema: dict | None = None, schema_name: str = "answer") -> str:
-        """Send a chat and return the model's reply as text.
+        """Send a chat (the user's text, or a list of ``{"role", "content"}`` messages) and return the reply.
 
-        Args:
-            prompt_or_messages: the user's text, or a full list of ``{"role", "content"}`` messages.
-            system: a system prompt (instructions) put before the user's text.
-            temperature: 0 is nearly deterministic; around 0.7-1.0 gives varied texts.
-            max_tokens: upper limit of the reply's length in tokens.
-            stream: show the reply while it arrives (in a notebook or a terminal).
-            json_schema: ask for JSON following this JSON Schema (OpenAI's ``response_format``);
-                the reply is still text: parse it with ``json.loads`` and expect small models to fail.
+        ``stream`` shows the reply while it arrives. ``json_schema`` asks for JSON following this JSON
+        Schema (OpenAI's ``response_format``); the reply is still text, and small models may ignore it.
 
         >>> llm.chat("Three words about the sea.", system="Answer briefly.", temperature=0)   # doctest: +SKIP
         'Vast, deep, restless.'
         """
-        messages = self._messages(prompt_or_messages, system)
-        request: dict[str, Any] = {"model": self.model, "messages": messages}
-        if temperature is not None:
-            request["temperature"] = temperature
-        if max_tokens is not None:
-            request["max_tokens"] = max_tokens
+        request: dict[str, Any] = {"model": self.model, "messages": self._messages(prompt_or_messages, system)}
+        options = {"temperature": temperature, "max_tokens": max_tokens}
+        request.update((name, value) for name, value in options.items() if value is not None)
         if json_schema is not None:
             # The nested form is the one every server reads (llama.cpp ignores the flat one).
             request["response_format"] = {"type": "json_schema",
@@ -146,10 +117,9 @@ class LLM:
             if stream:
                 text = self._stream(request)
             else:
-                response = self.client.chat.completions.create(**request)
-                text = self._content(response)
-        except LLMError:
-            raise
+                # A web page instead of the API arrives as a str: .choices raises, and _translate says so.
+                choices = self.client.chat.completions.create(**request).choices
+                text = (choices[0].message.content or "") if choices else ""
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
             raise self._translate(err) from None
         if not text.strip():
@@ -168,30 +138,18 @@ class LLM:
             raise TypeError("chat() takes a string or a list of {'role': ..., 'content': ...} dicts")
         return ([{"role": "system", "content": system}] if system else []) + messages
 
-    def _content(self, response) -> str:
-        if isinstance(response, str):  # the openai client hands back a web page as a plain string
-            raise LLMError(f"{self.base_url} answered with a web page, not the OpenAI API.",
-                           "LLM_BASE_URL must be the API address ending in /v1, e.g. http://127.0.0.1:1234/v1.")
-        if not getattr(response, "choices", None):
-            return ""
-        return response.choices[0].message.content or ""
-
     def _stream(self, request: dict) -> str:
         """Stream the reply, showing it as it arrives; returns the whole text."""
         from .progress import in_notebook
-
         pieces: list[str] = []
         handle = None
         if in_notebook():
             from IPython.display import Markdown, display
-
             handle = display(Markdown(""), display_id=True)
         for chunk in self.client.chat.completions.create(stream=True, **request):
-            if isinstance(chunk, str) or not getattr(chunk, "choices", None):
+            if not getattr(chunk, "choices", None) or not chunk.choices[0].delta.content:
                 continue  # usage-only chunks have no choices
-            piece = chunk.choices[0].delta.content or ""
-            if not piece:
-                continue
+            piece = chunk.choices[0].delta.content
             pieces.append(piece)
             if handle is not None:
                 handle.update(Markdown("".join(pieces)))
@@ -202,12 +160,9 @@ class LLM:
             sys.stdout.write("\n")
         return "".join(pieces)
 
-    # ----- errors ------------------------------------------------------------------------------
-
     def _translate(self, err: Exception) -> LLMError:
         """Turn an openai exception into an LLMError naming the cause and the fix."""
         import openai
-
         where = self.base_url
         if isinstance(err, openai.APITimeoutError):  # a subclass of APIConnectionError: check it first
             return LLMError(f"{where} did not answer within {self.timeout:g} s.",

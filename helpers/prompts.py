@@ -1,17 +1,8 @@
 """Image prompts: written by an LLM, or built by rules (the baseline), always within CLIP's 75 tokens.
 
-Stable Diffusion reads a prompt through CLIP's text encoder, which sees 77 tokens: a start marker,
-75 usable tokens and an end marker. Words past that are cut (diffusers, CLIP scoring) or moved to
-a second chunk (A1111). So the kit keeps prompts within 75 tokens, counted with CLIP's own
-tokenizer, which open_clip ships.
-
-Example:
-    >>> from helpers.prompts import baseline_prompt, count_clip_tokens
-    >>> count_clip_tokens("a red fox, watercolor")
-    5
-    >>> p = baseline_prompt("A red fox sleeps in the snow under a pale winter sun.", keywords="fox, snow")
-    >>> p.source, p.prompt.startswith("digital painting of fox, snow")
-    ('baseline', True)
+CLIP's text encoder sees 77 tokens: a start marker, 75 usable ones and an end marker. Words past that
+are cut (diffusers, CLIP scoring) or moved to a second chunk (A1111), so the kit counts with CLIP's
+own tokenizer (open_clip ships it) and keeps prompts within 75.
 """
 
 from __future__ import annotations
@@ -23,12 +14,11 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .text import STOP_WORDS, load_system_prompt
+from .text import STOP_WORDS, load_system_prompt, tokenize
 
 CLIP_TOKEN_LIMIT = 75  # 77 positions minus the start and end markers
-# Text past this many characters per allowed token is over the limit anyway: CLIP's longest
-# tokens are rarely longer. It is cut before counting, because counting one very long run of
-# letters (no spaces) takes CLIP's tokenizer minutes.
+# Text past this many characters per allowed token is over the limit anyway. It is cut before
+# counting, because counting one very long run of letters takes CLIP's tokenizer minutes.
 MAX_CHARS_PER_TOKEN = 16
 MAX_PROMPT_CHARS = 1000  # of an LLM's prompt; a 75-token prompt is a few hundred characters
 DEFAULT_NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text, deformed, oversaturated"
@@ -36,10 +26,8 @@ DEFAULT_NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text, deformed, o
 # JSON Schema for the LLM's answer; servers that support structured output hold the model to it.
 PROMPT_SCHEMA = {
     "type": "object",
-    "properties": {
-        "prompt": {"type": "string", "maxLength": 400},
-        "negative_prompt": {"type": "string", "maxLength": 200},
-    },
+    "properties": {"prompt": {"type": "string", "maxLength": 400},
+                   "negative_prompt": {"type": "string", "maxLength": 200}},
     "required": ["prompt", "negative_prompt"],
     "additionalProperties": False,
 }
@@ -47,11 +35,8 @@ PROMPT_SCHEMA = {
 
 @dataclass
 class ImagePrompt:
-    """A prompt pair for txt2img and where it came from (``source`` "llm" or "baseline").
-
-    ``tokens`` is the prompt's CLIP token count; ``note`` says what was fixed on the way
-    (a retry, a trim, a model that ignored the JSON format).
-    """
+    """A prompt pair for txt2img, its ``source`` ("llm" or "baseline"), its CLIP token count and a
+    ``note`` on what was fixed on the way (a retry, a trim, a model that ignored the JSON format)."""
 
     prompt: str
     negative_prompt: str
@@ -68,8 +53,7 @@ class ImagePrompt:
 
 
 def valid_unicode(text: str) -> str:
-    """``text`` with each lone surrogate (half of a UTF-16 pair, which no file or server can take)
-    replaced by U+FFFD; a pair of halves becomes the character they encode.
+    """``text`` with each lone surrogate (half a UTF-16 pair, which no file or server takes) as U+FFFD.
 
     >>> valid_unicode("\\ud83d lighthouse") == "\\ufffd lighthouse", valid_unicode("\\ud83d\\udd25")
     (True, '🔥')
@@ -78,8 +62,7 @@ def valid_unicode(text: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Untrusted text made safe to send and store: valid Unicode, control characters such as NUL
-    turned into spaces, runs of whitespace into one space.
+    """Untrusted text made safe to send and store: valid Unicode, no control characters, single spaces.
 
     >>> clean_text("red fox\\x00 in\\n snow ")
     'red fox in snow'
@@ -92,57 +75,42 @@ def clean_text(text: str) -> str:
 def _tokenizer():
     # open_clip imports torch, which takes seconds, so this happens only when tokens are counted.
     from open_clip.tokenizer import SimpleTokenizer
-
     return SimpleTokenizer()
 
 
 def count_clip_tokens(text: str) -> int:
-    """Count the tokens CLIP's tokenizer makes of ``text``, without the start and end markers.
+    """Count CLIP's tokens of ``text``, without the start and end markers (a comma is a token).
 
-    A comma is a token, and long or rare words take several.
-
-    >>> count_clip_tokens("a lone lighthouse on a rocky cliff at dusk, storm clouds, crashing waves, "
-    ...                   "oil painting, dramatic rim lighting, wide angle, highly detailed")
-    28
+    >>> count_clip_tokens("a red fox, watercolor")
+    5
     """
     return len(_tokenizer().encode(text))
 
 
 def split_phrases(prompt: str) -> list[str]:
-    """Split a prompt at its commas, except inside A1111's brackets such as ``(red fox, snow:1.2)``.
-
-    >>> split_phrases("(red fox, snow:1.2), winter sun")
-    ['(red fox, snow:1.2)', 'winter sun']
-    """
-    phrases, current, depth = [], [], 0
-    for char in prompt:
+    """Split a prompt at its commas, except inside A1111's brackets such as ``(red fox, snow:1.2)``."""
+    phrases, start, depth = [], 0, 0
+    for index, char in enumerate(prompt):
         if char in "([":
             depth += 1
         elif char in ")]":
             depth = max(depth - 1, 0)
-        if char == "," and depth == 0:
-            phrases.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    phrases.append("".join(current))
+        elif char == "," and depth == 0:
+            phrases.append(prompt[start:index])
+            start = index + 1
+    phrases.append(prompt[start:])
     return [p.strip() for p in phrases if p.strip()]
 
 
 def trim_to_tokens(prompt: str, limit: int = CLIP_TOKEN_LIMIT) -> tuple[str, str]:
     """Cut ``prompt`` at the last comma that keeps it within ``limit`` tokens; returns (kept, cut).
 
-    Commas inside A1111's brackets do not count, so a weighted group stays whole. When even the
-    first phrase is too long, it is cut word by word, and a first word that is too long alone (a
-    run of Chinese or Japanese, of emoji) at the last character that fits, never between a letter
-    and its accent. So any text with a character gives a prompt that is not empty. Note the count
-    includes A1111's syntax characters (brackets, ``:1.2``), which A1111 itself does not feed to
-    CLIP: the count errs on the safe side.
+    A weighted group in brackets stays whole. A first phrase that is too long is cut by words, a
+    first word that is too long (Chinese, emoji) by characters, never between a letter and its accent.
+    The count includes A1111's syntax (brackets, ``:1.2``), so it errs on the safe side.
 
     >>> trim_to_tokens("red fox, snow, winter sun", limit=4)
     ('red fox, snow', 'winter sun')
-    >>> trim_to_tokens("灯塔在暴风雨中闪耀着光芒", limit=6)   # Chinese: about 3 tokens a character
-    ('灯塔', '在暴风雨中闪耀着光芒')
     """
     if limit < 1:
         raise ValueError(f"limit={limit} must be at least 1 token")
@@ -191,8 +159,7 @@ def _longest_start(size: int, fits) -> int:
 
 
 def _joins_previous(char: str) -> bool:
-    """True for a character that belongs to the one before it: a combining mark (an accent), a
-    zero-width joiner or variation selector of an emoji sequence, a skin-tone modifier."""
+    """True for an accent, an emoji joiner or variation selector, or a skin-tone modifier."""
     return (unicodedata.category(char) in ("Mn", "Mc", "Me") or char in "\u200d\ufe0e\ufe0f"
             or 0x1F3FB <= ord(char) <= 0x1F3FF)
 
@@ -218,33 +185,26 @@ def _shorten(text: str, length: int) -> str:
 def parse_prompt_reply(reply: str) -> tuple[str, str, str]:
     """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text.
 
-    The reply is untrusted text. The FIRST JSON object in it is the answer (bare, in prose or in
-    a ``` block); any later object is ignored, so text that a document smuggled into the reply
-    never becomes the prompt. A JSON answer without a usable prompt (empty, not a string) gives
-    an empty prompt, which write_image_prompt asks again for. The prompt is cleaned (no control
-    characters, valid Unicode) and at most MAX_PROMPT_CHARS long.
+    Only the FIRST JSON object counts, so one a document smuggled into the reply later never becomes
+    the prompt. No usable prompt gives "". The prompt is cleaned and cut to MAX_PROMPT_CHARS.
 
     >>> parse_prompt_reply('{"prompt": "oil painting, fox", "negative_prompt": "blurry"}')
     ('oil painting, fox', 'blurry', '')
-    >>> parse_prompt_reply('{"prompt": ""}')[0]
-    ''
     """
     reply = str(reply)
     objects = _json_objects(reply, most=2)
     notes = []
     if objects:
-        data = objects[0]
         if len(objects) > 1:
             notes.append("the reply held several JSON objects; only the first was read")
-        value = data.get("prompt")
+        value = objects[0].get("prompt")
         prompt = clean_text(value) if isinstance(value, str) else ""
         if not prompt:
             notes.append(f"the JSON answer had no usable prompt (prompt: {_shorten(repr(value), 60)})")
-        negative = data.get("negative_prompt")
+        negative = objects[0].get("negative_prompt")
         negative = clean_text(negative) if isinstance(negative, str) else ""
     else:
-        prompt = _plain_text_prompt(reply)
-        negative = ""
+        prompt, negative = _plain_text_prompt(reply), ""
         notes.append("the model did not answer in JSON; its plain text was used as the prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
         notes.append(f"the prompt had {len(prompt)} characters; only the first {MAX_PROMPT_CHARS} were read")
@@ -290,26 +250,22 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
                        system: str | None = None) -> ImagePrompt:
     """Have an LLM turn a text into an image prompt and negative prompt (within ``limit`` CLIP tokens).
 
-    The LLM is asked for JSON ``{"prompt", "negative_prompt"}``; a reply that is not JSON is used as
-    plain text. A prompt over the limit is sent back once with its token count; if it is still too
-    long it is cut at the last comma that fits, with a warning saying what was cut. An answer
-    without a prompt (empty, or not a string) is asked for once more; a second one raises
+    A prompt over the limit, or an answer without one, is asked for once more; a prompt still too
+    long is cut at the last comma that fits (with a warning), a second answer without one raises
     LLMError (the pipeline then uses the baseline prompt).
 
-    >>> ip = write_image_prompt("A white lighthouse stands against a storm ...")   # doctest: +SKIP
-    >>> ip.prompt                                                                 # doctest: +SKIP
+    >>> write_image_prompt("A white lighthouse stands against a storm ...").prompt   # doctest: +SKIP
     'oil painting, white lighthouse on black rocks, storm waves, spray, dramatic light, wide angle'
     """
-    from .llm import LLM
-
+    from .llm import LLM, LLMError
     llm = llm or LLM()
     source_text = str(text).strip()
     if not source_text:
         raise ValueError("write_image_prompt needs a text; get one with helpers.text.get_text(keywords).")
     messages = [{"role": "user", "content": f"Text:\n{source_text}"}]
-    system = system or load_system_prompt("image_prompt_system")
-    reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400, json_schema=PROMPT_SCHEMA,
-                     schema_name="image_prompt")
+    options = {"system": system or load_system_prompt("image_prompt_system"), "temperature": temperature,
+               "max_tokens": 400, "json_schema": PROMPT_SCHEMA, "schema_name": "image_prompt"}
+    reply = llm.chat(messages, **options)
     prompt, negative, note = parse_prompt_reply(reply)
     tokens = count_clip_tokens(prompt[: MAX_CHARS_PER_TOKEN * limit])
     if not prompt or tokens > limit:  # ask once more, saying what was wrong
@@ -317,14 +273,10 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
                    "important phrases first." if prompt else "That answer had no prompt.")
         messages += [{"role": "assistant", "content": _shorten(reply, 2 * MAX_PROMPT_CHARS)},
                      {"role": "user", "content": f"{problem} Same JSON format, with a non-empty prompt."}]
-        reply = llm.chat(messages, system=system, temperature=temperature, max_tokens=400,
-                         json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
         first = f"the first prompt had {tokens} tokens" if prompt else "the first answer had no prompt"
-        prompt, negative, second_note = parse_prompt_reply(reply)
+        prompt, negative, second_note = parse_prompt_reply(llm.chat(messages, **options))
         note = "; ".join(filter(None, [note or second_note, f"asked again: {first}"]))
     if not prompt:
-        from .llm import LLMError
-
         raise LLMError(f"The LLM answered twice without a usable image prompt ({note}).",
                        fix="Try another model (LLM_MODEL), or use baseline_prompt(text); the pipeline "
                            "uses the baseline by itself.")
@@ -338,16 +290,10 @@ scarlet turquoise teal copper bronze ivory pale dark bright glowing shining mist
 sunny cloudy frozen icy wet dusty shadow shadows sunset sunrise dawn dusk twilight night moonlight sunlight
 lantern candle fog mist rain snow storm clouds
 """.split())
-_STYLE = "digital painting"
-_FINISH = "highly detailed, soft natural light"
 
 
 def _phrases(text: str) -> list[str]:
-    """Runs of up to 3 content words between stop words and punctuation, in text order.
-
-    >>> _phrases("A white lighthouse stands on a rocky point, warning ships away.")
-    ['white lighthouse stands', 'rocky point', 'warning ships away']
-    """
+    """Runs of up to 3 content words between stop words and punctuation, in text order."""
     phrases = []
     for chunk in re.split(r"[.,;:!?()\n]+", text):
         run: list[str] = []
@@ -362,38 +308,29 @@ def _phrases(text: str) -> list[str]:
     return phrases
 
 
-def _first_sentence(text, length: int = 60) -> str:
-    """The text's first sentence, cut to ``length`` characters: the subject of a text in a script
-    whose words the baseline cannot pick (Chinese, Arabic, ...), so the prompt is never empty."""
-    sentence = re.split(r"[.!?。！？\n]", clean_text(text).strip() + ".")[0]
-    return sentence[:length].strip() or "a picture"
-
-
 def baseline_prompt(text, keywords: str | list[str] | None = None, *, limit: int = CLIP_TOKEN_LIMIT) -> ImagePrompt:
     """Build a prompt by rules, without any model: keywords, then phrases of the text, in a template.
 
-    The lesson compares LLM prompts against this baseline, and the pipeline uses it when no LLM
-    answers. Subject = the keywords (or the text's first phrase); details = short phrases of the
-    text, those with colour, light or weather words first, each word used once.
+    Subject = the keywords, else the text's first phrase; details = phrases of the text, those with
+    colour, light or weather words first.
 
     >>> baseline_prompt("Grey waves crash on black rocks below a white lighthouse.").prompt
     'digital painting of grey waves crash, black rocks, white lighthouse, highly detailed, soft natural light'
     """
-    from .text import tokenize
-
     phrases = _phrases(str(text))
     if isinstance(keywords, (list, tuple)):
         keywords = ", ".join(keywords)
+    # A text in a script whose words the rules cannot pick (Chinese, Arabic ...) gets its first sentence.
+    first_sentence = re.split(r"[.!?。！？\n]", clean_text(text).strip() + ".")[0][:60].strip()
     subject = ([k for k in (clean_text(k) for k in clean_text(keywords or "").split(",")) if k]
-               or phrases[:1] or [_first_sentence(text)])
+               or phrases[:1] or [first_sentence or "a picture"])
     used = {term for phrase in subject for term in tokenize(phrase)}
     details = []
-    for phrase in phrases:
+    for phrase in phrases:  # each word used once
         terms = set(tokenize(phrase))
         if terms and not terms <= used:
             details.append(phrase)
             used |= terms
-    # Phrases with colour, light or weather words first: they change a picture most.
-    details.sort(key=lambda p: 0 if VISUAL_WORDS & set(p.split()) else 1)
-    parts = [f"{_STYLE} of {', '.join(subject)}"] + details[:10] + [_FINISH]
+    details.sort(key=lambda p: 0 if VISUAL_WORDS & set(p.split()) else 1)  # they change a picture most
+    parts = [f"digital painting of {', '.join(subject)}"] + details[:10] + ["highly detailed, soft natural light"]
     return fit_prompt(ImagePrompt(", ".join(parts), DEFAULT_NEGATIVE, "baseline"), limit)

@@ -1,19 +1,7 @@
 """Getting a text from a few keywords: by an LLM, by retrieval from the kit's corpus, or both (RAG).
 
-Three routes, one result type (:class:`Text`, which records where the text came from):
-
-* ``"corpus"``: search the 80 short texts in ``data/corpus/`` with BM25 (a classic lexical
-  ranking: words that are rare in the collection but frequent in a text count most);
-* ``"llm"``: a chat model writes a new text from the keywords;
-* ``"rag"``: retrieval first, then the LLM writes a text grounded in what was found;
-* ``"auto"``: the LLM when one answers, otherwise retrieval; the result says which was used.
-
-Example:
-    >>> from helpers.text import get_text, retrieve_text
-    >>> retrieve_text("lighthouse storm", k=1)[0].title
-    'Lighthouse in a Storm'
-    >>> get_text("lighthouse, storm", source="corpus").source
-    'corpus'
+Retrieval ranks the short texts in ``data/corpus/`` with BM25: words rare in the collection but
+frequent in a text count most. :func:`get_text` picks the route; :class:`Text` records which one.
 """
 
 from __future__ import annotations
@@ -31,8 +19,7 @@ CORPUS_DIR = KIT_ROOT / "data" / "corpus"
 PROMPTS_DIR = KIT_ROOT / "data" / "prompts"
 SOURCES = ("auto", "llm", "corpus", "rag")
 
-# Words too common to say anything about a text. A short hand-made list keeps the kit free of
-# downloads (nltk's lists need a separate download).
+# Words too common to say anything about a text (hand-made: nltk's lists need a separate download).
 STOP_WORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below
 between both but by can could did do does doing down during each few for from further had has have
@@ -48,19 +35,16 @@ class TextError(KitError, ValueError):
 
 
 def tokenize(text: str) -> list[str]:
-    """Split text into search terms: lower case, accents removed, stop words dropped, plural -s cut.
-
-    Accents are folded so that "zurich" finds "Zürich"; the plural rule is deliberately crude
-    (a real project would use a stemmer) but makes "waves" find "wave".
+    """Split text into search terms: lower case, accents removed, stop words dropped, plural -s cut
+    (deliberately crude: a real project would use a stemmer).
 
     >>> tokenize("Café terraces in Zürich, the waves!")
     ['cafe', 'terrace', 'zurich', 'wave']
     """
     folded = unicodedata.normalize("NFKD", text.lower())
     folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    words = re.findall(r"[a-z0-9]+", folded)
     terms = []
-    for word in words:
+    for word in re.findall(r"[a-z0-9]+", folded):
         if word in STOP_WORDS or len(word) < 2:
             continue
         if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -128,15 +112,10 @@ class Hit:
 
 
 class Retriever:
-    """A BM25 index over a corpus, built once (a few milliseconds for 80 texts).
-
-    >>> Retriever().search("northern lights", k=1)[0].title
-    'Why the Northern Lights Glow'
-    """
+    """A BM25 index over a corpus, built once (a few milliseconds for 80 texts)."""
 
     def __init__(self, documents: tuple[Document, ...] | None = None):
         from rank_bm25 import BM25Okapi
-
         self.documents = documents if documents is not None else load_corpus()
         # Title and keywords are indexed with the body, so a title word always counts.
         self._index = BM25Okapi([tokenize(f"{d.title} {' '.join(d.keywords)} {d.text}") for d in self.documents])
@@ -176,10 +155,7 @@ def retrieve_text(keywords: str | list[str], k: int = 3) -> list[Hit]:
 
 @dataclass
 class Text:
-    """A text and where it came from: ``source`` is "llm", "corpus" or "rag".
-
-    ``str(text)`` is the text itself; ``note`` explains a fallback (e.g. no LLM answered).
-    """
+    """A text (``str(text)``), its ``source`` ("llm", "corpus" or "rag") and a ``note`` on any fallback."""
 
     text: str
     source: str
@@ -225,7 +201,6 @@ def generate_text(keywords: str | list[str], llm=None, *, temperature: float = 0
     'Under a full moon, a barn owl glides between silver birches ...'
     """
     from .llm import LLM
-
     query = keywords_to_query(keywords)
     llm = llm or LLM()
     reply = llm.chat(f"Keywords: {query}", system=system or load_system_prompt("text_system"),
@@ -237,7 +212,6 @@ def rag_text(keywords: str | list[str], llm=None, *, k: int = 3, temperature: fl
              stream: bool = False) -> Text:
     """Retrieve ``k`` texts, then have the LLM write one new text grounded in them (RAG)."""
     from .llm import LLM
-
     query = keywords_to_query(keywords)
     hits = retrieve_text(query, k=k)
     if not hits:
@@ -252,10 +226,10 @@ def rag_text(keywords: str | list[str], llm=None, *, k: int = 3, temperature: fl
 
 
 def get_text(keywords: str | list[str], source: str = "auto", llm=None, **options) -> Text:
-    """Get a text for the keywords from the chosen ``source``: "auto", "llm", "corpus" or "rag".
-
-    "auto" uses the LLM when one answers at LLM_BASE_URL and otherwise retrieval, and says so in
-    ``.note``. Extra options (temperature, max_tokens, stream) go to the LLM.
+    """Get a text for the keywords from ``source``: "llm" (a chat model writes it), "corpus"
+    (retrieval), "rag" (retrieval, then the LLM writes a text grounded in what was found) or "auto"
+    (the LLM when one answers at LLM_BASE_URL, else retrieval, saying so in ``.note``). Extra options
+    (temperature, max_tokens, stream) go to the LLM.
 
     >>> t = get_text("northern lights", source="corpus")
     >>> t.source, t.title
@@ -268,7 +242,6 @@ def get_text(keywords: str | list[str], source: str = "auto", llm=None, **option
         return _corpus_text(query)
     if source == "auto":
         from .llm import LLM
-
         llm = llm or LLM()
         if not llm.available():
             return _corpus_text(query, note=f"no LLM answered at {llm.base_url}, so the text was retrieved")
