@@ -1,13 +1,11 @@
 """Showing results to a person as HTML: text and image side by side, and the pieces of a run's page.
 
-Everything here is plain HTML with the images embedded, so it shows in JupyterLab, survives
-``nbconvert --to html`` and Moodle's HTML view, and needs no running kernel (and no ipywidgets).
-The report (helpers/report.py) and the Inspector's static copy (helpers/inspector.py) are built
-from the run pieces at the end: ``text_side_html``, ``card_html`` and ``write_page``.
+Plain HTML with the images embedded, so it shows in JupyterLab, survives ``nbconvert --to html``
+and Moodle, and needs no kernel. The report and the Inspector's static copy are built from
+``text_side_html``, ``card_html`` and ``write_page``.
 
 Example:
-    >>> from helpers.display import side_by_side
-    >>> side_by_side("A red fox sleeps in the snow.", gen.image, score=0.31, prompt=gen.settings()["Prompt"])   # doctest: +SKIP
+    >>> side_by_side("A red fox sleeps in the snow.", gen.image, score=0.31)   # doctest: +SKIP
     >>> score_text(0.31234), score_text(None)
     ('0.312', 'unscored')
 """
@@ -19,11 +17,14 @@ import io
 from html import escape
 from pathlib import Path
 
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
+              "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
+              "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold} code{background:#f4f4f4}")
 
-def image_data_uri(image, max_side: int = 512) -> str:
-    """A ``data:image/png;base64,...`` URI of a PIL image or a path, shrunk to ``max_side`` pixels."""
+
+def png_thumbnail(image, max_side: int) -> bytes:
+    """A PNG of a PIL image or an image file, shrunk to ``max_side`` pixels."""
     from PIL import Image
-
     if isinstance(image, (str, Path)):
         with Image.open(image) as opened:
             image = opened.convert("RGB")
@@ -31,7 +32,12 @@ def image_data_uri(image, max_side: int = 512) -> str:
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def image_data_uri(image, max_side: int = 512) -> str:
+    """A ``data:image/png;base64,...`` URI of a PIL image or a path, shrunk to ``max_side`` pixels."""
+    return "data:image/png;base64," + base64.b64encode(png_thumbnail(image, max_side)).decode("ascii")
 
 
 def side_by_side_html(text: str, image, score: float | None = None, prompt: str | None = None,
@@ -48,54 +54,46 @@ def side_by_side_html(text: str, image, score: float | None = None, prompt: str 
     if placeholder:
         rows.append("<p style='color:#b00;margin:8px 0 0 0'><b>Placeholder image</b> from the kit's offline "
                     "preview engine, not a real model.</p>")
-    return (
-        "<div style='display:flex;gap:16px;align-items:flex-start;border:1px solid #ccc;padding:8px;"
-        "margin:4px 0;max-width:960px'>"
-        f"<div style='flex:1;min-width:200px;font-family:sans-serif;font-size:14px'>{''.join(rows)}</div>"
-        f"<img src='{image_data_uri(image, max_side)}' style='max-width:{max_side}px;flex:none' alt='generated image'>"
-        "</div>"
-    )
+    return ("<div style='display:flex;gap:16px;align-items:flex-start;border:1px solid #ccc;padding:8px;"
+            "margin:4px 0;max-width:960px'>"
+            f"<div style='flex:1;min-width:200px;font-family:sans-serif;font-size:14px'>{''.join(rows)}</div>"
+            f"<img src='{image_data_uri(image, max_side)}' style='max-width:{max_side}px;flex:none' "
+            "alt='generated image'></div>")
 
 
 def side_by_side(text: str, image, score: float | None = None, prompt: str | None = None,
                  title: str | None = None, placeholder: bool = False, score_note: str | None = None):
     """Show a text next to an image (with an optional score and image prompt) in a notebook.
 
-    ``score_note`` says what the score is, e.g. "cosine, ViT-B-32" or "test model: meaningless".
-    Returns an ``IPython.display.HTML`` object: put it last in a cell, or pass it to ``display()``.
+    ``score_note`` says what the score is, e.g. "test model: meaningless". Returns an
+    ``IPython.display.HTML``: put it last in a cell, or pass it to ``display()``.
+
+    >>> side_by_side(text.text, image, score=0.31, prompt=prompt.prompt, title="Image 0")   # doctest: +SKIP
     """
     from IPython.display import HTML
-
     return HTML(side_by_side_html(text, image, score, prompt, title, placeholder, score_note=score_note))
 
 
 # ----- the pieces of a run's page (report and Inspector) ----------------------------------------
 
 def score_text(score: float | None) -> str:
-    """A CLIP score with three decimals, or "unscored"."""
     return "unscored" if score is None else f"{score:.3f}"
 
 
-def run_warnings(run) -> list[str]:
-    """What a viewer must know before trusting the images or the scores."""
-    warnings = []
+def text_side_html(run) -> str:
+    """The left side: warnings, keywords, text, image prompt and status of a run, as HTML."""
+    from .prompts import ImagePrompt
+    text, prompt = run.text, run.prompt or ImagePrompt("", "", "?")
+    title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
+    model = f", model {escape(text['model'])}" if text.get("model") else ""
+    warnings = []  # what a viewer must know before trusting the images or the scores
     if run.placeholder:
         warnings.append("PLACEHOLDER images from the kit's offline preview engine, not a real model.")
     if run.scorer is None:
         warnings.append("Unscored: no CLIP scores in this run (no CLIP weights were available).")
     elif not run.scorer.get("meaningful", True):
         warnings.append("Scores are MEANINGLESS: they come from a tiny random test model.")
-    return warnings
-
-
-def text_side_html(run) -> str:
-    """The left side: keywords, text, image prompt, status and warnings of a run, as HTML."""
-    from .prompts import ImagePrompt
-
-    text, prompt = run.text, run.prompt or ImagePrompt("", "", "?")
-    title = f" — <i>{escape(text['title'])}</i>" if text.get("title") else ""
-    model = f", model {escape(text['model'])}" if text.get("model") else ""
-    lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in run_warnings(run)]
+    lines = [f"<p class='warn' style='color:#b00;font-weight:bold'>⚠ {escape(w)}</p>" for w in warnings]
     lines += [
         f"<p><b>Keywords:</b> {escape(run.user_input)}</p>",
         (f"<p><b>Text</b> (source: {escape(str(text.get('source', '?')))}{model}){title}<br>"
@@ -109,14 +107,12 @@ def text_side_html(run) -> str:
 
 
 def card_html(run, candidate, record: dict | None = None) -> str:
-    """One candidate of the static copy: embedded thumbnail, seed, score, best mark, rating and note."""
-    best = run.best
-    is_best = best is not None and candidate.index == best.index
-    # Only files inside the run folder are read, so a report never embeds a file that a
-    # hand-edited run.json points to elsewhere.
-    image = f"<p class='warn'>{escape(candidate.image_problem())}</p>"
-    if not candidate.image_problem():
-        image = f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>"
+    """One candidate: embedded thumbnail, seed, score, best mark, and the rating ``record``."""
+    is_best = run.best is not None and candidate.index == run.best.index
+    # image_problem() refuses a file outside the run folder: a hand-edited run.json cannot embed any file.
+    problem = candidate.image_problem()
+    image = (f"<p class='warn'>{escape(problem)}</p>" if problem
+             else f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>")
     rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
               if record else "not rated")
     return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
@@ -124,10 +120,10 @@ def card_html(run, candidate, record: dict | None = None) -> str:
             f"<br>CLIP {escape(score_text(candidate.score))}<br>{rating}</figcaption></figure>")
 
 
-def write_page(path: str | Path, title: str, body: str, style: str = "") -> Path:
-    """Write a self-contained HTML page (``body`` under ``title``, with a stylesheet) to ``path``."""
+def write_page(path: str | Path, title: str, body: str) -> Path:
+    """Write a self-contained HTML page (``body`` under ``title``) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-                    f"<style>{style}</style></head>\n<body>{body}</body></html>\n", encoding="utf-8")
+                    f"<style>{PAGE_STYLE}</style></head>\n<body>{body}</body></html>\n", encoding="utf-8")
     return path

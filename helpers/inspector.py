@@ -1,19 +1,14 @@
 """The Inspector: browse a pipeline run's candidates next to its text, and rate them by hand.
 
-Built from core ipywidgets only (HBox, VBox, HTML, Image, Button, ToggleButtons, Textarea,
-Dropdown, Output, Label), so it works in any JupyterLab or Notebook without extensions.
+Built from core ipywidgets only, so it works in any JupyterLab or Notebook without extensions.
 
 Example (in a notebook, as the last line of a cell):
-    >>> from helpers.inspector import Inspector
-    >>> from helpers.records import list_runs
-    >>> Inspector(run)                           # doctest: +SKIP
     >>> Inspector(list_runs()[-3:])              # the last three runs, with a run selector   # doctest: +SKIP
     >>> Inspector(run).export_html("inspector.html")   # a static copy that needs no kernel  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import io
 import json
 import traceback
 from datetime import datetime
@@ -23,7 +18,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .display import card_html, score_text, text_side_html, write_page
+from .display import card_html, png_thumbnail, score_text, text_side_html, write_page
 from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line
 from .records import Candidate, PipelineRun, load_run
 
@@ -34,41 +29,21 @@ IMAGE_WIDTH = "384px"  # the selected image; small test images are scaled up to 
 class Inspector:
     """Text and image side by side, candidate by candidate, with manual ratings saved to a file.
 
-    Args:
-        run_or_runs: a PipelineRun, a run folder (or its run.json), or a list of either.
-            With several runs a drop-down selects the run.
-        ratings_path: where ratings go; default ``<OUTPUT_DIR>/ratings.jsonl`` (see helpers.config).
-        scale: the rating buttons; a rating is stored as the label you clicked (a string).
+    ``run_or_runs`` is a PipelineRun, a run folder, or a list of either (a drop-down selects the
+    run); ratings go to ``ratings_path`` (default ``<OUTPUT_DIR>/ratings.jsonl``) as the label of
+    the ``scale`` button clicked. Each "Save rating" appends one line at once; the latest line per
+    candidate counts, a new Inspector resumes from the file, and "Undo" removes the last line THIS
+    Inspector wrote. A button's error shows in the red box under the widget (``.output``).
+    From code: ``select(i)``, ``next()``, ``previous()``, ``rate(value, note)``, ``undo()``,
+    ``export_html(path)``, ``current``, ``run``, ``ratings``, and every widget as an attribute.
 
-    How it behaves:
-        * Previous / Next WRAP around within the shown run: Next on the last candidate shows the
-          first one. Switch runs with the drop-down. Clicking a thumbnail selects that candidate.
-        * Rating: pick a value on the scale, optionally write a note, click "Save rating". Each
-          click on "Save rating" appends one JSON line to the ratings file at once:
-          ``{"time", "run", "candidate", "seed", "rating", "note", "score"}``. Rating the same
-          candidate again appends a new line; the latest line counts.
-        * Resume: a new Inspector reads the file, so earlier ratings show on the thumbnails and
-          are preselected on the scale.
-        * Undo: "Undo last rating" removes the last line that THIS Inspector wrote (the file is
-          rewritten through a temporary file, so it is never half-written) and shows that
-          candidate again with its previous rating, if any. Press it again to go further back.
-        * Errors in a button's action (e.g. an image file that was deleted) are shown in the
-          red box under the widget (``.output``) instead of disappearing.
-
-    Example:
-        >>> Inspector(run)                                   # doctest: +SKIP
-        >>> Inspector(list_runs()[-3:], scale=("bad", "ok", "good"))   # doctest: +SKIP
-
-    For notebooks and tests: ``select(i)``, ``next()``, ``previous()``, ``rate(value, note)``,
-    ``undo()``, ``export_html(path)``, ``current`` (the Candidate shown), ``run`` (its PipelineRun),
-    ``ratings`` (``{(run folder name, candidate index): latest record}``), and the widgets
-    ``widget`` (the whole thing), ``image``, ``thumbnails``, ``next_button``, ``prev_button``,
-    ``rating_buttons``, ``note_box``, ``save_button``, ``undo_button``, ``run_selector``, ``output``.
+    >>> Inspector(runs, scale=("bad", "ok", "good"))         # doctest: +SKIP
     """
 
     def __init__(self, run_or_runs, ratings_path: str | Path | None = None,
                  scale=("1", "2", "3", "4", "5")):
-        self.runs = [_as_run(item) for item in _as_list(run_or_runs)]
+        items = [run_or_runs] if isinstance(run_or_runs, (PipelineRun, str, Path)) else list(run_or_runs)
+        self.runs = [item if isinstance(item, PipelineRun) else load_run(item) for item in items]
         if not self.runs:
             raise ValueError("Inspector needs at least one run, e.g. Inspector(list_runs()[-1]).")
         self.ratings_path = Path(ratings_path) if ratings_path else load_settings().output_dir / RATINGS_FILE
@@ -78,7 +53,7 @@ class Inspector:
         self.run_index = 0
         self.index = 0  # position in self.run.candidates
 
-        # ----- the widgets (each one is an attribute, so tests and notebooks can drive it) -----
+        # Each widget is an attribute, so tests and notebooks can drive it.
         self.run_selector = None
         if len(self.runs) > 1:
             self.run_selector = widgets.Dropdown(
@@ -120,12 +95,10 @@ class Inspector:
         self.widget = widgets.VBox(top + [widgets.HBox([self.text_html, right]), self.output])
 
         if skipped:
-            self._say(f"Skipped {skipped} unreadable line(s) in {self.ratings_path} (not UTF-8, not JSON, or a "
-                      "field missing or of the wrong type); they stay in the file.")
+            self.message.value = (f"Skipped {skipped} unreadable line(s) in {self.ratings_path} (not UTF-8, not "
+                                  "JSON, or a field missing or of the wrong type); they stay in the file.")
         # Show the first candidate; a missing image file is reported in .output, not raised.
         self._guard(lambda: self.select(0), "Show")()
-
-    # ----- what is shown ------------------------------------------------------------------------
 
     @property
     def run(self) -> PipelineRun:
@@ -139,8 +112,7 @@ class Inspector:
         return candidates[self.index] if candidates else None
 
     def select(self, index: int, run: int | str | None = None) -> Candidate | None:
-        """Show candidate ``index`` (its position in the run) of the current run, or of ``run``
-        (a position in the list of runs, or a run folder name)."""
+        """Show candidate ``index`` of the current run, or of ``run`` (a position or a run folder name)."""
         if run is not None:
             self._switch_run(run)
         count = len(self.run.candidates)
@@ -151,11 +123,11 @@ class Inspector:
         return self.current
 
     def next(self) -> Candidate | None:
-        """Show the next candidate; after the last one comes the first (wrap)."""
+        """Show the next candidate; after the last one comes the first."""
         return self.select((self.index + 1) % max(len(self.run.candidates), 1))
 
     def previous(self) -> Candidate | None:
-        """Show the previous candidate; before the first one comes the last (wrap)."""
+        """Show the previous candidate; before the first one comes the last."""
         return self.select((self.index - 1) % max(len(self.run.candidates), 1))
 
     def _switch_run(self, run: int | str) -> None:
@@ -170,7 +142,6 @@ class Inspector:
             self.run_selector.value = position  # its observer sees run_index == position: no-op
 
     def _on_run_chosen(self) -> None:
-        """The drop-down changed: show the first candidate of the chosen run."""
         if self.run_selector.value != self.run_index:
             self.select(0, run=self.run_selector.value)
 
@@ -217,27 +188,23 @@ class Inspector:
 
     def _label(self, candidate: Candidate) -> str:
         """The text of a thumbnail button: index, score, best mark, rating."""
-        best = self.run.best
-        parts = [f"#{candidate.index}", score_text(candidate.score)]
-        if best is not None and candidate.index == best.index:
-            parts.append("★ best")
         record = self.ratings.get((self.run.path.name, candidate.index))
-        if record:
-            parts.append(f"rated {record['rating']}")
-        return " · ".join(parts)
+        parts = [f"#{candidate.index}", score_text(candidate.score), "★ best" if self._is_best(candidate) else "",
+                 f"rated {record['rating']}" if record else ""]
+        return " · ".join(part for part in parts if part)
+
+    def _is_best(self, candidate: Candidate) -> bool:
+        return self.run.best is not None and candidate.index == self.run.best.index
 
     def _caption(self, candidate: Candidate, record: dict | None) -> str:
         score = score_text(candidate.score)
         if candidate.score is not None and self.run.scorer and not self.run.scorer.get("meaningful", True):
             score += " (MEANINGLESS: tiny test model)"
-        best = self.run.best
-        mark = " <b style='color:#2a2'>★ best</b>" if best is not None and candidate.index == best.index else ""
+        mark = " <b style='color:#2a2'>★ best</b>" if self._is_best(candidate) else ""
         rating = (f"<br>Your rating: <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
                   if record else "<br>Not rated yet.")
         return (f"<b>Candidate #{candidate.index}</b>{mark} · seed {candidate.seed} · round {candidate.round}"
                 f" · CLIP {escape(score)}{rating}")
-
-    # ----- ratings ------------------------------------------------------------------------------
 
     def rate(self, value, note: str = "") -> dict:
         """Rate the shown candidate: append one line to the ratings file now, and show it."""
@@ -253,37 +220,32 @@ class Inspector:
         self._written.append(line)
         self.ratings[(record["run"], record["candidate"])] = record
         self._show()
-        self._say(f"Saved rating {value} for #{candidate.index} to {self.ratings_path.name}.")
+        self.message.value = f"Saved rating {value} for #{candidate.index} to {self.ratings_path.name}."
         return record
 
     def undo(self) -> dict | None:
         """Remove the last rating this Inspector saved from the file; returns it (None: nothing to undo).
 
-        Every check comes before the file is touched, and the file is replaced in one step, so an
-        undo either happens completely or not at all; lines it does not own stay byte for byte.
+        The file is replaced in one step, after every check; lines it does not own stay byte for byte.
         """
         if not self._written:
-            self._say("Nothing to undo: no rating was saved in this Inspector.")
+            self.message.value = "Nothing to undo: no rating was saved in this Inspector."
             return None
-        line = self._written[-1]
+        line = self._written.pop()  # even when it is no longer in the file: the next undo goes further back
         record = json.loads(line)
         if not remove_rating_line(self.ratings_path, line):
-            self._written.pop()  # it is gone: the next undo goes further back
             raise RuntimeError(f"Cannot undo: the rating line is no longer in {self.ratings_path} "
                                f"(edited by hand?). The file was not changed. Line: {line}")
-        self._written.pop()
         self.ratings, _ = read_ratings(self.ratings_path)  # an earlier rating may count again
-        self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}.")
+        done = f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}"
+        self.message.value = done + "."
         try:  # show the candidate whose rating was undone; the undo is done even if that fails
             run = [r.path.name for r in self.runs].index(record["run"])
             self.select([c.index for c in self.runs[run].candidates].index(record["candidate"]), run=run)
         except Exception as error:  # noqa: BLE001 - shown, and the undo stands
             self._show_error("Showing the candidate after the undo", error)
-            self._say(f"Undid rating {record['rating']} for #{record['candidate']} of {record['run']}; "
-                      f"showing it failed: {error}")
+            self.message.value = f"{done}; showing it failed: {error}"
         return record
-
-    # ----- errors, messages, display ------------------------------------------------------------
 
     def _guard(self, action, what: str):
         """Wrap a callback so that an exception is shown in ``self.output`` instead of being lost."""
@@ -294,7 +256,7 @@ class Inspector:
                 action()
             except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
                 self._show_error(what, error)
-                self._say(f"{what} failed: {error}")
+                self.message.value = f"{what} failed: {error}"
         return callback
 
     def _show_error(self, what: str, error: BaseException) -> None:
@@ -303,57 +265,29 @@ class Inspector:
         self.output.append_stderr(f"{what} failed: {type(error).__name__}: {error}\n\n"
                                   + "".join(traceback.format_exception(error)))
 
-    def _say(self, text: str) -> None:
-        self.message.value = text
-
-    def _repr_mimebundle_(self, **kwargs):
-        # Shown like its root widget when it is the last expression of a cell.
+    def _repr_mimebundle_(self, **kwargs):  # shown as its root widget when last in a cell
         return self.widget._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return f"<Inspector of {len(self.runs)} run(s), ratings in {self.ratings_path}>"
 
-    # ----- static copy --------------------------------------------------------------------------
-
     def export_html(self, path: str | Path) -> Path:
-        """Write every run with all its candidates, scores and ratings to one self-contained HTML
-        file (images embedded), which opens without a kernel and survives upload."""
+        """Write every run with its candidates, scores and ratings to one HTML file with the images
+        embedded, which opens without a kernel, e.g. ``insp.export_html(out_dir / "inspector.html")``."""
         sections = []
         for run in self.runs:
             cards = [card_html(run, c, self.ratings.get((run.path.name, c.index))) for c in run.candidates]
             sections.append(f"<section><h2>{escape(run.path.name)}</h2>{text_side_html(run)}"
                             f"<div>{''.join(cards) or '<p>No images in this run.</p>'}</div></section>")
-        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
-                 "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
-                 "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold}")
-        return write_page(path, "Inspector", f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}", style)
-
-
-# ----- helpers shared by the widget and the static copy ------------------------------------------
-
-def _as_list(run_or_runs) -> list:
-    if isinstance(run_or_runs, (PipelineRun, str, Path)):
-        return [run_or_runs]
-    return list(run_or_runs)
-
-
-def _as_run(item) -> PipelineRun:
-    return item if isinstance(item, PipelineRun) else load_run(item)
+        return write_page(path, "Inspector", f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}")
 
 
 def _thumbnail_png(candidate: Candidate) -> bytes:
-    """A small PNG of a candidate's image (empty bytes when it cannot be shown: missing, outside
-    the run folder, not an image; the strip still shows, and selecting it says why)."""
+    """A small PNG of a candidate's image; empty when it cannot be shown (selecting it says why)."""
     from PIL import Image
-
     if candidate.image_problem():
         return b""
     try:
-        with Image.open(candidate.path) as image:
-            small = image.convert("RGB")
+        return png_thumbnail(candidate.path, THUMB_SIDE)
     except (OSError, ValueError, Image.DecompressionBombError):
         return b""
-    small.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    buffer = io.BytesIO()
-    small.save(buffer, format="PNG")
-    return buffer.getvalue()

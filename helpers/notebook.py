@@ -2,16 +2,11 @@
 that keep a placeholder image or a meaningless score from being taken for a real result.
 
 Example (the setup cell of notebook 04):
-    >>> from helpers.notebook import setup
     >>> nb = setup("04")                                                # doctest: +SKIP
     <A1111Client http://127.0.0.1:7860 ...>
     Placeholder images (kit's preview server): True
     This notebook writes to outputs/04
     >>> client, out_dir, NOTE, SMALL = nb.client, nb.out_dir, nb.note, nb.small   # doctest: +SKIP
-
-Scores get the same care once a CLIP scorer is loaded:
-    >>> caveat = ScoreCaveat(scorer)        # doctest: +SKIP
-    >>> caveat()                            # prints a warning when the scorer is the tiny test model   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,10 +24,8 @@ MEANINGLESS = "TINY RANDOM TEST MODEL — scores are meaningless"
 
 @dataclass
 class NotebookSetup:
-    """What :func:`setup` made: ``client`` (an A1111Client, or None), ``out_dir`` (the notebook's
-    output folder), ``note`` (a line for figure titles: says the images are placeholders, or is
-    ""), ``small`` (txt2img fields for quick images: 256x256 and the loaded model's quick step
-    count) and ``settings`` (helpers.config's Settings)."""
+    """What :func:`setup` made. ``note`` is a line for figure titles ("" for a real model);
+    ``small`` holds txt2img fields for quick images (256x256, the model's quick step count)."""
 
     out_dir: Path
     settings: Settings
@@ -44,14 +37,14 @@ class NotebookSetup:
 def placeholder_note(client) -> str:
     """A line for figure titles when ``client`` draws placeholders ("" for a real model).
 
-    It starts with a line break, so ``title=f"Same seed{NOTE}"`` puts it under the title.
+    >>> plt.title(f"Same seed{placeholder_note(client)}")   # the note goes under the title   # doctest: +SKIP
     """
     return f"\n{PLACEHOLDER_NOTE}" if getattr(client, "placeholder", False) else ""
 
 
 def setup(name: str, a1111: bool = True) -> NotebookSetup:
     """Make the output folder ``<OUTPUT_DIR>/<name>`` and, with ``a1111``, connect to A1111
-    (``connect_a1111()``: the kit starts its own server when none answers); say what it uses.
+    (``connect_a1111()`` starts the kit's own server when none answers); say what it uses.
 
     >>> nb = setup("02", a1111=False)      # doctest: +SKIP
     This notebook writes to outputs/02
@@ -65,8 +58,7 @@ def setup(name: str, a1111: bool = True) -> NotebookSetup:
         print(made.client)
         print("Placeholder images (kit's preview server):", made.client.placeholder)
         made.note = placeholder_note(made.client)
-        # Small and quick. connect_a1111() looked at the loaded model: client.hints says which steps suit
-        # it (e.g. 8 for the preview, 10 for SD 1.5, 1 for sd-turbo); use client.hints.size on a GPU.
+        # client.hints knows the loaded model's quick step count (8 for the preview, 1 for sd-turbo).
         made.small = {"width": 256, "height": 256, "steps": made.client.hints.quick_steps}
     print("This notebook writes to", out_dir)
     return made
@@ -74,10 +66,9 @@ def setup(name: str, a1111: bool = True) -> NotebookSetup:
 
 class ScoreCaveat:
     """What to say next to CLIP scores: nothing for real weights, a warning for the tiny random
-    test model (``scorer.meaningful`` is False), whose numbers must never be read as results.
+    test model (``scorer.meaningful`` is False). ``.title`` is a line for figure titles.
 
-    ``caveat.title`` is a line for figure titles ("" for real weights); ``caveat()`` prints the
-    warning (nothing for real weights).
+    >>> ScoreCaveat(scorer)()   # prints the warning, or nothing   # doctest: +SKIP
     """
 
     def __init__(self, scorer):

@@ -1,24 +1,8 @@
 """The full pipeline: keywords -> text -> image prompt -> N images -> CLIP scores -> best image.
 
-    get_text(user_input) -> text
-    write_image_prompt(text) -> image prompt
-    repeat: generate images -> save each -> score each
-    return the best-rated image (or stop as soon as one reaches a threshold)
-
 ``run_pipeline`` checks its arguments and hands them to a ``PipelineRunner``, whose methods are
-the stages, in the order they run. Nothing generated is lost: every image is written to the
-run's folder as soon as it arrives, with A1111's infotext inside, and ``run.json`` is rewritten
-after every candidate, so a crash, a server error or Ctrl-C leaves a valid record. The record
-itself (PipelineRun, Candidate, load_run) is in helpers/records.py.
-
-Example:
-    >>> from helpers.pipeline import run_pipeline
-    >>> from helpers.records import load_run
-    >>> run = run_pipeline("lighthouse, storm", n=4)        # doctest: +SKIP
-    >>> run.best.score, run.best.path                        # doctest: +SKIP
-    (0.31, PosixPath('outputs/runs/20261124-101500-lighthouse-storm/cand-02.png'))
-    >>> load_run(run.path).best.seed == run.best.seed        # doctest: +SKIP
-    True
+the stages, in the order they run. Each image is written to the run's folder as soon as it
+arrives, and ``run.json`` (helpers/records.py) after each one, so a crash or Ctrl-C loses nothing.
 """
 
 from __future__ import annotations
@@ -50,21 +34,14 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
                  scorer=None, **generation_fields) -> PipelineRun:
     """Run keywords -> text -> prompt -> images -> scores, and pick the best image.
 
-    Args:
-        user_input: a few keywords, e.g. "lighthouse, storm".
-        n: candidates in "best" mode (made in as few A1111 calls as the batch size allows).
-        mode: "best" (make n, keep the best) or "threshold" (make small batches until one
-            reaches ``threshold`` or ``max_images`` are spent).
-        text_source: "auto", "llm", "corpus" or "rag" (see helpers.text.get_text).
-        refine: in threshold mode, let the LLM revise the prompt after a round below the threshold.
-        out_dir: where the run folder goes (default: outputs/runs, see helpers.config).
-        progress: show A1111's progress bar while images are made.
-        client, llm, scorer: backends to use (default: from the settings); ``scorer=False`` turns
-            scoring off.
-        **generation_fields: txt2img fields, e.g. steps=20, width=512, cfg_scale=7, seed=1, batch_size=2.
+    ``mode="best"`` makes ``n`` images (in as few A1111 calls as the batch size allows) and keeps
+    the best; ``mode="threshold"`` makes small batches until one reaches ``threshold`` or
+    ``max_images`` are spent, and with ``refine`` the LLM revises the prompt between them.
+    ``text_source`` is get_text's; the backends default to the settings (``scorer=False``: no
+    scores); ``generation_fields`` are txt2img's. Without an LLM the text is retrieved and the
+    prompt is the baseline; without CLIP weights ``run.best`` is None. The run says which.
 
-    Without an LLM the text comes from retrieval and the prompt from the baseline; without CLIP
-    weights the candidates are kept unscored (``run.best`` is None). Both are said in the run.
+    >>> run = run_pipeline("lighthouse, storm", n=4, seed=1, steps=20)   # doctest: +SKIP
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be 'best' or 'threshold'")
@@ -84,13 +61,10 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
 
 
 def _clean_input(user_input) -> tuple[str, list[str]]:
-    """The keywords as valid text, and a note when something was replaced. A lone surrogate (half
-    of an emoji, e.g. from a copy-paste gone wrong) is not text: no file or server can take it.
-    It is replaced with U+FFFD and the run says so, rather than failing a run over one character."""
+    """The keywords as text, with a note when a lone surrogate (half an emoji), which no file or
+    server takes, was replaced: one character is no reason to fail a run."""
     from .prompts import clean_text
-
-    raw = user_input if isinstance(user_input, str) else ", ".join(map(str, user_input)) \
-        if isinstance(user_input, (list, tuple)) else str(user_input)
+    raw = ", ".join(map(str, user_input)) if isinstance(user_input, (list, tuple)) else str(user_input)
     cleaned = clean_text(raw)
     if not cleaned:
         raise ValueError(f"user_input={user_input!r:.80} has no text; pass a few keywords, e.g. \"lighthouse, storm\"")
@@ -101,15 +75,11 @@ def _clean_input(user_input) -> tuple[str, list[str]]:
 
 
 class PipelineRunner:
-    """Runs the stages of one pipeline run and records each in the run's ``run.json``.
-
-    ``record`` is the new run (its folder exists); the other arguments are run_pipeline's.
-    """
+    """Runs the stages of one run (``record``, whose folder exists) and records each in run.json."""
 
     def __init__(self, record: PipelineRun, *, text_source: str, progress: bool, client, llm, scorer,
                  fields: dict[str, Any], notes: list[str] = ()):
         self.run_record = record
-        self.user_input = record.user_input
         self.text_source = text_source
         self.progress = progress
         self.client = client
@@ -118,8 +88,6 @@ class PipelineRunner:
         self.fields = dict(fields)
         self._notes: list[str] = list(notes)  # what the run says it did differently, in its message
         self.image_prompt = None
-
-    # ----- the run -----------------------------------------------------------------------------
 
     def run(self) -> PipelineRun:
         """Run every stage. Whatever happens, run.json ends with a final status and the cause."""
@@ -158,31 +126,34 @@ class PipelineRunner:
         return f"; kept {len(kept)} image(s) that arrived intact"
 
     def _finish(self, status: str, message: str, started: float) -> None:
-        record = self.run_record
-        record.status = status
-        record.message = message
-        record.timings["total"] = round(time.perf_counter() - started, 3)
-        record.save()
+        self.run_record.status = status
+        self.run_record.message = message
+        self.run_record.timings["total"] = round(time.perf_counter() - started, 3)
+        self.run_record.save()
+
+    def _add_time(self, stage: str, started: float) -> None:
+        timings = self.run_record.timings
+        timings[stage] = round(timings.get(stage, 0) + time.perf_counter() - started, 3)
 
     def _timed(self, stage: str, action) -> Any:
         started = time.perf_counter()
         try:
             return action()
         finally:
-            self.run_record.timings[stage] = round(self.run_record.timings.get(stage, 0) + time.perf_counter() - started, 3)
+            self._add_time(stage, started)
             self.run_record.save()
 
-    # ----- stages ------------------------------------------------------------------------------
+    # ----- the stages, in the order they run ---------------------------------------------------
 
     def get_text(self) -> None:
+        """The text, from the LLM or from retrieval (text_source says which may be used)."""
         from .llm import LLM
         from .prompts import valid_unicode
         from .text import get_text
-
         if self.llm is None:
             self.llm = LLM()
         self.llm_available = self.llm.available()
-        text = get_text(self.user_input, source=self.text_source, llm=self.llm)
+        text = get_text(self.run_record.user_input, source=self.text_source, llm=self.llm)
         valid = valid_unicode(text.text)  # an LLM's JSON may escape half an emoji: not text CLIP can read
         if valid != text.text:
             self._notes.append("the text held characters that are not valid Unicode (lone surrogates); "
@@ -197,7 +168,6 @@ class PipelineRunner:
     def write_prompt(self) -> None:
         from .llm import LLMError
         from .prompts import baseline_prompt, write_image_prompt
-
         prompt = None
         if self.llm_available:
             try:
@@ -217,7 +187,6 @@ class PipelineRunner:
 
     def load_scorer(self) -> None:
         from .clipqa import ClipError, ClipScorer
-
         if self.scorer is None:
             try:
                 self.scorer = ClipScorer()
@@ -254,7 +223,7 @@ class PipelineRunner:
             started = time.perf_counter()
             generation = client.txt2img(self.image_prompt.prompt, negative_prompt=self.image_prompt.negative_prompt,
                                         batch_size=size, seed=seed, progress=self.progress, **self.fields)
-            record.timings["generate"] = round(record.timings.get("generate", 0) + time.perf_counter() - started, 3)
+            self._add_time("generate", started)
             record.server = {"url": without_password(client.base_url), "placeholder": generation.is_placeholder,
                              "model": generation.info.get("sd_model_name")}
             new = self._keep(generation, len(record.rounds) - 1)
@@ -274,22 +243,22 @@ class PipelineRunner:
                 return
             if scoring and record.refine and len(record.candidates) < budget:
                 self._timed("refine", lambda new=new: self.refine_prompt(new))
-        if record.mode == "threshold" and scoring:
+        if scoring:
             record.status = "max_images reached"
 
     def _keep(self, generation, round_no: int) -> list[Candidate]:
         """Save each image of a generation, score it, and record it at once."""
+        from .infotext import png_bytes
         record = self.run_record
+        infotexts, pngs = generation.infotexts, generation.png
         new = []
         for image_no, (image, seed) in enumerate(zip(generation.images, generation.seeds)):
             index = len(record.candidates)
             candidate = Candidate(index=index, seed=seed, file=f"cand-{index:02d}.png", round=max(round_no, 0),
-                                  infotext=generation.infotexts[image_no] if image_no < len(generation.infotexts) else "",
+                                  infotext=infotexts[image_no] if image_no < len(infotexts) else "",
                                   run_path=record.path)
-            raw = generation.png[image_no] if image_no < len(generation.png) else None
+            raw = pngs[image_no] if image_no < len(pngs) else None
             if raw is None or image.format != "PNG":
-                from .infotext import png_bytes
-
                 raw = png_bytes(image, candidate.infotext)
             candidate.path.write_bytes(raw)
             record.candidates.append(candidate)
@@ -300,22 +269,14 @@ class PipelineRunner:
             scores = self.scorer.similarity(self.text.text, generation.images[: len(new)], long_text="chunks")
             for candidate, score in zip(new, scores):
                 candidate.score = round(score, 4)
-            record.timings["score"] = round(record.timings.get("score", 0) + time.perf_counter() - started, 3)
+            self._add_time("score", started)
             record.save()
         return new
-
-    def _caption(self, candidate: Candidate) -> str:
-        """The caption route's description of an image, when the server can give one quickly."""
-        try:
-            return self.client.interrogate(candidate.image, timeout=60)
-        except A1111Error:
-            return ""  # no captioner (or a slow first download): refine from the scores alone
 
     def refine_prompt(self, last: list[Candidate]) -> None:
         """Let the LLM revise the prompt from the text, the previous prompt and its scores."""
         from .llm import LLMError
-        from .prompts import PROMPT_SCHEMA, ImagePrompt, fit_prompt, parse_prompt_reply
-
+        from .prompts import CLIP_TOKEN_LIMIT, PROMPT_SCHEMA, ImagePrompt, fit_prompt, parse_prompt_reply
         if not self.llm_available:
             self._notes.append("refine needs an LLM: kept the same prompt")
             self.run_record.refine = False
@@ -323,7 +284,11 @@ class PipelineRunner:
         scores = ", ".join(f"{c.score:.3f}" for c in last if c.score is not None)
         message = (f"Text:\n{self.text.text}\n\nPrevious prompt: {self.image_prompt.prompt}\n"
                    f"CLIP scores of its images: {scores} (target {self.run_record.threshold})")
-        caption = self._caption(max(last, key=lambda c: c.score if c.score is not None else -2))
+        best = max(last, key=lambda c: c.score if c.score is not None else -2)
+        try:
+            caption = self.client.interrogate(best.image, timeout=60)
+        except A1111Error:
+            caption = ""  # no captioner (or a slow first download): refine from the scores alone
         if caption:
             message += f"\nA captioner describes the best of those images as: {caption}"
         try:
@@ -339,7 +304,7 @@ class PipelineRunner:
             return
         if prompt == self.image_prompt.prompt:
             self._notes.append(f"round {len(self.run_record.rounds)}: the LLM kept the same prompt")
-        self._set_prompt(fit_prompt(ImagePrompt(prompt, negative, "llm-refined", note=note), 75))
+        self._set_prompt(fit_prompt(ImagePrompt(prompt, negative, "llm-refined", note=note), CLIP_TOKEN_LIMIT))
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,13 +1,7 @@
 """Pictures of results: image grids and parameter sweeps (matplotlib).
 
 Example:
-    >>> from helpers.plots import image_grid
     >>> fig = image_grid(gen.images, labels=[f"seed {s}" for s in gen.seeds])   # doctest: +SKIP
-
-A sweep generates the same prompt with one setting changed and shows the images side by side,
-which answers questions such as "what does the Sampling steps parameter do?":
-
-    >>> from helpers.plots import sweep
     >>> fig, gens = sweep(client, "a lighthouse at dusk", "steps", [1, 5, 10, 20], seed=1)   # doctest: +SKIP
 """
 
@@ -30,7 +24,6 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
     2
     """
     import matplotlib.pyplot as plt
-
     if not images:
         raise ValueError("image_grid needs at least one image")
     ncols = ncols or min(len(images), 5)
@@ -39,13 +32,13 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.5 if title else 0)),
                              squeeze=False, layout="constrained")
     for index, ax in enumerate(axes.flat):
+        if index >= len(images):
+            fig.delaxes(ax)
+            continue
         ax.axis("off")
-        if index < len(images):
-            ax.imshow(images[index])
-            if labels is not None and index < len(labels):
-                ax.set_title(str(labels[index]), fontsize=10)
-    for ax in list(axes.flat)[len(images):]:
-        fig.delaxes(ax)
+        ax.imshow(images[index])
+        if labels is not None and index < len(labels):
+            ax.set_title(str(labels[index]), fontsize=10)
     if title:
         fig.suptitle(title)
     return fig
@@ -53,10 +46,10 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
 
 def sweep(client, prompt: str, field: str, values: Sequence[Any], *, ncols: int | None = None,
           **fields) -> tuple[Any, list]:
-    """Generate ``prompt`` once per value of ``field`` (all else fixed) and show a labelled grid.
+    """Generate ``prompt`` once per value of ``field`` (all else fixed, ``seed`` too) and show a grid.
 
-    Keep ``seed`` fixed so only ``field`` changes. Returns ``(figure, generations)``; each label
-    shows the value and the seconds the server took, so the cost of e.g. more steps is visible.
+    Returns ``(figure, generations)``; each label shows the value and the seconds the server
+    took, so the cost of e.g. more steps is visible.
 
     >>> fig, gens = sweep(client, "a red fox", "cfg_scale", [1, 4, 7, 12], seed=3, steps=20)   # doctest: +SKIP
     """
@@ -66,12 +59,9 @@ def sweep(client, prompt: str, field: str, values: Sequence[Any], *, ncols: int 
     generations, labels = [], []
     for value in values:
         started = time.perf_counter()
-        generation = client.txt2img(prompt, **{field: value}, **fields)
-        seconds = time.perf_counter() - started
-        generations.append(generation)
-        labels.append(f"{field}={value}  ({seconds:.1f} s)")
-    images = [g.images[0] for g in generations]
+        generations.append(client.txt2img(prompt, **{field: value}, **fields))
+        labels.append(f"{field}={value}  ({time.perf_counter() - started:.1f} s)")
     title = f"{prompt!r}, seed {fields['seed']}"
     if any(g.is_placeholder for g in generations):
         title += f"\n{PLACEHOLDER_NOTE}"
-    return image_grid(images, labels=labels, ncols=ncols, title=title), generations
+    return image_grid([g.images[0] for g in generations], labels=labels, ncols=ncols, title=title), generations

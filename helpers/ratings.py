@@ -1,17 +1,10 @@
 """The ratings file: one JSON line per click on the Inspector's "Save rating" button.
 
-    outputs/ratings.jsonl
-        {"time": "...", "run": "<run folder name>", "candidate": 2, "seed": 1234, "rating": "4", "note": "...", "score": 0.31}
+outputs/ratings.jsonl
+    {"time": "...", "run": "<run folder>", "candidate": 2, "seed": 1234, "rating": "4", "note": "...", "score": 0.31}
 
-The file is shared and may be edited by hand, so it is read line by line (a bad line is
-skipped and counted, never lost), appended to one line at a time, and rewritten (for undo)
-only through an atomic replace.
-
-Example:
-    >>> from helpers.ratings import read_ratings
-    >>> ratings, skipped = read_ratings("outputs/ratings.jsonl")     # doctest: +SKIP
-    >>> ratings[("20261124-101500-lighthouse-storm", 2)]["rating"]   # doctest: +SKIP
-    '4'
+The file is shared and may be edited by hand, so each line is read on its own (a bad line is
+skipped and counted, never lost), records are appended, and undo rewrites it atomically.
 """
 
 from __future__ import annotations
@@ -26,12 +19,10 @@ RATINGS_FILE = "ratings.jsonl"
 
 
 def read_ratings(path: str | Path) -> tuple[dict[tuple[str, int], dict], int]:
-    """The latest rating per (run folder name, candidate index) in a ratings file, and how many
-    lines could not be read (they are skipped here, but kept in the file).
+    """The latest rating per (run folder name, candidate index), and how many lines were skipped.
 
-    The file is shared and may be edited by hand, so each line is read on its own: a line that
-    is not UTF-8, not a JSON object, or lacks ``run``, ``candidate`` or ``rating`` (or has a
-    ``note`` that is not text) is skipped and counted; the others still count.
+    A line is skipped when it is not UTF-8, not a JSON object, lacks ``run``, ``candidate`` or
+    ``rating``, or has a ``note`` that is not text.
 
     >>> read_ratings(Path("no-such-file.jsonl"))
     ({}, 0)
@@ -67,11 +58,7 @@ def _rating_record(data) -> dict | None:
 
 
 def append_rating(path: Path, record: dict) -> str:
-    """Append ``record`` as one JSON line to the ratings file at ``path``; returns the line written.
-
-    A note with a lone surrogate is written as a JSON escape; a file edited by hand that lacks
-    its last newline gets one first, so two records never merge into one line.
-    """
+    """Append ``record`` as one JSON line to the ratings file; returns the line written."""
     line = json.dumps(record, ensure_ascii=False)
     try:
         line.encode("utf-8")
@@ -79,7 +66,7 @@ def append_rating(path: Path, record: dict) -> str:
         line = json.dumps(record)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    start = "\n" if _ends_without_newline(path) else ""
+    start = "\n" if _ends_without_newline(path) else ""  # a file edited by hand: two records must not merge
     with open(path, "a", encoding="utf-8") as file:
         file.write(start + line + "\n")
     return line

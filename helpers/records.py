@@ -1,19 +1,9 @@
-"""The record of a pipeline run: what a run is, how it is written to disk and read back.
+"""The record of a pipeline run (helpers/pipeline.py makes it), written to disk and read back:
 
-    outputs/runs/<YYYYmmdd-HHMMSS>-<slug>/
-        run.json         inputs, text, prompt, settings, each candidate's seed/score/file, status
-        cand-00.png ...  the images, each with A1111's infotext inside
+    outputs/runs/<YYYYmmdd-HHMMSS>-<slug>/run.json       inputs, text, prompt, settings, candidates, status
+    outputs/runs/<YYYYmmdd-HHMMSS>-<slug>/cand-00.png    each image, with A1111's infotext inside
 
-A :class:`PipelineRun` holds everything about one run and mirrors itself in ``run.json``;
-each :class:`Candidate` is one image. ``load_run`` reopens a run, ``list_runs`` finds them.
-The stages that fill a record are in helpers/pipeline.py; this module runs none of them.
-
-Example:
-    >>> from helpers.records import list_runs, load_run
-    >>> run = load_run(list_runs()[-1])                      # doctest: +SKIP
-    >>> run.best.score, run.best.path                        # doctest: +SKIP
-    (0.31, PosixPath('outputs/runs/20261124-101500-lighthouse-storm/cand-02.png'))
-    >>> print(run.summary())                                 # doctest: +SKIP
+    >>> print(load_run(list_runs()[-1]).summary())           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,8 +34,7 @@ class PipelineError(KitError, RuntimeError):
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file renamed over it: a crash in the middle
-    leaves either the old file or the new one, never half of it, and no temporary file."""
+    """Write ``data`` through a temporary file renamed over ``path``: never half a file, no leftover."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
@@ -57,25 +46,19 @@ def write_atomic(path: Path, data: bytes) -> Path:
 
 
 def file_in_folder(folder: str | Path, name: str) -> Path:
-    """``folder / name`` when it stays inside ``folder``; raises PipelineError otherwise.
+    """``folder / name`` when it stays inside ``folder`` (after symlinks); raises PipelineError otherwise.
+    Anyone may edit run.json: unchecked, a report or the Inspector would embed any file it names.
 
-    Records are data that anyone can edit, so a file they name is only used when it is a plain
-    relative name that ends up inside the folder, after following symlinks. An absolute path,
-    ``..`` or a symlink pointing elsewhere is refused: a report or the Inspector would otherwise
-    show (and embed) any file on the machine.
-
-    >>> file_in_folder("outputs/runs/r1", "cand-00.png")
-    PosixPath('outputs/runs/r1/cand-00.png')
-    >>> file_in_folder("outputs/runs/r1", "../private-photo.png")
+    >>> file_in_folder("outputs/runs/r1", "../private-photo.png")    # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    helpers.records.PipelineError: The file '../private-photo.png' named in outputs/runs/r1/run.json is outside the run folder (or no file name), so it is not read. Fix: keep the images in the run folder and name them there, e.g. "cand-00.png".
+    helpers.records.PipelineError: The file '../private-photo.png' ... is outside the run folder ... Fix: keep ...
     """
     folder = Path(folder)
-    relative = Path(name) if isinstance(name, str) else None
-    path = folder / relative if relative is not None else None
+    relative = Path(name)
+    path = folder / relative
     try:
-        inside = (relative is not None and name.strip() != "" and not relative.anchor and ".." not in relative.parts
+        inside = (name.strip() != "" and not relative.anchor and ".." not in relative.parts
                   and path.resolve().is_relative_to(folder.resolve()))
     except (OSError, ValueError, RuntimeError):  # a NUL byte in the name, a symlink loop
         inside = False
@@ -104,7 +87,7 @@ class Candidate:
         return file_in_folder(self.run_path or Path("."), self.file)
 
     def image_problem(self) -> str:
-        """Why the image cannot be shown ("" when it can): its file is missing, or outside the run folder."""
+        """Why the image cannot be shown ("" when it can)."""
         try:
             return "" if self.path.is_file() else f"image file missing: {self.file}"
         except PipelineError:
@@ -114,14 +97,13 @@ class Candidate:
     def image(self):
         """The image, read from disk (so a reopened run shows the same thing)."""
         from PIL import Image
-
         with Image.open(self.path) as image:
             return image.convert("RGB")
 
     def fields(self) -> dict[str, Any]:
-        """The txt2img fields that regenerate this image (from its infotext)."""
+        """The txt2img fields that regenerate this image (from its infotext), e.g.
+        ``fields = cand.fields(); client.txt2img(fields.pop("prompt"), **fields)``."""
         from .infotext import infotext_to_fields
-
         return infotext_to_fields(self.infotext)
 
 
@@ -160,10 +142,12 @@ class PipelineRun:
         return bool(self.server.get("placeholder"))
 
     def summary(self) -> str:
-        """A few lines for a terminal or a notebook: status, text source, prompt, best, placeholders."""
+        """A few lines for a terminal or a notebook: status, sources, best, warnings; ``print(run.summary())``."""
         best = self.best
+        text = self.text.get("text", "")
+        text = text if len(text) <= 100 else text[:100].rstrip() + "..."
         lines = [f"Run {self.path.name}: {self.status}" + (f" ({self.message})" if self.message else ""),
-                 f"  text ({self.text.get('source', '?')}): {_shorten(self.text.get('text', ''), 100)}",
+                 f"  text ({self.text.get('source', '?')}): {text}",
                  f"  prompt ({self.prompt.source if self.prompt else '?'}): {self.prompt or ''}",
                  f"  {len(self.candidates)} candidate(s); best: "
                  + (f"#{best.index} seed {best.seed} score {best.score:.3f}" if best else "none (unscored)")]
@@ -173,21 +157,13 @@ class PipelineRun:
             lines.append("  scores: from a tiny random test model, MEANINGLESS")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
+    def save(self) -> Path:
+        """Write run.json atomically. It must not fail, as it also records a crash: unknown values
+        become text, and a lone surrogate a JSON escape."""
         data = asdict(self)
         data["path"] = str(self.path)
         data["candidates"] = [{k: v for k, v in asdict(c).items() if k != "run_path"} for c in self.candidates]
         data["best"] = self.best.index if self.best else None
-        return data
-
-    def save(self) -> Path:
-        """Write run.json atomically (a temporary file renamed over the old one).
-
-        The writer must not fail on what it writes: the record of a crash is written by this same
-        method. So values JSON does not know are written as text, and text that is not valid
-        Unicode (a lone surrogate) is written as a JSON escape instead of raising.
-        """
-        data = self.to_dict()
         try:
             raw = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8")
         except UnicodeEncodeError:  # readable UTF-8 when possible, \uXXXX escapes when not
@@ -195,13 +171,8 @@ class PipelineRun:
         return write_atomic(self.path / RUN_FILE, raw)
 
     def report(self, path: str | Path | None = None) -> Path:
-        """Write a static HTML report (text, prompt, thumbnails with scores); returns its path.
-
-        The same as ``helpers.report.write_report(run, path)``; the default path is the run
-        folder's report.html. (helpers/report.py imports nothing from here: no import circle.)
-        """
-        from .report import write_report
-
+        """Write a static HTML report, by default ``run.path / "report.html"``; returns its path."""
+        from .report import write_report  # imported here: report.py never imports this module back
         return write_report(self, path)
 
     def __repr__(self) -> str:
@@ -209,13 +180,10 @@ class PipelineRun:
 
 
 def load_run(path: str | Path) -> PipelineRun:
-    """Reopen a run from its folder (or its run.json).
+    """Reopen a run from its folder (or its run.json), e.g. ``load_run(run.path)``.
 
-    A run.json that cannot be read (not JSON, not an object, a field of the wrong type) raises
-    PipelineError naming the file. A candidate whose ``file`` leads outside the run folder is
-    kept (its seed and infotext still regenerate it) with a warning; its image is never read.
-
-    >>> run = load_run("outputs/runs/20261124-101500-lighthouse-storm")   # doctest: +SKIP
+    A run.json that cannot be read raises PipelineError naming the file. A candidate whose
+    ``file`` leads outside the run folder is kept with a warning; its image is never read.
     """
     path = Path(path)
     folder = path.parent if path.name == RUN_FILE else path
@@ -227,7 +195,7 @@ def load_run(path: str | Path) -> PipelineRun:
     known_candidate = {f.name for f in fields(Candidate)} - {"run_path"}
     candidates = []
     for number, item in enumerate(data.get("candidates", [])):
-        _check_fields(item, CANDIDATE_TYPES, record_file, f"candidates[{number}]")
+        _check_fields(item, CANDIDATE_TYPES, record_file, f"candidates[{number}]", ("index", "seed", "file"))
         candidate = Candidate(**{k: v for k, v in item.items() if k in known_candidate}, run_path=folder)
         try:
             file_in_folder(folder, candidate.file)
@@ -243,17 +211,15 @@ def load_run(path: str | Path) -> PipelineRun:
 
 # The JSON types of run.json's fields, checked on loading: a hand-edited or damaged file then
 # fails here with its name, not later in a report or the Inspector with a puzzling TypeError.
-_NUMBER, _TEXT, _INT = (int, float), (str,), (int,)
-RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "threshold": _NUMBER + (type(None),),
+_NUMBER, _TEXT, _INT, _NONE = (int, float), (str,), (int,), (type(None),)
+RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "threshold": _NUMBER + _NONE,
              "max_images": _INT, "refine": (bool,), "status": _TEXT, "message": _TEXT, "created": _TEXT,
              "text": (dict,), "prompt": (dict, type(None)), "rounds": (list,), "generation": (dict,),
              "server": (dict,), "scorer": (dict, type(None)), "candidates": (list,), "timings": (dict,)}
-CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + (type(None),),
+CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + _NONE,
                    "infotext": _TEXT}
 PROMPT_TYPES = {"prompt": _TEXT, "negative_prompt": _TEXT, "source": _TEXT, "tokens": _INT, "note": _TEXT}
-TEXT_TYPES = {"text": _TEXT, "source": _TEXT, "title": _TEXT + (type(None),), "model": _TEXT + (type(None),),
-              "note": _TEXT + (type(None),)}
-REQUIRED = {"run": ("user_input",), "candidate": ("index", "seed", "file")}
+TEXT_TYPES = {"text": _TEXT, "source": _TEXT, "title": _TEXT + _NONE, "model": _TEXT + _NONE, "note": _TEXT + _NONE}
 
 
 def _read_record(record_file: Path) -> dict[str, Any]:
@@ -262,17 +228,16 @@ def _read_record(record_file: Path) -> dict[str, Any]:
         data = json.loads(record_file.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise _damaged(record_file, f"it is not valid JSON ({err})") from None
-    _check_fields(data, RUN_TYPES, record_file, "the record")
+    _check_fields(data, RUN_TYPES, record_file, "the record", ("user_input",))
     _check_fields(data.get("text", {}), TEXT_TYPES, record_file, "text")
     if not all(isinstance(v, (int, float)) for v in data.get("timings", {}).values()):
         raise _damaged(record_file, "a value of 'timings' is not a number")
     return data
 
 
-def _check_fields(data: Any, types: dict[str, tuple], record_file: Path, where: str) -> None:
+def _check_fields(data: Any, types: dict[str, tuple], record_file: Path, where: str, required=()) -> None:
     if not isinstance(data, dict):
         raise _damaged(record_file, f"{where} is a JSON {type(data).__name__}, not an object")
-    required = REQUIRED["run"] if types is RUN_TYPES else REQUIRED["candidate"] if types is CANDIDATE_TYPES else ()
     for name in required:
         if name not in data:
             raise _damaged(record_file, f"{where} has no field {name!r}")
@@ -291,23 +256,16 @@ def _damaged(record_file: Path, cause: str) -> PipelineError:
 
 
 def list_runs(root: str | Path | None = None) -> list[Path]:
-    """Run folders under ``outputs/runs`` (or ``root``), oldest first."""
+    """Run folders under ``outputs/runs`` (or ``root``), oldest first, e.g. ``list_runs()[-3:]``."""
     root = Path(root) if root else load_settings().output_dir / "runs"
     return sorted(p for p in root.glob("*") if (p / RUN_FILE).is_file())
-
-
-def _shorten(text: str, length: int) -> str:
-    return text if len(text) <= length else text[:length].rstrip() + "..."
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
 
 
 def new_run_folder(user_input: str, out_dir: str | Path | None = None) -> Path:
     """A new, empty folder ``<out_dir or outputs/runs>/<YYYYmmdd-HHMMSS>-<slug of the input>``."""
     root = Path(out_dir) if out_dir else load_settings().output_dir / "runs"
-    base = f"{datetime.now():%Y%m%d-%H%M%S}-{_slug(user_input)}"
+    slug = re.sub(r"[^a-z0-9]+", "-", user_input.lower()).strip("-")[:40] or "run"
+    base = f"{datetime.now():%Y%m%d-%H%M%S}-{slug}"
     root.mkdir(parents=True, exist_ok=True)
     number = 1
     while True:
