@@ -1,28 +1,20 @@
 """``A1111Client``: call AUTOMATIC1111's web UI API (``/sdapi/v1/*``) from Python.
 
-Works the same against A1111 started with ``--api``, Forge, SD.Next, and the kit's own
-A1111-compatible server (``make serve``). Settings (``SD_URL``, ``SD_AUTH``, ``SD_TIMEOUT``)
-come from :mod:`helpers.config`.
+Works the same against A1111 started with ``--api``, Forge, SD.Next and the kit's own server (``make serve``);
+settings (``SD_URL``, ``SD_AUTH``, ``SD_TIMEOUT``) come from :mod:`helpers.config`. Over a bare ``requests.post``
+the client catches misspelled fields (A1111 silently ignores them), always sends the sampler, decodes images and
+the real seeds, shows live progress, keeps partial images when you press Stop, and turns every failure into an
+A1111Error that says what to fix.
 
-Example:
-    >>> from helpers.a1111 import A1111Client
-    >>> client = A1111Client()                                  # doctest: +SKIP
+    >>> client = A1111Client()                                                          # doctest: +SKIP
     >>> gen = client.txt2img("a lighthouse at dusk, oil painting", steps=20, seed=1)   # doctest: +SKIP
-    >>> gen.images[0]                                           # doctest: +SKIP
-    <PIL.PngImagePlugin.PngImageFile image mode=RGB size=512x512>
-    >>> gen.save("outputs/lighthouse")                         # doctest: +SKIP
-
-What the client adds over a bare ``requests.post``: it catches typos in field names (A1111
-silently ignores them), always sends the sampler explicitly, decodes images and the real seeds,
-shows live progress, keeps partial images when you press Stop, and turns every failure into an
-:class:`A1111Error` that says what to fix.
+    >>> gen.save("outputs/lighthouse")                                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import difflib
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +24,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .a1111_fields import FIELD_ALIASES, TXT2IMG_DEFAULTS
+from .a1111_fields import A1111Error, InvalidRequest, validate_txt2img
 from .config import Secret, load_settings
-from .errors import KitError
-from .generation import NOT_A1111, Generation, ResponseError, decode_image_b64
+from .generation import NOT_A1111, Generation, ResponseError
 from .images import encode_b64
+from .progress import LiveProgress
 from .urls import localhost_hint, without_password
 
 __all__ = ["A1111Client", "A1111Error", "Generation"]
@@ -55,44 +47,14 @@ START_HINT = (
 )
 
 
-class A1111Error(KitError, RuntimeError):
-    """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
-
-    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text),
-    ``generation``: when an answer was only partly readable (one broken image among good ones),
-    a :class:`Generation` with the good images, else None. It is also kept in ``client.last``.
-
-    >>> try:                                                     # doctest: +SKIP
-    ...     gen = client.txt2img("a cat", batch_size=4)
-    ... except A1111Error as err:
-    ...     gen = err.generation      # the images that did arrive intact (or None)
-    """
-
-    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
-                 generation: Generation | None = None):
-        super().__init__(message, fix)
-        self.status, self.url, self.detail, self.generation = status, url, detail, generation
-
-
-class InvalidRequest(A1111Error, ValueError):
-    """The request was rejected before sending: a misspelled field or an impossible value."""
-
-
 class GenerationInterrupted(KeyboardInterrupt):
-    """You stopped a generation (Ctrl-C / the notebook's Stop button).
-
-    The server was told to stop; what it had made so far is in ``.generation`` and in
-    ``client.last``.
-    """
+    """You stopped a generation (Ctrl-C / Stop): the server was told to stop, and what it had made so far
+    is in ``.generation`` and ``client.last``."""
 
     def __init__(self, generation: Generation | None):
         self.generation = generation
         count = len(generation.images) if generation else 0
         super().__init__(f"Generation stopped; {count} partial image(s) kept in client.last")
-
-
-# The old private name, still imported by helpers/pipeline.py; new code imports helpers.urls.without_password.
-_without_password = without_password
 
 
 def _short(text, limit: int = 200) -> str:
@@ -139,71 +101,15 @@ def _auth_tuple(auth) -> tuple[str, str] | None:
     return str(user), password.reveal() if isinstance(password, Secret) else str(password)
 
 
-def _check_multiple_of_8(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 64 or value % 8:
-        raise InvalidRequest(f"{name}={value!r} is not usable: Stable Diffusion needs a whole number of pixels "
-                             "that is a multiple of 8 (64 or more)",
-                             fix=f"Use e.g. {name}=512 (SD 1.5) or {name}=1024 (SDXL).")
-
-
-def validate_txt2img(fields: dict[str, Any]) -> None:
-    """Check a txt2img request before sending it; raises InvalidRequest with the fix.
-
-    >>> validate_txt2img({"prompt": "a cat", "stepz": 20})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    helpers.a1111.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would silently ignore it.
-    Fix: Use one of the fields A1111 knows: ...
-    """
-    unknown = [name for name in fields if name not in TXT2IMG_DEFAULTS]
-    for name in unknown:
-        guess = FIELD_ALIASES.get(name) or next(iter(difflib.get_close_matches(name, TXT2IMG_DEFAULTS, n=1)), None)
-        hint = f" (did you mean '{guess}'?)" if guess else ""
-        raise InvalidRequest(
-            f"Unknown txt2img field '{name}'{hint}. A1111 would silently ignore it.",
-            fix="Use one of the fields A1111 knows: " + ", ".join(TXT2IMG_DEFAULTS),
-        )
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str):
-        raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}",
-                             fix="Pass one prompt as text; for several prompts call txt2img once per prompt.")
-    if not prompt.strip():
-        raise InvalidRequest("The prompt is empty, so the image would be random noise turned into a random picture.",
-                             fix="Pass a prompt such as 'a lighthouse at dusk', or allow_empty_prompt=True if you mean it.")
-    for name in ("width", "height"):
-        if fields.get(name) is not None:
-            _check_multiple_of_8(name, fields[name])
-    for name, low in (("steps", 1), ("batch_size", 1), ("n_iter", 1)):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise InvalidRequest(f"{name}={value!r} must be a whole number >= {low}",
-                                 fix=f"Use e.g. {name}={max(low, CLIENT_DEFAULTS.get(name, 1))}.")
-    cfg = fields.get("cfg_scale")
-    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 30):
-        raise InvalidRequest(f"cfg_scale={cfg!r} must be a number from 0 to 30",
-                             fix="Use e.g. cfg_scale=7 (SD 1.5/SDXL) or cfg_scale=1 (turbo/LCM models).")
-    seed = fields.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < -1 or seed >= 2**32):
-        raise InvalidRequest(f"seed={seed!r} must be -1 (random) or a whole number from 0 to 4294967295",
-                             fix="Use e.g. seed=42, or seed=-1 for a new random seed.")
-    if fields.get("enable_hr") and fields.get("denoising_strength") is None:
-        raise InvalidRequest("enable_hr=True needs denoising_strength (A1111 1.10 fails with a 500 without it)",
-                             fix="Add e.g. denoising_strength=0.5.")
-
-
 class A1111Client:
-    """A client for A1111's HTTP API. One ``requests.Session``, HTTP basic auth, sane timeouts.
+    """A client for A1111's HTTP API: one ``requests.Session``, HTTP basic auth, sane timeouts.
 
-    Args:
-        base_url: e.g. ``http://127.0.0.1:7860`` (default: ``SD_URL``).
-        auth: ``"user:password"`` or ``(user, password)`` for ``--api-auth`` (default: ``SD_AUTH``).
-        timeout: read timeout in seconds for generation (default: ``SD_TIMEOUT``, 600).
-        connect_timeout: how long to wait for a connection (default 5 s: fail fast when nothing listens).
+    ``auth`` is ``"user:password"`` or ``(user, password)`` for ``--api-auth``; ``timeout`` is the read timeout of
+    a generation, ``connect_timeout`` fails fast when nothing listens. Left out, they come from SD_URL, SD_AUTH,
+    SD_TIMEOUT (600 s) and SD_CONNECT_TIMEOUT (5 s).
 
-    Example:
-        >>> client = A1111Client("http://127.0.0.1:7860")
-        >>> client
-        A1111Client('http://127.0.0.1:7860', auth=None)
+    >>> A1111Client("http://127.0.0.1:7860")
+    A1111Client('http://127.0.0.1:7860', auth=None)
     """
 
     def __init__(self, base_url: str | None = None, auth=None, timeout: float | None = None,
@@ -255,7 +161,8 @@ class A1111Client:
         except requests.exceptions.ReadTimeout:
             raise A1111Error(f"{shown} did not answer within {timeout or self.timeout:g} s.", url=shown,
                              fix="The server may still be working (check with client.progress(); stop it with "
-                                 "client.interrupt()). Use fewer steps or a smaller size, or raise SD_TIMEOUT.") from None
+                                 "client.interrupt()). Use fewer steps or a smaller size, or raise SD_TIMEOUT."
+                             ) from None
         except requests.exceptions.RequestException as err:
             raise self._network_error(err, shown) from None
         return self._decode(response, shown)
@@ -282,8 +189,7 @@ class A1111Client:
                           fix="Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860.")
 
     def _clean(self, text: str) -> str:
-        """``text`` with the passwords (of SD_AUTH and of SD_URL, plain or as a Basic auth header)
-        masked: a server or proxy may echo them in its error text.
+        """``text`` with the passwords of SD_AUTH and SD_URL masked (a server or proxy may echo them in an error).
 
         >>> A1111Client("http://127.0.0.1:7860", auth="ann:pa55word")._clean("bad password pa55word")
         'bad password ********'
@@ -298,12 +204,11 @@ class A1111Client:
         return text
 
     def _connection_hint(self) -> str:
-        host = urlsplit(self.base_url).hostname or ""
-        port = urlsplit(self.base_url).port
+        parts = urlsplit(self.base_url)
         hints = [START_HINT]
-        if port == 7860:
+        if parts.port == 7860:
             hints.append("If A1111 was started with --nowebui, its API listens on port 7861: SD_URL=http://127.0.0.1:7861.")
-        if host == "localhost":
+        if parts.hostname == "localhost":
             hints.append(localhost_hint(self.base_url, "SD_URL") + ".")
         return " ".join(hints)
 
@@ -327,10 +232,8 @@ class A1111Client:
                                  url=shown, fix="SD_URL may point at another program, or at a proxy's login page.")
             return body
         if status == 401:
-            if self._auth:
-                fix = "The user name or password in SD_AUTH does not match the server's --api-auth."
-            else:
-                fix = "This server was started with --api-auth: set SD_AUTH=user:password in your .env file."
+            fix = ("The user name or password in SD_AUTH does not match the server's --api-auth." if self._auth
+                   else "This server was started with --api-auth: set SD_AUTH=user:password in your .env file.")
             raise A1111Error(f"{shown} refused the request: {detail or 'Not authenticated'} (401).",
                              status=status, url=shown, detail=detail, fix=fix)
         if status == 404 and detail in ("", "Not Found"):
@@ -353,18 +256,18 @@ class A1111Client:
     def _describe_422(body) -> str:
         """FastAPI's ``{"detail": [{"loc": [...], "msg": ...}]}`` as one line; other shapes as text."""
         problems = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(problems, list):
-            parts = []
-            for problem in problems[:10]:
-                if not isinstance(problem, dict):
-                    parts.append(_short(problem))
-                    continue
-                loc = problem.get("loc")
-                loc = loc if isinstance(loc, list) else [loc] if loc else []
-                where = [str(p) for p in loc if p != "body"]
-                parts.append(f"field '{'.'.join(where) or '?'}': {_short(problem.get('msg', ''))}")
-            return "; ".join(parts)
-        return _short(problems or body, 1000)
+        if not isinstance(problems, list):
+            return _short(problems or body, 1000)
+        parts = []
+        for problem in problems[:10]:
+            if not isinstance(problem, dict):
+                parts.append(_short(problem))
+                continue
+            loc = problem.get("loc")
+            loc = loc if isinstance(loc, list) else [loc] if loc else []
+            where = ".".join(str(p) for p in loc if p != "body") or "?"
+            parts.append(f"field '{where}': {_short(problem.get('msg', ''))}")
+        return "; ".join(parts)
 
     def get(self, path: str, **params) -> Any:
         """GET ``/sdapi/v1/<path>``, e.g. ``client.get("upscalers")``."""
@@ -378,20 +281,13 @@ class A1111Client:
 
     def txt2img(self, prompt: str, *, progress: bool = False, allow_empty_prompt: bool = False,
                 **fields) -> Generation:
-        """Generate images from a prompt. Any txt2img field of A1111's API can be passed.
+        """Generate images from a prompt; returns a Generation. Any txt2img field of A1111's API can be passed.
 
-        Args:
-            prompt: what to draw.
-            progress: show a progress bar (and the live preview in a notebook).
-            **fields: e.g. ``negative_prompt``, ``seed``, ``steps``, ``cfg_scale``, ``width``,
-                ``height``, ``sampler_name``, ``scheduler``, ``batch_size``, ``n_iter``. Fields you
-                leave out come from ``client.defaults`` (then from the server's own defaults).
-
-        Returns a :class:`Generation`. Pressing Stop (Ctrl-C) tells the server to stop and raises
-        ``GenerationInterrupted``; the partial images are kept in ``client.last``. When anyone
-        interrupts the job on the server (the A1111 web page, another client), the result comes
-        back with ``gen.interrupted == True``. An answer that cannot be read raises A1111Error;
-        if some of its images were good they are in ``err.generation`` and ``client.last``.
+        ``progress=True`` shows a progress bar (and the live preview in a notebook). Fields you leave out come
+        from ``client.defaults``, then from the server's defaults. Pressing Stop (Ctrl-C) tells the server to
+        stop and raises GenerationInterrupted, the partial images kept in ``client.last``; a job that anyone
+        else interrupts comes back with ``gen.interrupted == True``. An unreadable answer raises A1111Error,
+        with its good images (if any) in ``err.generation`` and ``client.last``.
 
         >>> gen = client.txt2img("a red fox in snow", seed=7, steps=20, batch_size=2)   # doctest: +SKIP
         >>> gen.seeds                                                                   # doctest: +SKIP
@@ -400,10 +296,8 @@ class A1111Client:
         payload = {**copy.deepcopy(self.defaults), **fields, "prompt": prompt}
         if payload.get("override_settings") is None:
             payload["override_settings"] = {}
-        if not allow_empty_prompt or not isinstance(prompt, str):
-            validate_txt2img(payload)
-        else:
-            validate_txt2img({**payload, "prompt": "x"})
+        # allow_empty_prompt skips only the empty-prompt check: the other checks see a stand-in prompt
+        validate_txt2img({**payload, "prompt": "x"} if allow_empty_prompt and isinstance(prompt, str) else payload)
         total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1)
         self._running += 1
         self._interrupted = False
@@ -418,8 +312,7 @@ class A1111Client:
         return generation
 
     def _read_generation(self, body: Any, path: str) -> Generation:
-        """The one place a txt2img/img2img answer is read: every failure is an A1111Error, and the
-        good images of a partly broken answer are kept in ``err.generation`` and ``client.last``."""
+        """Read a txt2img answer; a partly broken one's good images go to ``err.generation`` and ``client.last``."""
         shown = without_password(self._url(path))
         try:
             return Generation.from_response(body)
@@ -434,11 +327,9 @@ class A1111Client:
     def _server_says_interrupted(self, generation: Generation) -> bool:
         """Did someone (the web page, another client) interrupt the job that made ``generation``?
 
-        A1111's answer does not say so itself. Two signs do: fewer images than seeds (an interrupt
-        skips the remaining batches), and the ``interrupted`` flag of ``/progress``, which stays set
-        after the job until the next one starts; ``job_timestamp`` tells whether it is our job.
-        A job of someone else that starts in between resets the flag, so this can miss an
-        interrupt in the last batch on a busy shared server, never the other way round.
+        A1111's answer does not say; two signs do: fewer images than seeds (the remaining batches were skipped),
+        and /progress's ``interrupted`` flag, set until the next job starts, with our ``job_timestamp``. So on a
+        busy shared server this can miss an interrupt in the last batch, never the other way round.
         """
         info = generation.info
         if info.get("interrupted") is True:  # a server that marks it in info (not A1111 1.10)
@@ -458,11 +349,7 @@ class A1111Client:
 
     def _run_with_progress(self, path: str, payload: dict, total_steps: int) -> dict:
         """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
-        bar = None
-        if total_steps:
-            from .progress import LiveProgress
-
-            bar = LiveProgress(total_steps)
+        bar = LiveProgress(total_steps) if total_steps else None
         poll_session = self._new_session() if bar else None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
         future = pool.submit(self.request, "POST", path, json=payload)
@@ -494,9 +381,7 @@ class A1111Client:
 
     def _poll_progress(self, bar, session: requests.Session) -> str:
         """Ask /progress once and move the bar; returns "" when that worked, else what went wrong.
-
-        Progress is a nicety: nothing it does may cost the generation, so every failure is caught.
-        """
+        Progress is a nicety that must never cost the generation, so every failure is caught."""
         try:
             answer = self.request("GET", "progress", timeout=5, session=session)
             return "" if bar.update(answer) else f"an answer of another shape ({_short(answer, 60)})"
@@ -535,17 +420,10 @@ class A1111Client:
         return answer
 
     def interrupt(self) -> None:
-        """Stop the running generation; its txt2img call still returns what was made so far.
-
-        On a shared server this stops whoever's job is running, so use it with care.
-        """
+        """Stop the running generation (on a shared server, whoever's it is); txt2img still returns what was made."""
         if self._running:
             self._interrupted = True
         self.request("POST", "interrupt", json={}, timeout=30)
-
-    def skip(self) -> None:
-        """Skip the current batch (with ``n_iter`` > 1 the next batch starts)."""
-        self.request("POST", "skip", json={}, timeout=30)
 
     def wait_until_idle(self, timeout: float = 300, poll: float = 0.5) -> None:
         """Wait until the server has no job running (e.g. another student's), or raise A1111Error.
@@ -591,21 +469,12 @@ class A1111Client:
         return answer
 
     def set_options(self, **options) -> None:
-        """Change server settings, e.g. ``client.set_options(sd_model_checkpoint="v1-5-pruned-emaonly")``.
-
-        Note this changes the server for everyone using it; for one request prefer
-        ``txt2img(..., override_settings={...})``.
-        """
+        """Change server settings for everyone using it, e.g. ``client.set_options(CLIP_stop_at_last_layers=2)``.
+        For one request prefer ``txt2img(..., override_settings={...})``."""
         self.request("POST", "options", json=options, timeout=max(self.timeout, 60))
 
     def adapt_to_model(self):
-        """Make the settings that suit the server's loaded model (helpers.model_hints) this client's
-        defaults, and return those hints. Fields you pass to txt2img still win.
-
-        >>> hints = client.adapt_to_model()      # doctest: +SKIP
-        >>> client.defaults["steps"], hints.family   # doctest: +SKIP
-        (1, 'turbo')
-        """
+        """Make the settings that suit the loaded model (helpers.model_hints) the defaults; returns the hints."""
         from .model_hints import model_hints
 
         self.hints = model_hints(self)
@@ -625,11 +494,8 @@ class A1111Client:
         return self._names("schedulers", "label")
 
     def png_info(self, image) -> dict:
-        """Ask the server to read a PNG's infotext (a PIL image, a path or PNG bytes).
-
-        Returns ``{"info": <text>, "items": {...}, "parameters": {<parsed>}}``.
-        For a local file without a server, :func:`helpers.infotext.read_infotext` does the same.
-        """
+        """Ask the server to read a PNG's infotext (a PIL image, a path or PNG bytes): ``{"info", "items",
+        "parameters"}``. Without a server, :func:`helpers.infotext.read_infotext` does the same."""
         answer = self.request("POST", "png-info", json={"image": encode_b64(image)}, timeout=60)
         if not isinstance(answer, dict):
             raise self._unexpected("png-info", answer, "an object with 'info'")
@@ -637,19 +503,9 @@ class A1111Client:
 
     def interrogate(self, image, model: str = "clip", timeout: float | None = None) -> str:
         """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption.
-
-        A1111 downloads its captioning model on first use, so the first call can take minutes.
-        """
+        A1111 downloads its captioning model on first use, so the first call can take minutes."""
         payload = {"image": encode_b64(image), "model": model}
         answer = self.request("POST", "interrogate", json=payload, timeout=timeout)
         if not isinstance(answer, dict) or not isinstance(answer.get("caption"), str):
             raise self._unexpected("interrogate", answer, "an object with a 'caption' text")
         return answer["caption"]
-
-
-def decode_image(data: str):
-    """Decode one base64 image from an A1111 response into a PIL image.
-
-    >>> image = decode_image(response.json()["images"][0])   # doctest: +SKIP
-    """
-    return decode_image_b64(data)[0]

@@ -1,88 +1,108 @@
-"""The fields of A1111's ``/sdapi/v1/txt2img`` request, with the server's defaults (A1111 1.10).
+"""The fields of A1111's ``/sdapi/v1/txt2img`` request with the server's defaults (A1111 1.10), and the
+checks the client makes before sending one (A1111 silently ignores unknown keys).
 
-The client uses it to catch typos before sending (A1111 silently ignores unknown keys). The kit's
-own server declares the same fields again, with their types and bounds, in sdserver/models.py;
-tests/test_packaging.py checks that the two lists agree, name by name and default by default.
+The kit's own server declares the same fields, typed, in sdserver/models.py; a test checks that the two agree.
 
-Example:
     >>> TXT2IMG_DEFAULTS["steps"], TXT2IMG_DEFAULTS["sampler_index"]
     (50, 'Euler')
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
+
+from .errors import KitError
 
 # name -> default, in A1111's schema order. Note the API defaults differ from the UI's:
 # steps is 50 here (20 in the UI) and a missing sampler_name means "Euler".
 TXT2IMG_DEFAULTS: dict[str, Any] = {
-    "prompt": "",
-    "negative_prompt": "",
-    "styles": None,
-    "seed": -1,
-    "subseed": -1,
-    "subseed_strength": 0.0,
-    "seed_resize_from_h": -1,
-    "seed_resize_from_w": -1,
-    "sampler_name": None,
-    "scheduler": None,
-    "batch_size": 1,
-    "n_iter": 1,
-    "steps": 50,
-    "cfg_scale": 7.0,
-    "width": 512,
-    "height": 512,
-    "restore_faces": None,
-    "tiling": None,
-    "do_not_save_samples": False,
-    "do_not_save_grid": False,
-    "eta": None,
-    "denoising_strength": None,
-    "s_min_uncond": None,
-    "s_churn": None,
-    "s_tmax": None,
-    "s_tmin": None,
-    "s_noise": None,
-    "override_settings": None,
-    "override_settings_restore_afterwards": True,
-    "refiner_checkpoint": None,
-    "refiner_switch_at": None,
-    "disable_extra_networks": False,
-    "firstpass_image": None,
-    "comments": None,
-    "enable_hr": False,
-    "firstphase_width": 0,
-    "firstphase_height": 0,
-    "hr_scale": 2.0,
-    "hr_upscaler": None,
-    "hr_second_pass_steps": 0,
-    "hr_resize_x": 0,
-    "hr_resize_y": 0,
-    "hr_checkpoint_name": None,
-    "hr_sampler_name": None,
-    "hr_scheduler": None,
-    "hr_prompt": "",
-    "hr_negative_prompt": "",
-    "force_task_id": None,
-    "sampler_index": "Euler",
-    "script_name": None,
-    "script_args": [],
-    "send_images": True,
-    "save_images": False,
-    "alwayson_scripts": {},
-    "infotext": None,
+    "prompt": "", "negative_prompt": "", "styles": None,
+    "seed": -1, "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
+    "sampler_name": None, "scheduler": None, "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0,
+    "width": 512, "height": 512, "restore_faces": None, "tiling": None,
+    "do_not_save_samples": False, "do_not_save_grid": False,
+    "eta": None, "denoising_strength": None, "s_min_uncond": None, "s_churn": None, "s_tmax": None, "s_tmin": None,
+    "s_noise": None, "override_settings": None, "override_settings_restore_afterwards": True,
+    "refiner_checkpoint": None, "refiner_switch_at": None, "disable_extra_networks": False,
+    "firstpass_image": None, "comments": None,
+    "enable_hr": False, "firstphase_width": 0, "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None,
+    "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": None,
+    "hr_sampler_name": None, "hr_scheduler": None, "hr_prompt": "", "hr_negative_prompt": "",
+    "force_task_id": None, "sampler_index": "Euler", "script_name": None, "script_args": [],
+    "send_images": True, "save_images": False, "alwayson_scripts": {}, "infotext": None,
 }
 
 # Names people often use from other libraries (diffusers, ComfyUI, OpenAI); suggested in errors.
 FIELD_ALIASES: dict[str, str] = {
-    "guidance_scale": "cfg_scale",
-    "cfg": "cfg_scale",
-    "num_inference_steps": "steps",
-    "sampling_steps": "steps",
-    "sampler": "sampler_name",
-    "num_images": "batch_size",
-    "num_images_per_prompt": "batch_size",
-    "n": "batch_size",
-    "negative": "negative_prompt",
-    "size": "width and height",
+    "guidance_scale": "cfg_scale", "cfg": "cfg_scale", "num_inference_steps": "steps", "sampling_steps": "steps",
+    "sampler": "sampler_name", "num_images": "batch_size", "num_images_per_prompt": "batch_size",
+    "n": "batch_size", "negative": "negative_prompt", "size": "width and height",
 }
+
+
+class A1111Error(KitError, RuntimeError):
+    """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
+
+    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text), and
+    ``generation``: the good images of a partly readable answer as a Generation (also in ``client.last``), or None.
+    """
+
+    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
+                 generation=None):
+        super().__init__(message, fix)
+        self.status, self.url, self.detail, self.generation = status, url, detail, generation
+
+
+class InvalidRequest(A1111Error, ValueError):
+    """The request was rejected before sending: a misspelled field or an impossible value."""
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_txt2img(fields: dict[str, Any]) -> None:
+    """Check a txt2img request before sending it; raises InvalidRequest with the fix.
+
+    >>> validate_txt2img({"prompt": "a cat", "stepz": 20})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    helpers.a1111_fields.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would ...
+    Fix: Use one of the fields A1111 knows: ...
+    """
+    for name in fields:
+        if name not in TXT2IMG_DEFAULTS:
+            guess = FIELD_ALIASES.get(name) or next(iter(difflib.get_close_matches(name, TXT2IMG_DEFAULTS, n=1)), None)
+            hint = f" (did you mean '{guess}'?)" if guess else ""
+            raise InvalidRequest(f"Unknown txt2img field '{name}'{hint}. A1111 would silently ignore it.",
+                                 fix="Use one of the fields A1111 knows: " + ", ".join(TXT2IMG_DEFAULTS))
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}",
+                             fix="Pass one prompt as text; for several prompts call txt2img once per prompt.")
+    if not prompt.strip():
+        raise InvalidRequest("The prompt is empty, so the image would be random noise turned into a random picture.",
+                             fix="Pass a prompt such as 'a lighthouse at dusk', or allow_empty_prompt=True if you "
+                                 "mean it.")
+    for name in ("width", "height"):
+        value = fields.get(name)
+        if value is not None and (not _is_whole(value) or value < 64 or value % 8):
+            raise InvalidRequest(f"{name}={value!r} is not usable: Stable Diffusion needs a whole number of pixels "
+                                 "that is a multiple of 8 (64 or more)",
+                                 fix=f"Use e.g. {name}=512 (SD 1.5) or {name}=1024 (SDXL).")
+    for name, example in (("steps", 20), ("batch_size", 1), ("n_iter", 1)):
+        value = fields.get(name)
+        if value is not None and (not _is_whole(value) or value < 1):
+            raise InvalidRequest(f"{name}={value!r} must be a whole number >= 1", fix=f"Use e.g. {name}={example}.")
+    cfg = fields.get("cfg_scale")
+    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 30):
+        raise InvalidRequest(f"cfg_scale={cfg!r} must be a number from 0 to 30",
+                             fix="Use e.g. cfg_scale=7 (SD 1.5/SDXL) or cfg_scale=1 (turbo/LCM models).")
+    seed = fields.get("seed")
+    if seed is not None and (not _is_whole(seed) or not -1 <= seed < 2**32):
+        raise InvalidRequest(f"seed={seed!r} must be -1 (random) or a whole number from 0 to 4294967295",
+                             fix="Use e.g. seed=42, or seed=-1 for a new random seed.")
+    if fields.get("enable_hr") and fields.get("denoising_strength") is None:
+        raise InvalidRequest("enable_hr=True needs denoising_strength (A1111 1.10 fails with a 500 without it)",
+                             fix="Add e.g. denoising_strength=0.5.")

@@ -1,14 +1,5 @@
-"""Find a running backend, or start the kit's offline stand-in, and say which one is used.
+"""Find a running A1111 (or Forge, SD.Next), or start the kit's own server, and say which one is used.
 
-Notebooks and ``make demo`` call :func:`connect_a1111`: it uses A1111 (or Forge, SD.Next) at
-``SD_URL`` when one answers; otherwise, for a local address, it starts the kit's own
-A1111-compatible server in the background: with the ``diffusers`` engine (real images) when its
-model is on this machine, else with the ``preview`` engine, and then it says plainly that the
-images will be placeholders. It also makes the settings that suit the loaded model the client's
-defaults (helpers/model_hints.py: e.g. 1 step at CFG scale 1 for sd-turbo).
-
-Example:
-    >>> from helpers.backends import connect_a1111
     >>> client = connect_a1111()          # doctest: +SKIP
     Using A1111 at http://127.0.0.1:7860 (model: v1-5-pruned-emaonly.safetensors [6ce0161689])
 """
@@ -28,9 +19,8 @@ _started = {}  # url -> server handle, so a notebook re-run does not start a sec
 def choose_engine(settings=None) -> tuple[str, dict, str]:
     """Which engine the kit's own server starts with when no A1111 answers: ``(name, options, why)``.
 
-    ``SD_ENGINE=auto`` (the default) takes the diffusers engine when it is installed and its model
-    (``SD_MODEL``, default sd-turbo) is on this machine, so that a student who ran ``make models-sd``
-    gets real images; otherwise the preview engine. Nothing is loaded or downloaded to decide.
+    ``SD_ENGINE=auto`` takes the diffusers engine when it is installed and its model (``SD_MODEL``, default
+    sd-turbo) is on this machine (after ``make models-sd``), else the preview engine; nothing is loaded to decide.
 
     >>> from helpers.config import load_settings
     >>> choose_engine(load_settings(env={"SD_ENGINE": "preview"}, dotenv=False))
@@ -55,8 +45,7 @@ def choose_engine(settings=None) -> tuple[str, dict, str]:
 
 
 def _start_kit_server(port: int, step_delay: float, quiet: bool):
-    """Start the kit's server on 127.0.0.1:``port`` with the engine choose_engine() picks; if the
-    diffusers engine cannot load its model, say why and use the preview engine."""
+    """Start the kit's server on 127.0.0.1:``port`` with choose_engine()'s engine, falling back to preview."""
     from sdserver import serve_in_thread
     from sdserver.engines import EngineUnavailable
 
@@ -74,15 +63,10 @@ def _start_kit_server(port: int, step_delay: float, quiet: bool):
 def connect_a1111(start_server: bool = True, step_delay: float = 0.05, quiet: bool = False) -> A1111Client:
     """Return a client for ``SD_URL``; start the kit's own server there if nothing answers.
 
-    Args:
-        start_server: when no server answers at a local ``SD_URL``, start the kit's own
-            A1111-compatible server there: with the diffusers engine (real images) when its model is
-            on this machine, else with the preview engine (placeholders); see :func:`choose_engine`.
-            With False, raise the connection error instead.
-        step_delay: seconds per sampling step of the preview engine, so progress can be watched.
-
-    The returned client has ``.placeholder`` set to True when the preview engine is in use, and
-    ``.hints`` (a ModelHints) whose steps, cfg_scale and sampler are in ``.defaults``.
+    With ``start_server=False`` the connection error is raised instead (see :func:`choose_engine` for the
+    engine); ``step_delay`` is the preview engine's seconds per step, so progress can be watched. The client's
+    ``.placeholder`` is True for the preview engine; ``.hints`` (a ModelHints) for the loaded model are in
+    ``.defaults``.
     """
     client = A1111Client()
     try:

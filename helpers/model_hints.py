@@ -1,10 +1,8 @@
 """Which settings suit the image model the server has loaded.
 
-Classic Stable Diffusion checkpoints (1.x, 2.x, XL) want 20-30 sampling steps and a CFG scale of
-5-9. *Distilled* few-step models (sd-turbo, SDXL-Turbo, LCM, Lightning, Hyper-SD) were trained
-to finish in 1-8 steps with little or no guidance: 20 steps at CFG 7 makes them slow and burns
-their colours. A1111 does not say which kind a checkpoint is, so, like its users, we go by the
-name. ``connect_a1111()`` makes these the client's defaults; values you pass always win.
+Classic Stable Diffusion checkpoints want 20-30 steps at CFG scale 5-9; *distilled* models (sd-turbo, LCM,
+Lightning, Hyper-SD) 1-8 steps with little guidance (20 steps at CFG 7 burns their colours). A1111 does not
+say which kind a checkpoint is, so, like its users, we go by the name.
 
     >>> hints = hints_for("sd_turbo [e4f8c2d1a0]")
     >>> hints.defaults
@@ -100,8 +98,7 @@ def hints_for(model: str) -> ModelHints:
 
 
 def model_hints(client) -> ModelHints:
-    """Hints for the model the server behind ``client`` has loaded. A sampler the server does not
-    offer (e.g. "LCM" on an older A1111) is replaced by "Euler a", and the note says so.
+    """Hints for the model ``client``'s server has loaded; a sampler it lacks (e.g. "LCM") becomes "Euler a".
 
     >>> hints = model_hints(client)      # doctest: +SKIP
     >>> print(hints)                     # doctest: +SKIP

@@ -1,13 +1,7 @@
 """Live progress for a running generation: a progress bar and, in a notebook, the preview image.
 
-The client polls A1111's ``/sdapi/v1/progress`` while the txt2img request runs in a worker
-thread, and feeds each answer to :class:`LiveProgress`. All drawing happens in the thread that
-called ``txt2img`` (the notebook cell's own thread), so nothing is printed into other cells.
-
-Example (what ``client.txt2img(..., progress=True)`` does for you):
-    >>> bar = LiveProgress(total_steps=20)                        # doctest: +SKIP
-    >>> bar.update(client.progress())                             # doctest: +SKIP
-    >>> bar.close()                                               # doctest: +SKIP
+``client.txt2img(..., progress=True)`` feeds each ``/sdapi/v1/progress`` answer to :class:`LiveProgress`
+from the cell's own thread (the request runs in a worker), so nothing is printed into other cells.
 """
 
 from __future__ import annotations
@@ -41,20 +35,18 @@ def _whole(value) -> int | None:
 class LiveProgress:
     """A tqdm bar of sampling steps, plus the server's live preview image in a notebook."""
 
-    def __init__(self, total_steps: int, show_preview: bool = True, description: str = "txt2img"):
+    def __init__(self, total_steps: int):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=max(1, total_steps), desc=description, unit="step")
+        self.bar = tqdm(total=max(1, total_steps), desc="txt2img", unit="step")
         self._preview = None
-        self._show_preview = show_preview and in_notebook()
+        self._show_preview = in_notebook()
 
     def update(self, answer: Any) -> bool:
-        """Move the bar to the step the server reports and show its preview image, if any.
+        """Move the bar to the step the server reports and show its preview image, if any. Returns False (and
+        changes nothing) for an answer of another shape: a broken server must never stop the generation.
 
-        Returns False (and changes nothing) for an answer of another shape: a broken or foreign
-        server must never stop the generation this bar only watches.
-
-        >>> bar = LiveProgress(total_steps=10, show_preview=False)
+        >>> bar = LiveProgress(total_steps=10)
         >>> bar.update({"state": {"job_no": 0, "sampling_step": 4, "sampling_steps": 10}}), bar.bar.n
         (True, 4)
         >>> bar.update("<html>busy</html>"), bar.update({"state": {"sampling_step": "x"}}), bar.bar.n
