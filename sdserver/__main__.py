@@ -165,7 +165,8 @@ def download(args: argparse.Namespace) -> int:
     from .engines import EngineUnavailable
 
     try:
-        from .engines.diffusers_models import DEFAULT_MODEL, download as fetch
+        from .engines.diffusers_models import DEFAULT_MODEL
+        from .engines.diffusers_models import download as fetch
     except ImportError as error:
         print(f"--download needs the diffusers extra ({error}). Fix: pip install -e '.[diffusers]'", file=sys.stderr)
         return 1
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"host": args.host, "port": args.port, "listen": not is_loopback(args.host),
              "api_log": args.api_log, **engine_options}
     if args.engine == "diffusers":
-        print(f"Loading the model for the diffusers engine ({engine_options['model'] or 'default: stabilityai/sd-turbo'})...",
-              flush=True)
+        model = engine_options["model"] or "default: stabilityai/sd-turbo"
+        print(f"Loading the model for the diffusers engine ({model})...", flush=True)
     try:
         app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,
                          limits=limits, **engine_options)

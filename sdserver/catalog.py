@@ -1,8 +1,8 @@
 """The fixed lists A1111 1.10 reports (samplers, schedulers, upscalers, ...) and its options.
 
-These are the answers of A1111 1.10's list endpoints (GET /samplers, /schedulers, /upscalers, ...). Sampler and scheduler names are
-A1111's own, so a client can send the same names to the kit's server and to a real A1111;
-the preview engine only writes them on its placeholder images.
+These are the answers of A1111 1.10's list endpoints (GET /samplers, /schedulers, /upscalers, ...).
+Sampler and scheduler names are A1111's own, so a client can send the same names to the kit's
+server and to a real A1111; the preview engine only writes them on its placeholder images.
 
 Example:
     >>> resolve_sampler("DPM++ 2M Karras", None)

@@ -126,7 +126,8 @@ def check_request_cost(req, limits: Limits) -> None:
                                     f"{limits.max_images} per request. Ask for fewer (and loop in your code), or "
                                     "start the server with --max-images N")
     if megapixels > limits.max_megapixels:
-        raise limit_error("width", f"this request asks for {images} images of {size if not req.value('enable_hr') else 'the hires size'}"
+        shown = size if not req.value("enable_hr") else "the hires size"
+        raise limit_error("width", f"this request asks for {images} images of {shown}"
                                    f" = {megapixels:.4g} megapixels (1 megapixel = 1024x1024 pixels); the server "
                                    f"returns at most {limits.max_megapixels:g} megapixels per request. Ask for fewer "
                                    "or smaller images, or start the server with --max-megapixels N")
@@ -158,8 +159,8 @@ def surrogate_problem(value: Any, where: str = "") -> str | None:
     JSON may carry ``"\\ud83d"`` (half of an emoji's UTF-16 pair); Python reads it as a character
     that no UTF-8 text can hold, so the PNG chunk and the JSON reply could not be written.
 
-    >>> surrogate_problem({"a": ["ok", "\\ud83d lighthouse"]})
-    "['a'][1] contains a lone surrogate U+D83D at position 0 (half of a UTF-16 pair, e.g. a cut emoji), which is not valid Unicode text: send the whole character, or remove it"
+    >>> surrogate_problem({"a": ["ok", "\\ud83d lighthouse"]})  # doctest: +ELLIPSIS
+    "['a'][1] contains a lone surrogate U+D83D at position 0 (half of a UTF-16 pair, e.g. a cut emoji), ..."
     >>> surrogate_problem("\\U0001F30A lighthouse") is None
     True
     """

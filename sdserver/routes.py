@@ -29,8 +29,15 @@ from .engines import Engine
 from .generation import txt2img
 from .images import decode_image, encode_png_b64, open_image
 from .limits import Limits, limit_error, surrogate_problem
-from .models import (InterrogateRequest, InterrogateResponse, PNGInfoRequest, PNGInfoResponse, ProgressResponse,
-                     TextToImageResponse, Txt2ImgRequest)
+from .models import (
+    InterrogateRequest,
+    InterrogateResponse,
+    PNGInfoRequest,
+    PNGInfoResponse,
+    ProgressResponse,
+    TextToImageResponse,
+    Txt2ImgRequest,
+)
 from .options import Options
 from .state import JobState
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_url
+
 from helpers import backends
 from helpers.a1111 import A1111Error
 from helpers.backends import choose_engine, connect_a1111

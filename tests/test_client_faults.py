@@ -54,7 +54,8 @@ def test_api_not_enabled_404():
 @pytest.mark.parametrize("auth, expected", [("", "SD_AUTH=user:password"), ("ann:wrong", "does not match")])
 def test_auth_missing_or_wrong_401(auth, expected):
     with FaultServer() as server:
-        server.routes[TXT2IMG] = (401, {"error": "HTTPException", "detail": "Not authenticated", "body": "", "errors": ""}, 0)
+        body = {"error": "HTTPException", "detail": "Not authenticated", "body": "", "errors": ""}
+        server.routes[TXT2IMG] = (401, body, 0)
         with pytest.raises(A1111Error) as err:
             A1111Client(server.url, auth=auth).txt2img("a cat")
     assert err.value.status == 401
@@ -173,7 +174,8 @@ _names = st.sampled_from(["steps", "width", "height", "batch_size", "n_iter", "c
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(prompt=st.one_of(st.text(max_size=20), st.none(), st.integers()), fields=st.dictionaries(_names, _values, max_size=5))
+@given(prompt=st.one_of(st.text(max_size=20), st.none(), st.integers()),
+       fields=st.dictionaries(_names, _values, max_size=5))
 def test_fuzz_validation_never_crashes_without_a_clear_error(prompt, fields):
     try:
         validate_txt2img({"prompt": prompt, **fields})
@@ -394,10 +396,12 @@ def test_a_server_that_echoes_the_password_never_gets_it_shown(status):
 
 
 _json = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.floats(), st.text(max_size=5)),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
                      max_leaves=10)
 _image = st.sampled_from([_png_b64(), "data:image/png;base64," + _png_b64(), "%%%", "", "QUJD", 7, None])
-_info = st.fixed_dictionaries({}, optional={"seed": _json | st.integers(0, 9), "all_seeds": _json | st.lists(st.integers(0, 9)),
+_info = st.fixed_dictionaries({}, optional={"seed": _json | st.integers(0, 9),
+                                            "all_seeds": _json | st.lists(st.integers(0, 9)),
                                             "infotexts": _json | st.lists(st.text(max_size=3)),
                                             "index_of_first_image": _json | st.integers(0, 3), "job_timestamp": _json})
 

@@ -29,7 +29,6 @@ from helpers.infotext import parse_infotext  # noqa: E402
 from sdserver import serve_in_thread  # noqa: E402
 from sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 
-
 SMALL = {"width": 64, "height": 64, "steps": 3, "cfg_scale": 7.0, "sampler_name": "Euler a"}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +122,7 @@ def test_n_iter_and_sizes(server):
     assert info["all_seeds"] == [5, 6, 7, 8] and len(reply["images"]) == 4
     assert {pixel_array(image).shape for image in reply["images"]} == {(64, 96, 3)}
     # Image 3 (second batch, first image) is the same as a single call with its seed.
-    assert same_pixels(pixel_array(reply["images"][2]), pixel_array(txt2img(server, seed=7, width=96, height=64)["images"][0]))
+    assert same_pixels(reply["images"][2], txt2img(server, seed=7, width=96, height=64)["images"][0])
 
 
 def test_same_pixels_as_a_plain_diffusers_call(tiny_models, server):
@@ -151,7 +150,7 @@ def test_variation_seed_blends_towards_the_subseed(server):
     assert not same_pixels(pixel_array(half["images"][0]), plain, 5)
     # Strength 1 is all subseed noise: with a sampler that adds no noise later, it is the subseed's image.
     full = txt2img(server, seed=10, subseed=20, subseed_strength=1.0, sampler_name="Euler")
-    assert same_pixels(pixel_array(full["images"][0]), pixel_array(txt2img(server, seed=20, sampler_name="Euler")["images"][0]))
+    assert same_pixels(full["images"][0], txt2img(server, seed=20, sampler_name="Euler")["images"][0])
 
 
 # --- samplers -------------------------------------------------------------------------------------
@@ -194,7 +193,7 @@ def test_tiling_wraps_around_the_edges(server):
     tiled = txt2img(server, seed=6, sampler_name="Euler", tiling=True)
     assert "Tiling: True" in json.loads(tiled["info"])["infotexts"][0]
     assert not same_pixels(pixel_array(tiled["images"][0]), plain, 2)
-    assert same_pixels(pixel_array(txt2img(server, seed=6, sampler_name="Euler")["images"][0]), plain, 0)  # switched back
+    assert same_pixels(txt2img(server, seed=6, sampler_name="Euler")["images"][0], plain, 0)  # switched back
     # Seamless: with tiling the UNet sees the image on a torus, so shifting its input sideways (by a
     # multiple of its downsampling) shifts its output the same way, edges included.
     import torch

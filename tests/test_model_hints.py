@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from course.doctor import OK, check_a1111
 from helpers.a1111 import CLIENT_DEFAULTS, A1111Client
 from helpers.backends import connect_a1111
-from course.doctor import OK, check_a1111
 from helpers.model_hints import hints_for, model_hints
 
 
@@ -86,6 +86,7 @@ def test_the_pipeline_without_a_client_adapts_and_records_what_it_sent(tiny_mode
     import json
 
     from conftest import free_url
+
     from helpers.llm import LLM
     from helpers.pipeline import run_pipeline
     from sdserver import serve_in_thread

@@ -19,10 +19,10 @@ import time
 
 import pytest
 import requests
+from conftest import ENGINES, decode_b64, free_port, same_pixels, txt2img_reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ENGINES, decode_b64, free_port, same_pixels, txt2img_reply
 from helpers.infotext import parse_infotext
 from sdserver import serve_in_thread
 from sdserver.models import Txt2ImgRequest

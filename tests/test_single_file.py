@@ -24,7 +24,6 @@ pytest.importorskip("transformers")
 
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-
 from a1111_checkpoint import config_only_copy, save_as_a1111_checkpoint  # noqa: E402
 from conftest import pixel_array, txt2img_reply  # noqa: E402
 from tiny_sd import build_tiny_sd  # noqa: E402
@@ -122,9 +121,8 @@ def test_the_names_are_those_of_sd_15_for_its_shape():
     """With SD 1.5's blocks (4 x 2 layers, attention in 3 of them; tiny channels) the names are those
     of real SD 1.5 checkpoints (as diffusers' convert_diffusers_to_original_stable_diffusion.py writes)."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     from a1111_checkpoint import unet_key, vae_key
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, layers_per_block=2, block_out_channels=(8, 16, 32, 32),

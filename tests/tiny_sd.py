@@ -58,10 +58,9 @@ def build_tiny_sd(folder: str | os.PathLike, seed: int = 0, scheduler: str = "Eu
     images fast). ``seed`` changes
     the weights, e.g. to make a second, different "model" for model-switch tests.
     """
-    import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
     import diffusers
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)

@@ -57,8 +57,8 @@ class EngineUnavailable(KitError, RuntimeError):
 def model_not_found(name: Any, titles: list[str], shown: int = 5) -> str:
     """A1111's "model 'x' not found", with the names a client may choose instead (never a path).
 
-    >>> model_not_found("~/.ssh", ["a [0123456789]"])
-    "model '~/.ssh' not found: the server loads only the models GET /sdapi/v1/sd-models lists (by title, model_name or filename): a [0123456789]"
+    >>> model_not_found("~/.ssh", ["a [0123456789]"])  # doctest: +ELLIPSIS
+    "model '~/.ssh' not found: the server loads only the models GET /sdapi/v1/sd-models lists ...: a [0123456789]"
     """
     listed = ", ".join(titles[:shown]) + (f" and {len(titles) - shown} more" if len(titles) > shown else "")
     return (f"model {name!r} not found: the server loads only the models GET /sdapi/v1/sd-models lists "

@@ -39,9 +39,17 @@ from typing import Any
 from PIL import Image
 
 from .base import Engine, EngineUnavailable, GenerationJob, StepCallback, model_not_found
-from .diffusers_models import (DEFAULT_MODEL, ModelInfo, cached_hub_models, folder_models, load_pipeline,
-                               load_tiny_decoder, locate, locate_config)
 from .devices import pick_device, pick_dtype
+from .diffusers_models import (
+    DEFAULT_MODEL,
+    ModelInfo,
+    cached_hub_models,
+    folder_models,
+    load_pipeline,
+    load_tiny_decoder,
+    locate,
+    locate_config,
+)
 from .latents import initial_noise, latents_to_preview, watch_predictions
 from .prompt_weights import PromptEncoder
 from .samplers import UnknownSampler, available_samplers, available_schedules, make_scheduler, resolve
