@@ -8,8 +8,9 @@ and the modules follow it; each imports only modules above it in this list:
     urls.py          URL helpers shared by the clients (hide passwords, the localhost-is-IPv6 hint)
     infotext.py      A1111's "parameters" text in a PNG: the one writer and parser
     images.py        base64 <-> image, PNG bytes, a pixel limit checked before decoding
-    a1111_fields.py  the txt2img fields with A1111's defaults, and the checks before a request is sent
     generation.py    Generation: one txt2img answer, checked and decoded (images, real seeds, infotexts)
+    a1111_http.py    the HTTP layer under the client: one session, every failure an A1111Error with its fix
+    a1111_fields.py  the txt2img fields with A1111's defaults, and the checks before a request is sent
     progress.py      the live progress bar and preview while an image is made
     model_hints.py   which steps / CFG scale / size suit the loaded model (sd-turbo, SDXL, LCM, ...)
     a1111.py         A1111Client: talk to A1111's /sdapi/v1 API (txt2img, progress, interrupt, options)

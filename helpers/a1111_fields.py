@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from .errors import KitError
+from .a1111_http import InvalidRequest
 
 # name -> default, in A1111's schema order. Note the API defaults differ from the UI's:
 # steps is 50 here (20 in the UI) and a missing sampler_name means "Euler".
@@ -41,23 +41,6 @@ FIELD_ALIASES: dict[str, str] = {
 }
 
 
-class A1111Error(KitError, RuntimeError):
-    """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
-
-    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text), and
-    ``generation``: the good images of a partly readable answer as a Generation (also in ``client.last``), or None.
-    """
-
-    def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
-                 generation=None):
-        super().__init__(message, fix)
-        self.status, self.url, self.detail, self.generation = status, url, detail, generation
-
-
-class InvalidRequest(A1111Error, ValueError):
-    """The request was rejected before sending: a misspelled field or an impossible value."""
-
-
 def _is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -68,7 +51,7 @@ def validate_txt2img(fields: dict[str, Any]) -> None:
     >>> validate_txt2img({"prompt": "a cat", "stepz": 20})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    helpers.a1111_fields.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would ...
+    helpers.a1111_http.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would ...
     Fix: Use one of the fields A1111 knows: ...
     """
     for name in fields:
