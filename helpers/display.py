@@ -13,9 +13,10 @@ Example:
 from __future__ import annotations
 
 import base64
-import io
 from html import escape
 from pathlib import Path
+
+from .infotext import png_bytes
 
 PAGE_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
               "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
@@ -30,9 +31,7 @@ def png_thumbnail(image, max_side: int) -> bytes:
             image = opened.convert("RGB")
     image = image.copy()
     image.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(image, None)
 
 
 def image_data_uri(image, max_side: int = 512) -> str:

@@ -1,4 +1,4 @@
-"""A1111's infotext: written and parsed exactly as the reference describes (§7)."""
+"""A1111's infotext: written and parsed exactly as A1111 writes it into a PNG's "parameters" chunk."""
 
 from __future__ import annotations
 
