@@ -33,7 +33,8 @@ lab: $(STAMP)  ## open JupyterLab on notebooks/ with the kit's kernel
 demo: $(STAMP)  ## run the pipeline on an example; starts the kit's server if no A1111 answers
 	$(PY) -m course demo
 
-test: $(STAMP)  ## run the whole test suite (unit, HTTP, notebooks)
+test: $(STAMP)  ## run the linter (ruff) and the whole test suite (unit, HTTP, notebooks)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, MODEL=, CONFIG=, PORT=7860)

@@ -391,7 +391,8 @@ def test_undo_keeps_lines_written_by_others_meanwhile(runs, ratings):
     inspector = Inspector(run, ratings_path=ratings)
     inspector.rate(3, note="mine \u2028 with a line separator")
     with open(ratings, "ab") as file:  # another process appends a broken line and a good one
-        file.write(b"\xff broken\n" + json.dumps({"run": run.path.name, "candidate": 2, "rating": "1"}).encode() + b"\n")
+        good = json.dumps({"run": run.path.name, "candidate": 2, "rating": "1"}).encode()
+        file.write(b"\xff broken\n" + good + b"\n")
     record = inspector.undo()
     assert record["rating"] == "3"
     assert ratings.read_bytes().startswith(b"\xff broken\n") and len(lines_bytes(ratings)) == 2

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import requests
-
 from llm_server import LLMTestServer
 
 openai = pytest.importorskip("openai", minversion="3", reason="the kit's LLM client needs openai>=3,<4")

@@ -9,10 +9,10 @@ import sys
 import threading
 
 import pytest
-from PIL import ImageChops
-
 from conftest import free_url
 from fault_server import FaultServer
+from PIL import ImageChops
+
 from helpers.a1111 import A1111Client
 from helpers.clipqa import TINY_MODEL, ClipScorer, make_tiny_checkpoint
 from helpers.infotext import read_infotext
@@ -161,7 +161,8 @@ def test_reload_and_regenerate_the_same_images(tmp_path, client, no_llm, tiny_sc
 
 
 def test_no_password_in_the_run_record(tmp_path, sd_server_auth, no_llm):
-    client = A1111Client(sd_server_auth.url.replace("http://", "http://student:s3cret-pass@"), auth=("student", "s3cret-pass"))
+    url = sd_server_auth.url.replace("http://", "http://student:s3cret-pass@")
+    client = A1111Client(url, auth=("student", "s3cret-pass"))
     run = _run(tmp_path, client, no_llm, None, n=1)
     assert "s3cret" not in (run.path / "run.json").read_text()
 

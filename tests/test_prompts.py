@@ -11,11 +11,18 @@ from open_clip import get_tokenizer
 from open_clip.tokenizer import SimpleTokenizer
 
 from helpers.llm import LLMError
-from helpers.prompts import (CLIP_TOKEN_LIMIT, DEFAULT_NEGATIVE, baseline_prompt, count_clip_tokens, trim_to_tokens,
-                             write_image_prompt)
+from helpers.prompts import (
+    CLIP_TOKEN_LIMIT,
+    DEFAULT_NEGATIVE,
+    baseline_prompt,
+    count_clip_tokens,
+    trim_to_tokens,
+    write_image_prompt,
+)
 
 
-@pytest.mark.parametrize("text", ["a red fox", "a lone lighthouse on a rocky cliff at dusk, storm clouds, crashing waves",
+@pytest.mark.parametrize("text", ["a red fox",
+                                  "a lone lighthouse on a rocky cliff at dusk, storm clouds, crashing waves",
                                   "(masterpiece:1.2), Zürich café, 4k", ""])
 def test_count_matches_open_clip_tokenizer(text):
     ids = get_tokenizer("ViT-B-32")([text])[0].tolist()
@@ -60,7 +67,8 @@ def test_plain_text_fallback_when_the_model_ignores_the_schema(llm, llm_server):
 
 
 def test_json_inside_a_code_block_is_found(llm, llm_server):
-    llm_server.reply = lambda messages, body: 'Here you go:\n```json\n{"prompt": "oil painting, fox", "negative_prompt": "blurry"}\n```'
+    answer = 'Here you go:\n```json\n{"prompt": "oil painting, fox", "negative_prompt": "blurry"}\n```'
+    llm_server.reply = lambda messages, body: answer
     prompt = write_image_prompt("A fox.", llm=llm)
     assert (prompt.prompt, prompt.negative_prompt, prompt.note) == ("oil painting, fox", "blurry", "")
 
@@ -205,7 +213,8 @@ def test_an_injected_object_after_an_empty_one_is_never_the_prompt(llm, llm_serv
 
 
 @pytest.mark.parametrize("reply, expected", [
-    ('{"prompt": "oil painting,\\u0000 fox\\u0000", "negative_prompt": "blur\\u0000ry"}', ("oil painting, fox", "blur ry")),
+    ('{"prompt": "oil painting,\\u0000 fox\\u0000", "negative_prompt": "blur\\u0000ry"}',
+     ("oil painting, fox", "blur ry")),
     ('{"prompt": "oil painting, \\ud83d fox", "negative_prompt": "blurry"}', ("oil painting, \ufffd fox", "blurry")),
     ('{"prompt": "oil painting, \\ud83d\\udd25 fox", "negative_prompt": "blurry"}', ("oil painting, 🔥 fox", "blurry")),
     ("Sure! Here is a prompt: oil painting,\u0000 fox", ("oil painting, fox", DEFAULT_NEGATIVE)),

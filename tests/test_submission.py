@@ -385,8 +385,9 @@ def test_broken_image_output_gives_a_clear_error(tmp_path, no_configured_secrets
 def test_broken_image_on_the_command_line_prints_no_traceback(tmp_path):
     path = _write(tmp_path, _broken_image_notebook())
     env = {**__import__("os").environ, "SD_AUTH": "", "LLM_API_KEY": "not-needed"}
-    out = subprocess.run([sys.executable, "-m", "helpers", "submit", str(path), "--name", "eve", "--max-mb", "0.1",
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env, check=False)
+    command = [sys.executable, "-m", "helpers", "submit", str(path), "--name", "eve", "--max-mb", "0.1",
+               "--out", str(tmp_path / "out")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
     assert out.returncode == 1
     assert "Traceback" not in out.stdout + out.stderr
     assert "Not submitted" in out.stdout and "cell 2 output 1" in out.stdout

@@ -8,8 +8,16 @@ import time
 import pytest
 
 from helpers.llm import LLM
-from helpers.text import (CORPUS_DIR, Retriever, TextError, get_text, load_corpus, parse_document, retrieve_text,
-                          tokenize)
+from helpers.text import (
+    CORPUS_DIR,
+    Retriever,
+    TextError,
+    get_text,
+    load_corpus,
+    parse_document,
+    retrieve_text,
+    tokenize,
+)
 
 
 def test_corpus_has_60_to_100_titled_texts():
