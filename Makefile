@@ -49,9 +49,8 @@ models: $(STAMP)  ## download the CLIP weights once, ahead of a class (needs int
 student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in dist/student/
 	$(PY) -m course student
 
-submission: $(STAMP)  ## Moodle files for a notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=ann
-	@test -n "$(NB)" || { echo "Say which notebook: make submission NB=notebooks/06_full_pipeline.ipynb NAME=your-name"; exit 2; }
-	$(PY) -m course submit "$(NB)" $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
+submission: $(STAMP)  ## one Moodle zip of all your notebooks: make submission NAME=ann [DIR=dist/student] [EXECUTE=1]; one notebook: NB=...
+	$(PY) -m course submit $(if $(NB),"$(NB)") $(if $(DIR),--dir "$(DIR)") $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
 	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")

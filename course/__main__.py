@@ -4,7 +4,8 @@
     python -m course models          # download the CLIP weights ahead of a class (needs internet)
     python -m course pipeline "lighthouse, storm" --n 5      # run the whole pipeline once
     python -m course demo            # the pipeline on an example, with whatever backends answer
-    python -m course submit notebooks/06_full_pipeline.ipynb --name ann   # files for Moodle
+    python -m course submit --name ann  # every notebooks/NN_*.ipynb (or --dir dist/student) in one zip for Moodle
+    python -m course submit notebooks/06_full_pipeline.ipynb --name ann   # one notebook's files for Moodle
     python -m course student         # student versions of the notebooks in dist/student/
     python -m course serve --port 7860 --engine preview   # the kit's A1111-compatible server
 
@@ -42,11 +43,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     demo = sub.add_parser("demo", help="run the pipeline on an example with whatever backends answer")
     demo.add_argument("keywords", nargs="?", default=None, help="keywords (default: the first example)")
     demo.add_argument("--out", default=None, help="folder for runs (default outputs/runs)")
-    submit = sub.add_parser("submit", help="check a notebook and write .ipynb + .html + .zip for Moodle")
-    submit.add_argument("notebook")
+    submit = sub.add_parser("submit", help="check your notebooks and write one .zip for Moodle (or one notebook's)")
+    submit.add_argument("notebook", nargs="?", default=None,
+                        help="one notebook to submit alone (default: every NN_*.ipynb of --dir, in one zip)")
+    submit.add_argument("--dir", default=None, help="the folder you work in (default notebooks/), e.g. dist/student")
     submit.add_argument("--name", default=None, help="your name or student id (default: your user name)")
     submit.add_argument("--max-mb", type=float, default=2.0, help="size budget in MB (default 2)")
-    submit.add_argument("--execute", action="store_true", help="run the notebook top to bottom first")
+    submit.add_argument("--execute", action="store_true", help="run the notebook(s) top to bottom here first")
     submit.add_argument("--out", default=None, help="folder for the files (default submission/)")
     student = sub.add_parser("student", help="write student versions (solutions stubbed) to dist/student/")
     student.add_argument("--out", default=None)
@@ -70,9 +73,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
         from course.cli import demo_command
 
         return demo_command(args)
+    if args.command == "submit" and args.notebook is None:
+        return submit_all_command(args)
     if args.command == "submit":
         from course.submission import submit as make_submission
 
+        if args.dir:
+            print(f"Give a notebook or --dir, not both: {prog} submit {args.notebook} --name ...")
+            return 2
         try:
             result = make_submission(args.notebook, name=args.name, max_mb=args.max_mb, execute=args.execute,
                                      out_dir=args.out)
@@ -99,6 +107,21 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
         print(f"CLIP ready: {scorer!r} (loaded in {scorer.load_seconds:.1f} s)")
         return 0
     return 2
+
+
+def submit_all_command(args) -> int:
+    """Every notebook of --dir in one zip, with the summary printed."""
+    from course.submission import submit_all
+
+    try:
+        result = submit_all(args.dir, name=args.name, max_mb=args.max_mb, execute=args.execute, out_dir=args.out,
+                            log=print)
+    except KitError as err:
+        print(f"Not submitted. {err}")
+        return 1
+    print(result.report())
+    print(f"Upload {result.zip_path} to Moodle.")
+    return 0 if result.zip_path.stat().st_size <= result.budget_bytes else 1
 
 
 if __name__ == "__main__":

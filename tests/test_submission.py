@@ -409,3 +409,195 @@ def test_long_lines_are_scanned_in_bounded_time(no_configured_secrets):
     found = find_secrets(nb)
     assert time.perf_counter() - started < 5, "the keyword regex is quadratic in a run of word characters"
     assert found == ["cell 1 output 1: an OpenAI-style API key"]
+
+
+# --- All notebooks in one zip (issue 13): the student's whole work goes to Moodle.
+
+STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # what course/student.py leaves in place of a solution
+
+
+def _exercise(source, cell_type="code"):
+    cell = (nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source))
+    cell.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "schema_version": 3}
+    return cell
+
+
+def _ran(nb):
+    """Number the code cells as a Run All would."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+    return nb
+
+
+def _work(tmp_path, notebooks: dict):
+    """A student's folder holding ``notebooks`` ({file name: notebook})."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    for name, nb in notebooks.items():
+        nbformat.write(nb, folder / name)
+    return folder
+
+
+def _solved():
+    nb = _notebook([("x = 2", [])])
+    nb.cells += [_exercise("def double(v):\n    return 2 * v"), _exercise("**Your answer:** the seed.", "markdown")]
+    return _ran(nb)
+
+
+def _stubbed():
+    nb = _notebook([("x = 2", [])])
+    nb.cells += [_exercise("def double(v):\n    # YOUR CODE HERE\n    raise NotImplementedError()"),
+                 _exercise("def halve(v):\n    return v / 2"),
+                 _exercise("**Your answer:**\n\nYOUR ANSWER HERE", "markdown")]
+    return _ran(nb)
+
+
+def test_all_notebooks_go_into_one_zip_with_a_summary(tmp_path, no_configured_secrets):
+    from course.submission import submit_all
+
+    folder = _work(tmp_path, {"01_first.ipynb": _solved(), "02_second.ipynb": _stubbed(),
+                              "scratch.ipynb": _notebook([("not part of the course", [])])})
+    result = submit_all(folder, name="Ann Lee", out_dir=tmp_path / "out")
+    assert result.zip_path == tmp_path / "out" / "Ann-Lee_notebooks.zip"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [result.zip_path.name], "one file to upload"
+    archive = zipfile.ZipFile(result.zip_path)
+    assert set(archive.namelist()) == {"SUMMARY.md", "Ann-Lee_01_first.ipynb", "Ann-Lee_01_first.html",
+                                       "Ann-Lee_02_second.ipynb", "Ann-Lee_02_second.html"}
+    summary = archive.read("SUMMARY.md").decode()
+    assert "| 01_first | yes | 1/1 | 1/1 |" in summary
+    assert "| 02_second | yes | 1/2 | 0/1 |" in summary
+    assert "kB" in summary and summary in result.report() and "within the budget" in result.report()
+    assert [(r.name, r.exercises, r.answers) for r in result.notebooks] == [
+        ("01_first", (1, 1), (1, 1)), ("02_second", (1, 2), (0, 1))]
+    assert "double" in archive.read("Ann-Lee_02_second.html").decode()
+
+
+def test_exercises_are_counted_on_a_solution_and_a_stubbed_notebook():
+    from course.student import student_version
+    from course.submission import count_progress
+
+    solution = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION"),
+        nbformat.v4.new_markdown_cell("**Your answer:**\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"),
+        nbformat.v4.new_code_cell("assert f() == 1"), nbformat.v4.new_markdown_cell("# Title")])
+    assert count_progress(solution) == ((2, 2), (1, 1))
+    student = student_version(solution)
+    assert count_progress(student) == ((0, 2), (0, 1))
+    # A copy that lost nbgrader's metadata, with one exercise and the answer done: the solution gives the totals.
+    for cell in student.cells:
+        cell.metadata.pop("nbgrader", None)
+    student.cells[1].source = "a = 1\nb = 2"
+    student.cells[2].source = "**Your answer:** the seed fixes the noise."
+    assert count_progress(student) == ((0, 1), (0, 0))
+    assert count_progress(student, reference=solution) == ((1, 2), (1, 1))
+
+
+def test_the_kit_notebooks_count_all_done_and_their_student_versions_none(tmp_path):
+    from pathlib import Path
+
+    from course.student import make_student_versions
+    from course.submission import count_progress
+
+    kit = Path(__file__).resolve().parent.parent / "notebooks"
+    for path in make_student_versions(kit, tmp_path):
+        solution = nbformat.read(kit / path.name, as_version=4)
+        (done, exercises), (answered, answers) = count_progress(solution)
+        assert exercises >= 1 and (done, answered) == (exercises, answers), path.name
+        assert count_progress(nbformat.read(path, as_version=4), solution) == ((0, exercises), (0, answers))
+
+
+def test_a_secret_in_any_notebook_refuses_the_whole_submission(tmp_path, no_configured_secrets):
+    from course.submission import submit_all
+
+    leaky = _ran(_notebook([("x = 1", []), ("print(key)", [_stream(f"{KEY}\n")])]))
+    folder = _work(tmp_path, {"01_first.ipynb": _solved(), "02_second.ipynb": leaky, "03_third.ipynb": _solved()})
+    with pytest.raises(SubmissionError) as err:
+        submit_all(folder, name="a", out_dir=tmp_path / "out")
+    message = str(err.value)
+    assert "nothing was submitted" in message and ".env" in message
+    assert "02_second.ipynb, cell 2 output 1: an OpenAI-style API key" in message
+    assert "01_first" not in message and "03_third" not in message
+    _assert_no_piece_of(KEY, message)
+    assert not (tmp_path / "out").exists(), "nothing is written"
+
+
+def test_unrun_notebooks_are_refused_by_name_and_execute_submits_them_as_they_ran(tmp_path, no_configured_secrets):
+    from course.submission import submit_all
+
+    unrun = _notebook([("print(6 * 7)", []), ("y = 1", [])])
+    for cell in unrun.cells:
+        cell.execution_count = None
+    failing = _notebook([("x = 1", []), (STUB, [nbformat.v4.new_output(
+        "error", ename="NotImplementedError", evalue="", traceback=[])]), ("print('after')", [])])
+    folder = _work(tmp_path, {"01_first.ipynb": _solved(), "02_unrun.ipynb": unrun, "03_failing.ipynb": failing})
+    with pytest.raises(SubmissionError) as err:
+        submit_all(folder, name="b", out_dir=tmp_path / "out")
+    message = str(err.value)
+    assert "02_unrun.ipynb: not run (none of its 2 code cells ran)" in message
+    assert "03_failing.ipynb: cell 2 ('# YOUR CODE HERE') ends with an error: NotImplementedError" in message
+    assert "01_first" not in message and "Run All" in message and "--execute" in message
+    assert not (tmp_path / "out").exists()
+
+    result = submit_all(folder, name="b", execute=True, out_dir=tmp_path / "out")
+    rows = {r.name: r for r in result.notebooks}
+    assert rows["02_unrun"].ran_cleanly and not rows["03_failing"].ran_cleanly
+    assert rows["03_failing"].exercises == (0, 1)
+    summary = zipfile.ZipFile(result.zip_path).read("SUMMARY.md").decode()
+    assert "| 03_failing | no | 0/1 |" in summary and "ends with an error: NotImplementedError" in summary
+    assert "42" in zipfile.ZipFile(result.zip_path).read("b_02_unrun.html").decode()
+
+
+def test_the_budget_holds_across_all_notebooks(tmp_path, no_configured_secrets):
+    from course.submission import submit_all
+
+    def pictures(seed):
+        outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png_b64(side=700, seed=seed + i),
+                                                                "text/plain": "<img>"}) for i in range(2)]
+        return _notebook([("show()", outputs)])
+
+    folder = _work(tmp_path, {f"0{n}_pictures.ipynb": pictures(10 * n) for n in (1, 2, 3)})
+    assert sum(p.stat().st_size for p in folder.iterdir()) > 8_000_000
+    result = submit_all(folder, name="c", max_mb=1.5, out_dir=tmp_path / "out")
+    assert result.zip_path.stat().st_size <= 1_500_000
+    assert "JPEG thumbnails" in result.summary and "within the budget" in result.report()
+    archive = zipfile.ZipFile(result.zip_path)
+    for n in (1, 2, 3):
+        nb = nbformat.reads(archive.read(f"c_0{n}_pictures.ipynb").decode(), as_version=4)
+        nbformat.validate(nb)
+        assert [sorted(o.data) for o in nb.cells[0].outputs] == [["image/jpeg", "text/plain"]] * 2
+        assert archive.read(f"c_0{n}_pictures.html").decode().count("data:image/jpeg;base64") == 2
+
+
+def test_the_command_line_without_a_notebook_submits_the_folder(tmp_path, capsys, no_configured_secrets):
+    from course.__main__ import main
+
+    folder = _work(tmp_path, {"01_first.ipynb": _solved(), "02_second.ipynb": _stubbed()})
+    env = {**__import__("os").environ, "SD_AUTH": "", "LLM_API_KEY": "not-needed"}
+    base = [sys.executable, "-m", "course", "submit", "--name", "eve", "--out", str(tmp_path / "out")]
+    out = subprocess.run(base + ["--dir", str(folder)], capture_output=True, text=True, timeout=120, env=env,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "| 02_second | yes | 1/2 | 0/1 |" in out.stdout and "eve_notebooks.zip" in out.stdout
+    assert "within the budget" in out.stdout
+    assert main(base[3:] + ["--dir", str(tmp_path / "nowhere")]) == 1
+    printed = capsys.readouterr().out
+    assert "Not submitted. No notebooks named NN_*.ipynb" in printed and "--dir" in printed
+
+
+def test_naming_one_notebook_still_makes_its_own_files(tmp_path, capsys):
+    from course.__main__ import main
+
+    folder = _work(tmp_path, {"01_first.ipynb": _solved(), "02_second.ipynb": _stubbed()})
+    command = [sys.executable, "-m", "course", "submit", str(folder / "02_second.ipynb"), "--name", "eve",
+               "--out", str(tmp_path / "out")]
+    env = {**__import__("os").environ, "SD_AUTH": "", "LLM_API_KEY": "not-needed"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "eve_02_second.html", "eve_02_second.ipynb", "eve_02_second.zip"]
+    assert main(command[3:] + ["--dir", str(folder)]) == 2
+    assert "not both" in capsys.readouterr().out
