@@ -12,7 +12,7 @@ Module map:
     doctor.py      preflight checks (Python, packages, widgets, A1111, the LLM), each failure with its fix
     student.py     student versions of the notebooks: nbgrader's solution markers turned into stubs
     secret_scan.py the secret scan of a notebook: every place, images' metadata included, never the secret
-    submission.py  Moodle files for a notebook: checked, secrets refused, images stripped and shrunk, zipped
+    submission.py  Moodle files for one notebook or all of them (one zip with a summary of exercises done)
 
 Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
 """
