@@ -261,7 +261,8 @@ class ClipScorer:
 def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
                        long_text: str = "truncate") -> tuple[str, float]:
     """The caption route: caption the image (``captioner``: any function image -> caption, by default
-    the A1111 server's ``interrogate``), then return ``(caption, text-text cosine with text)``.
+    the A1111 server's ``interrogate``), then return ``(caption, text-text cosine with text)``. Pass the
+    ORIGINAL text the image should show, not the image prompt (``long_text="chunks"`` for long texts).
 
     >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
     """

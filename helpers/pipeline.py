@@ -289,8 +289,11 @@ class PipelineRunner:
             caption = self.client.interrogate(best.image, timeout=60)
         except A1111Error:
             caption = ""  # no captioner (or a slow first download): refine from the scores alone
-        if caption:
+        if caption:  # the caption route compares the caption with the ORIGINAL text, not the prompt
             message += f"\nA captioner describes the best of those images as: {caption}"
+            if self.scorer:
+                fit = self.scorer.text_similarity(self.text.text, caption, long_text="chunks")
+                message += f"\nCLIP cosine of that caption with the text: {fit:.3f}"
         try:
             reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
                                   json_schema=PROMPT_SCHEMA, schema_name="image_prompt")

@@ -35,6 +35,13 @@ def test_exercises_carry_solution_markers(path):
     assert begins >= 1 and begins == ends
 
 
+def test_caption_route_compares_with_the_original_text():
+    # The course page compares the caption with the ORIGINAL TEXT, never with the image prompt.
+    calls = [line for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells
+             if cell.cell_type == "code" for line in cell.source.splitlines() if "caption_similarity(" in line]
+    assert calls and all("caption_similarity(text.text," in line for line in calls), calls
+
+
 # Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
 # that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
 LLM_NOTEBOOKS = {"02", "03", "06"}

@@ -82,8 +82,11 @@ def test_llm_text_prompt_and_refine_rounds(tmp_path, client, llm, llm_server, ti
     assert len(run.rounds) == 3 and [c.round for c in run.candidates] == [0, 0, 1, 1, 2, 2]
     refine_request = llm_server.requests[-1]["messages"][-1]["content"]
     assert "CLIP scores of its images" in refine_request
-    caption = refine_request.split("A captioner describes the best of those images as: ", 1)[1]
+    caption = refine_request.split("A captioner describes the best of those images as: ", 1)[1].split("\n")[0]
     assert "placeholder" in caption.lower()  # the caption route's caption, from the kit's server
+    # The caption route compares the caption with the ORIGINAL TEXT, not with the image prompt.
+    fit = float(refine_request.split("CLIP cosine of that caption with the text: ", 1)[1].split()[0])
+    assert fit == pytest.approx(tiny_scorer.text_similarity(run.text["text"], caption, long_text="chunks"), abs=6e-4)
     assert json.loads((run.path / "run.json").read_text())["rounds"][2]["source"] == "llm-refined"
 
 
