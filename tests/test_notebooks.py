@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,7 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         assert "distilled few-step model" in shown, "the notebook must say which settings suit a turbo model"
     if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"
+    # The solutions pass their own checks: the last cell reports every code exercise done.
+    last = "".join(str(o.get("text", "")) for o in nb.cells[-1].outputs)
+    report = re.search(r"Exercises: (\d+) of (\d+) done", last)
+    assert report and report.group(1) == report.group(2) != "0", f"the solutions must pass every check: {last!r}"
