@@ -300,6 +300,7 @@ def submit(notebook: str | Path, name: str | None = None, max_mb: float = 2.0, e
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 CODE_STUB, ANSWER_STUB = "raise NotImplementedError()", "YOUR ANSWER HERE"  # what course/student.py leaves
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
+CHECKS_LINE = re.compile(r"^Exercises: (\d+) of (\d+) done$", re.M)  # what helpers.exercises.report() prints
 MAX_PROBLEMS = 5  # per notebook in a message: the first few are the ones to fix first
 
 
@@ -310,6 +311,7 @@ class NotebookSummary:
     problems: list[str]
     exercises: tuple[int, int]  # (done, total)
     answers: tuple[int, int]
+    checks: tuple[int, int] | None = None  # (passed, total) as the notebook's last report() printed it
     ipynb_bytes: int = 0
     html_bytes: int = 0
 
@@ -368,6 +370,25 @@ def count_progress(nb, reference=None) -> tuple[tuple[int, int], tuple[int, int]
     return (code_total - code_todo, code_total), (text_total - text_todo, text_total)
 
 
+def checks_passed(nb) -> tuple[int, int] | None:
+    """(passed, total) from the last "Exercises: N of M done" that ``helpers.exercises.report()`` printed in
+    the notebook's outputs; None when it never ran. Unlike :func:`count_progress` (is the stub gone?), this
+    says whether the exercises passed their checks.
+
+    >>> import nbformat
+    >>> cell = nbformat.v4.new_code_cell("report()")
+    >>> cell.outputs = [nbformat.v4.new_output("stream", text="Exercises: 2 of 3 done\\n  [x] rate\\n")]
+    >>> checks_passed(nbformat.v4.new_notebook(cells=[cell]))
+    (2, 3)
+    """
+    found = None
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            for match in CHECKS_LINE.finditer(str(output.get("text", ""))):
+                found = (int(match.group(1)), int(match.group(2)))
+    return found
+
+
 def _short(problems: list[str], nb) -> list[str]:
     """A notebook's problems for a message: one line when nothing ran, else the first few."""
     code_cells = sum(c.cell_type == "code" and bool(c.source.strip()) for c in nb.cells)
@@ -389,9 +410,10 @@ def summary_text(student: str, folder: Path, rows: list[NotebookSummary], change
     """SUMMARY.md of an all-notebooks submission: one table row per notebook, then problems and changes."""
     lines = [f"# Submission of {student}", "",
              f"{len(rows)} notebook(s) from {folder.name}/, size budget {budget / 1e6:.1f} MB for the zip.", "",
-             "| notebook | ran cleanly | exercises done | written answers done | .ipynb | .html |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {'yes' if r.ran_cleanly else 'no'} | {_fraction(r.exercises)} | {_fraction(r.answers)} "
+             "| notebook | ran cleanly | exercises written | checks passed | written answers done | .ipynb | .html |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.name} | {'yes' if r.ran_cleanly else 'no'} | {_fraction(r.exercises)} "
+              f"| {_fraction(r.checks) if r.checks else 'not run'} | {_fraction(r.answers)} "
               f"| {_size(r.ipynb_bytes)} | {_size(r.html_bytes)} |" for r in rows]
     unclean = [r for r in rows if not r.ran_cleanly]
     if unclean:
@@ -462,7 +484,8 @@ def submit_all(folder: str | Path | None = None, name: str | None = None, max_mb
     for path, nb in notebooks.items():
         reference = KIT_ROOT / "notebooks" / path.name
         done = count_progress(nb, nbformat.read(reference, as_version=4) if reference.is_file() else None)
-        rows.append(NotebookSummary(path.stem, _short(problems[path], nb) if problems[path] else [], *done))
+        rows.append(NotebookSummary(path.stem, _short(problems[path], nb) if problems[path] else [], *done,
+                                    checks=checks_passed(nb)))
         try:
             notebooks[path], stripped = strip_image_metadata(nb)  # a broken image stops here, before any writing
         except SubmissionError as err:

@@ -444,6 +444,9 @@ def _work(tmp_path, notebooks: dict):
 def _solved():
     nb = _notebook([("x = 2", [])])
     nb.cells += [_exercise("def double(v):\n    return 2 * v"), _exercise("**Your answer:** the seed.", "markdown")]
+    nb = _ran(nb)
+    # The last cell's report() as helpers.exercises prints it: the checks passed, not just stubs removed.
+    nb.cells += _notebook([("report()", [nbformat.v4.new_output("stream", text="Exercises: 1 of 1 done\n")])]).cells
     return _ran(nb)
 
 
@@ -467,11 +470,12 @@ def test_all_notebooks_go_into_one_zip_with_a_summary(tmp_path, no_configured_se
     assert set(archive.namelist()) == {"SUMMARY.md", "Ann-Lee_01_first.ipynb", "Ann-Lee_01_first.html",
                                        "Ann-Lee_02_second.ipynb", "Ann-Lee_02_second.html"}
     summary = archive.read("SUMMARY.md").decode()
-    assert "| 01_first | yes | 1/1 | 1/1 |" in summary
-    assert "| 02_second | yes | 1/2 | 0/1 |" in summary
+    assert "| exercises written | checks passed | written answers done |" in summary
+    assert "| 01_first | yes | 1/1 | 1/1 | 1/1 |" in summary
+    assert "| 02_second | yes | 1/2 | not run | 0/1 |" in summary
     assert "kB" in summary and summary in result.report() and "within the budget" in result.report()
-    assert [(r.name, r.exercises, r.answers) for r in result.notebooks] == [
-        ("01_first", (1, 1), (1, 1)), ("02_second", (1, 2), (0, 1))]
+    assert [(r.name, r.exercises, r.checks, r.answers) for r in result.notebooks] == [
+        ("01_first", (1, 1), (1, 1), (1, 1)), ("02_second", (1, 2), None, (0, 1))]
     assert "double" in archive.read("Ann-Lee_02_second.html").decode()
 
 
@@ -581,7 +585,7 @@ def test_the_command_line_without_a_notebook_submits_the_folder(tmp_path, capsys
     out = subprocess.run(base + ["--dir", str(folder)], capture_output=True, text=True, timeout=120, env=env,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "| 02_second | yes | 1/2 | 0/1 |" in out.stdout and "eve_notebooks.zip" in out.stdout
+    assert "| 02_second | yes | 1/2 | not run | 0/1 |" in out.stdout and "eve_notebooks.zip" in out.stdout
     assert "within the budget" in out.stdout
     assert main(base[3:] + ["--dir", str(tmp_path / "nowhere")]) == 1
     printed = capsys.readouterr().out
