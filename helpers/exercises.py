@@ -66,8 +66,8 @@ def _where(err: Exception) -> str:
     return "".join(traceback.format_list(frames)).rstrip()
 
 
-def report(expected: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """Print which exercises of this notebook are done; returns {name: status}.
+def report(expected: list[str] | tuple[str, ...] = ()) -> None:
+    """Print which exercises of this notebook are done (returns nothing, so Jupyter shows it once).
 
     ``expected`` names exercises whose check has not run yet, so they show as "not checked yet".
 
@@ -76,15 +76,19 @@ def report(expected: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
       [x] get_text_llm
       [ ] get_text_rag: not done yet
     """
-    statuses = {name: status for name, (status, _detail) in _STATUS.items()}
+    found = statuses()
     for name in expected:
-        statuses.setdefault(name, "not checked yet")
-    done = sum(status == DONE for status in statuses.values())
-    print(f"Exercises: {done} of {len(statuses)} done")
-    for name, status in statuses.items():
+        found.setdefault(name, "not checked yet")
+    done = sum(status == DONE for status in found.values())
+    print(f"Exercises: {done} of {len(found)} done")
+    for name, status in found.items():
         print(f"  [x] {name}" if status == DONE else f"  [ ] {name}: {status}")
     print("Written answers (predictions, tables, recap) are counted when you submit: make submission NAME=...")
-    return statuses
+
+
+def statuses() -> dict[str, str]:
+    """{exercise name: "done" / "not done yet" / "not right yet"} of the checks run so far."""
+    return {name: status for name, (status, _detail) in _STATUS.items()}
 
 
 def reset() -> None:
