@@ -8,6 +8,7 @@ clearly labelled placeholder images; ``engines/base.py`` shows how a real engine
 Package layout (each file reads in one sitting):
 
     __main__.py   command line: python -m sdserver --port 7860
+    autostart.py  the engine and the start when helpers.backends.connect_a1111() finds no A1111
     app.py        FastAPI app: A1111's error bodies, X-Process-Time, HTTP Basic auth, body size limit
     limits.py     what one request may cost (images, pixels, steps, prompt length), valid text
     routes.py     the /sdapi/v1/* endpoints

@@ -1,4 +1,4 @@
-"""connect_a1111: use the server at SD_URL, or start the kit's own with the right engine."""
+"""connect_a1111: use the server at SD_URL, or start the kit's own with the right engine (sdserver.autostart)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from conftest import free_url
 
 from helpers import backends
 from helpers.a1111 import A1111Error
-from helpers.backends import choose_engine, connect_a1111
+from helpers.backends import connect_a1111
 from helpers.config import load_settings
+from sdserver.autostart import choose_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
