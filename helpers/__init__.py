@@ -19,8 +19,7 @@ and the modules follow it; each imports only modules above it in this list:
     text.py          get_text(): a text from keywords by LLM, by retrieval from data/corpus, or both (RAG)
     prompts.py       write_image_prompt() by LLM, baseline_prompt() by rules, CLIP token counting and trimming
     clipqa.py        ClipScorer: image-text similarity with open_clip; the caption route
-    display.py       side_by_side() and the HTML pieces shared by the report and the inspector
-    report.py        a run's static HTML report
+    display.py       side_by_side(), a run's static HTML report, and the HTML pieces the inspector shares
     plots.py         image grids and parameter sweeps (matplotlib)
     notebook.py      setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)
     exercises.py     check(): the cell after each exercise; the kit's reference while it is not done; report()

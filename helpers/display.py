@@ -1,11 +1,11 @@
-"""Showing results to a person as HTML: text and image side by side, and the pieces of a run's page.
+"""Showing results as HTML: text and image side by side, a run's static report, and the pieces of both.
 
-Plain HTML with the images embedded, so it shows in JupyterLab, survives ``nbconvert --to html``
-and Moodle, and needs no kernel. The report and the Inspector's static copy are built from
-``text_side_html``, ``card_html`` and ``write_page``.
+Plain HTML with the images embedded, so it shows in JupyterLab, survives ``nbconvert --to html`` and
+Moodle, and needs no kernel. The Inspector's static copy uses the same pieces.
 
 Example:
     >>> side_by_side("A red fox sleeps in the snow.", gen.image, score=0.31)   # doctest: +SKIP
+    >>> write_report(run)          # or run.report()                           # doctest: +SKIP
     >>> score_text(0.31234), score_text(None)
     ('0.312', 'unscored')
 """
@@ -42,7 +42,7 @@ def image_data_uri(image, max_side: int = 512) -> str:
 def side_by_side_html(text: str, image, score: float | None = None, prompt: str | None = None,
                       title: str | None = None, placeholder: bool = False, max_side: int = 384,
                       score_note: str | None = None) -> str:
-    """The HTML of :func:`side_by_side`, for writing into a report file."""
+    """The HTML of :func:`side_by_side`, for a file."""
     rows = [f"<h4 style='margin:0 0 6px 0'>{escape(title)}</h4>" if title else ""]
     rows.append(f"<p style='white-space:pre-wrap;margin:0 0 8px 0'>{escape(str(text))}</p>")
     if prompt:
@@ -62,10 +62,8 @@ def side_by_side_html(text: str, image, score: float | None = None, prompt: str 
 
 def side_by_side(text: str, image, score: float | None = None, prompt: str | None = None,
                  title: str | None = None, placeholder: bool = False, score_note: str | None = None):
-    """Show a text next to an image (with an optional score and image prompt) in a notebook.
-
-    ``score_note`` says what the score is, e.g. "test model: meaningless". Returns an
-    ``IPython.display.HTML``: put it last in a cell, or pass it to ``display()``.
+    """Show a text next to an image (with an optional score and image prompt) in a notebook; ``score_note``
+    says what the score is, e.g. "test model: meaningless". Put it last in a cell, or pass it to ``display()``.
 
     >>> side_by_side(text.text, image, score=0.31, prompt=prompt.prompt, title="Image 0")   # doctest: +SKIP
     """
@@ -73,7 +71,7 @@ def side_by_side(text: str, image, score: float | None = None, prompt: str | Non
     return HTML(side_by_side_html(text, image, score, prompt, title, placeholder, score_note=score_note))
 
 
-# ----- the pieces of a run's page (report and Inspector) ----------------------------------------
+# ----- a run's page (report and Inspector) -------------------------------------------------------
 
 def score_text(score: float | None) -> str:
     return "unscored" if score is None else f"{score:.3f}"
@@ -107,7 +105,7 @@ def text_side_html(run) -> str:
 
 def card_html(run, candidate, record: dict | None = None) -> str:
     """One candidate: embedded thumbnail, seed, score, best mark, and the rating ``record``."""
-    is_best = run.best is not None and candidate.index == run.best.index
+    is_best = run.is_best(candidate)
     # image_problem() refuses a file outside the run folder: a hand-edited run.json cannot embed any file.
     problem = candidate.image_problem()
     image = (f"<p class='warn'>{escape(problem)}</p>" if problem
@@ -126,3 +124,13 @@ def write_page(path: str | Path, title: str, body: str) -> Path:
     path.write_text(f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
                     f"<style>{PAGE_STYLE}</style></head>\n<body>{body}</body></html>\n", encoding="utf-8")
     return path
+
+
+def write_report(run, path: str | Path | None = None) -> Path:
+    """Write the report of ``run`` to ``path`` (default: report.html in the run folder); returns the path."""
+    cards = "".join(card_html(run, c) for c in run.candidates)
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in run.timings.items())
+    body = (f"<h1>Pipeline run: {escape(run.user_input)}</h1>\n{text_side_html(run)}\n"
+            f"<h2>Candidates ({len(run.candidates)}, mode {escape(run.mode)})</h2>{cards}\n"
+            f"<p><small>Timings: {escape(timings)}. Folder: {escape(str(run.path))}</small></p>")
+    return write_page(path or run.path / "report.html", f"Run {run.path.name}", body)

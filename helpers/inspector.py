@@ -1,6 +1,5 @@
-"""The Inspector: browse a pipeline run's candidates next to its text, and rate them by hand.
-
-Built from core ipywidgets only, so it works in any JupyterLab or Notebook without extensions.
+"""The Inspector: browse a pipeline run's candidates next to its text, and rate them by hand (core
+ipywidgets only, so it works in any JupyterLab or Notebook without extensions).
 
 Example (in a notebook, as the last line of a cell):
     >>> Inspector(list_runs()[-3:])              # the last three runs, with a run selector   # doctest: +SKIP
@@ -29,13 +28,12 @@ IMAGE_WIDTH = "384px"  # the selected image; small test images are scaled up to 
 class Inspector:
     """Text and image side by side, candidate by candidate, with manual ratings saved to a file.
 
-    ``run_or_runs`` is a PipelineRun, a run folder, or a list of either (a drop-down selects the
-    run); ratings go to ``ratings_path`` (default ``<OUTPUT_DIR>/ratings.jsonl``) as the label of
-    the ``scale`` button clicked. Each "Save rating" appends one line at once; the latest line per
-    candidate counts, a new Inspector resumes from the file, and "Undo" removes the last line THIS
-    Inspector wrote. A button's error shows in the red box under the widget (``.output``).
-    From code: ``select(i)``, ``next()``, ``previous()``, ``rate(value, note)``, ``undo()``,
-    ``export_html(path)``, ``current``, ``run``, ``ratings``, and every widget as an attribute.
+    ``run_or_runs`` is a PipelineRun, a run folder, or a list of either (a drop-down selects the run).
+    Each "Save rating" appends the ``scale`` label clicked to ``ratings_path`` (default
+    ``<OUTPUT_DIR>/ratings.jsonl``) at once; the latest line per candidate counts, a new Inspector resumes
+    from the file, and "Undo" removes the last line THIS Inspector wrote. A button's error shows in the red
+    box under the widget (``.output``). From code: ``select(i)``, ``next()``, ``previous()``,
+    ``rate(value, note)``, ``undo()``, ``export_html(path)``, ``current``, ``run``, ``ratings``, the widgets.
 
     >>> Inspector(runs, scale=("bad", "ok", "good"))         # doctest: +SKIP
     """
@@ -53,7 +51,6 @@ class Inspector:
         self.run_index = 0
         self.index = 0  # position in self.run.candidates
 
-        # Each widget is an attribute, so tests and notebooks can drive it.
         self.run_selector = None
         if len(self.runs) > 1:
             self.run_selector = widgets.Dropdown(
@@ -75,8 +72,7 @@ class Inspector:
         self.save_button = widgets.Button(description="Save rating", button_style="success", icon="check")
         self.undo_button = widgets.Button(description="Undo last rating", icon="undo")
         self.message = widgets.Label()  # what the last action did
-        # Widget callbacks run outside any cell, so JupyterLab shows their errors nowhere;
-        # every callback goes through _guard, which writes its error into this Output.
+        # Callbacks run outside any cell (JupyterLab shows their errors nowhere): _guard writes them here.
         self.output = widgets.Output()  # framed in red only while it shows an error
 
         self.prev_button.on_click(self._guard(self.previous, "Previous"))
@@ -189,18 +185,15 @@ class Inspector:
     def _label(self, candidate: Candidate) -> str:
         """The text of a thumbnail button: index, score, best mark, rating."""
         record = self.ratings.get((self.run.path.name, candidate.index))
-        parts = [f"#{candidate.index}", score_text(candidate.score), "★ best" if self._is_best(candidate) else "",
+        parts = [f"#{candidate.index}", score_text(candidate.score), "★ best" if self.run.is_best(candidate) else "",
                  f"rated {record['rating']}" if record else ""]
         return " · ".join(part for part in parts if part)
-
-    def _is_best(self, candidate: Candidate) -> bool:
-        return self.run.best is not None and candidate.index == self.run.best.index
 
     def _caption(self, candidate: Candidate, record: dict | None) -> str:
         score = score_text(candidate.score)
         if candidate.score is not None and self.run.scorer and not self.run.scorer.get("meaningful", True):
             score += " (MEANINGLESS: tiny test model)"
-        mark = " <b style='color:#2a2'>★ best</b>" if self._is_best(candidate) else ""
+        mark = " <b style='color:#2a2'>★ best</b>" if self.run.is_best(candidate) else ""
         rating = (f"<br>Your rating: <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
                   if record else "<br>Not rated yet.")
         return (f"<b>Candidate #{candidate.index}</b>{mark} · seed {candidate.seed} · round {candidate.round}"
@@ -224,10 +217,8 @@ class Inspector:
         return record
 
     def undo(self) -> dict | None:
-        """Remove the last rating this Inspector saved from the file; returns it (None: nothing to undo).
-
-        The file is replaced in one step, after every check; lines it does not own stay byte for byte.
-        """
+        """Remove the last rating this Inspector saved from the file (in one step; other lines stay byte for
+        byte); returns it (None: nothing to undo)."""
         if not self._written:
             self.message.value = "Nothing to undo: no rating was saved in this Inspector."
             return None
@@ -272,8 +263,8 @@ class Inspector:
         return f"<Inspector of {len(self.runs)} run(s), ratings in {self.ratings_path}>"
 
     def export_html(self, path: str | Path) -> Path:
-        """Write every run with its candidates, scores and ratings to one HTML file with the images
-        embedded, which opens without a kernel, e.g. ``insp.export_html(out_dir / "inspector.html")``."""
+        """Write every run with its candidates, scores and ratings to one HTML file that opens without a kernel,
+        e.g. ``insp.export_html(out_dir / "inspector.html")``."""
         sections = []
         for run in self.runs:
             cards = [card_html(run, c, self.ratings.get((run.path.name, c.index))) for c in run.candidates]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_settings
+from .display import write_report
 from .errors import KitError
 from .prompts import ImagePrompt
 
@@ -46,8 +47,8 @@ def write_atomic(path: Path, data: bytes) -> Path:
 
 
 def file_in_folder(folder: str | Path, name: str) -> Path:
-    """``folder / name`` when it stays inside ``folder`` (after symlinks); raises PipelineError otherwise.
-    Anyone may edit run.json: unchecked, a report or the Inspector would embed any file it names.
+    """``folder / name`` when it stays inside ``folder`` (after symlinks), else PipelineError: anyone may edit
+    run.json, and unchecked a report or the Inspector would embed any file it names.
 
     >>> file_in_folder("outputs/runs/r1", "../private-photo.png")    # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -136,6 +137,9 @@ class PipelineRun:
         scored = [c for c in self.candidates if c.score is not None]
         return max(scored, key=lambda c: c.score) if scored else None
 
+    def is_best(self, candidate: Candidate) -> bool:
+        return self.best is not None and candidate.index == self.best.index
+
     @property
     def placeholder(self) -> bool:
         """True when the images came from the kit's offline preview engine."""
@@ -158,8 +162,7 @@ class PipelineRun:
         return "\n".join(lines)
 
     def save(self) -> Path:
-        """Write run.json atomically. It must not fail, as it also records a crash: unknown values
-        become text, and a lone surrogate a JSON escape."""
+        """Write run.json atomically. It also records a crash, so it must not fail: unknown values become text."""
         data = asdict(self)
         data["path"] = str(self.path)
         data["candidates"] = [{k: v for k, v in asdict(c).items() if k != "run_path"} for c in self.candidates]
@@ -172,7 +175,6 @@ class PipelineRun:
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write a static HTML report, by default ``run.path / "report.html"``; returns its path."""
-        from .report import write_report  # imported here: report.py never imports this module back
         return write_report(self, path)
 
     def __repr__(self) -> str:
@@ -180,11 +182,8 @@ class PipelineRun:
 
 
 def load_run(path: str | Path) -> PipelineRun:
-    """Reopen a run from its folder (or its run.json), e.g. ``load_run(run.path)``.
-
-    A run.json that cannot be read raises PipelineError naming the file. A candidate whose
-    ``file`` leads outside the run folder is kept with a warning; its image is never read.
-    """
+    """Reopen a run from its folder (or its run.json), e.g. ``load_run(run.path)``. A run.json that cannot be
+    read raises PipelineError naming the file; a candidate whose file is outside the folder gets a warning."""
     path = Path(path)
     folder = path.parent if path.name == RUN_FILE else path
     record_file = folder / RUN_FILE
@@ -209,8 +208,8 @@ def load_run(path: str | Path) -> PipelineRun:
     return PipelineRun(**values, path=folder, candidates=candidates)
 
 
-# The JSON types of run.json's fields, checked on loading: a hand-edited or damaged file then
-# fails here with its name, not later in a report or the Inspector with a puzzling TypeError.
+# The JSON types of run.json's fields, checked on loading: a damaged file fails here with its name, not
+# later with a puzzling TypeError.
 _NUMBER, _TEXT, _INT, _NONE = (int, float), (str,), (int,), (type(None),)
 RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "threshold": _NUMBER + _NONE,
              "max_images": _INT, "refine": (bool,), "status": _TEXT, "message": _TEXT, "created": _TEXT,
