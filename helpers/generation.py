@@ -20,9 +20,8 @@ from .infotext import parse_infotext, png_bytes
 # The kit's own server marks its images so no placeholder is ever taken for a real result.
 PLACEHOLDER_MODEL = "offline-preview"
 
-# The most pixels one image from a server may have: A1111 rarely makes more than 4096 x 4096, and
-# 8192 x 8192 leaves room for upscalers. A PNG that claims more is refused before it is decoded, since a
-# few hundred KB can unpack to gigabytes. Raise it for larger images, e.g. to 16384 * 16384.
+# The most pixels one image from a server may have (room for upscalers); a PNG that claims more is
+# refused before it is decoded. Raise it for larger images, e.g. to 16384 * 16384.
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 NOT_A1111 = "Check that SD_URL points at A1111 started with --api (or a compatible server such as `make serve`)."
@@ -53,9 +52,8 @@ def _is_int(value) -> bool:
 
 
 def decode_image_b64(data: str, what: str = "an image in the response"):
-    """Decode one base64 image (``data:`` prefix allowed) to ``(PIL image, its bytes)``.
-
-    Raises ResponseError for anything but a readable image of at most MAX_IMAGE_PIXELS.
+    """Decode one base64 image to ``(PIL image, its bytes)``; ResponseError unless readable and within
+    MAX_IMAGE_PIXELS.
 
     >>> decode_image_b64("%%%")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -74,7 +72,7 @@ def decode_image_b64(data: str, what: str = "an image in the response"):
             raise ResponseError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the client's "
                                 f"limit of {MAX_IMAGE_PIXELS:,} (helpers.generation.MAX_IMAGE_PIXELS)",
                                 fix=_PIXELS_FIX) from None
-        if err.kind == "too-large":  # above twice PIL's own limit, before ours could look
+        if err.kind == "too-large":  # above twice PIL's own limit
             raise ResponseError(f"{what} {err.message}", fix=_PIXELS_FIX.replace(
                 "raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS and the client's limit")) from None
         raise ResponseError(f"{what} {err.message}", fix=CUT_OFF) from None
@@ -144,10 +142,8 @@ class Generation:
 
     @classmethod
     def from_response(cls, body: dict[str, Any]) -> Generation:
-        """Build a Generation from A1111's JSON body, checking every field on the way.
-
-        Raises ResponseError naming the wrong field; when only some images are bad, ``err.partial``
-        holds the good ones.
+        """Build a Generation from A1111's JSON body; ResponseError names a wrong field (``err.partial``: the
+        good images when only some are bad).
 
         >>> Generation.from_response({"images": [], "info": "[1, 2]"})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -219,10 +215,14 @@ class Generation:
         """
         return parse_infotext(self.infotexts[index]) if index < len(self.infotexts) else {}
 
-    def save(self, directory: str | Path) -> list[Path]:
-        """Write every image as a PNG that keeps A1111's ``parameters`` text; returns the paths.
+    def png_data(self, index: int) -> bytes:
+        """Image ``index`` as PNG bytes with its infotext (the bytes as received when the server sent a PNG)."""
+        if index < len(self.png) and self.images[index].format == "PNG":
+            return self.png[index]
+        return png_bytes(self.images[index], self.infotexts[index] if index < len(self.infotexts) else None)
 
-        Files are never overwritten: numbering continues after the files already there.
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write every image as a PNG that keeps its infotext, never overwriting a file; returns the paths.
 
         >>> gen.save("outputs/first-steps")   # doctest: +SKIP
         [PosixPath('outputs/first-steps/00000-1234.png')]
@@ -231,15 +231,13 @@ class Generation:
         directory.mkdir(parents=True, exist_ok=True)
         number = len(list(directory.glob("*.png")))
         paths = []
-        for i, image in enumerate(self.images):
-            infotext = self.infotexts[i] if i < len(self.infotexts) else None
-            raw = self.png[i] if i < len(self.png) and image.format == "PNG" else png_bytes(image, infotext)
+        for i in range(len(self.images)):
             while True:
                 path = directory / f"{number:05d}-{self.seeds[i]}.png"
                 number += 1
                 if not path.exists():
                     break
-            path.write_bytes(raw)
+            path.write_bytes(self.png_data(i))
             paths.append(path)
         return paths
 
@@ -249,16 +247,14 @@ class Generation:
         size = f"{self.images[0].width}x{self.images[0].height}" if self.images else "-"
         return f"<Generation {len(self.images)} image(s) {size}, seeds={self.seeds}{kind}{stopped}>"
 
-    def _repr_html_(self) -> str:
-        # Shown when a notebook cell ends with a Generation: thumbnails plus the honest label.
+    def _repr_html_(self) -> str:  # a notebook cell ending with a Generation: thumbnails, honest label
         from html import escape
 
         label = ("<b style='color:#b00'>Placeholder images from the kit's offline preview engine</b><br>"
                  if self.is_placeholder else "")
         thumbs = "".join(
             f"<figure style='display:inline-block;margin:4px'><img width=160 src='data:image/png;base64,"
-            f"{encode_b64(self.png[i] if i < len(self.png) else img)}'>"
-            f"<figcaption>seed {self.seeds[i]}</figcaption></figure>"
-            for i, img in enumerate(self.images)
+            f"{encode_b64(self.png_data(i))}'><figcaption>seed {self.seeds[i]}</figcaption></figure>"
+            for i in range(len(self.images))
         )
         return f"<div>{label}{thumbs}<br><small>{escape(repr(self))}</small></div>"

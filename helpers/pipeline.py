@@ -248,19 +248,15 @@ class PipelineRunner:
 
     def _keep(self, generation, round_no: int) -> list[Candidate]:
         """Save each image of a generation, score it, and record it at once."""
-        from .infotext import png_bytes
         record = self.run_record
-        infotexts, pngs = generation.infotexts, generation.png
+        infotexts = generation.infotexts
         new = []
-        for image_no, (image, seed) in enumerate(zip(generation.images, generation.seeds)):
+        for image_no, (_, seed) in enumerate(zip(generation.images, generation.seeds)):
             index = len(record.candidates)
             candidate = Candidate(index=index, seed=seed, file=f"cand-{index:02d}.png", round=max(round_no, 0),
                                   infotext=infotexts[image_no] if image_no < len(infotexts) else "",
                                   run_path=record.path)
-            raw = pngs[image_no] if image_no < len(pngs) else None
-            if raw is None or image.format != "PNG":
-                raw = png_bytes(image, candidate.infotext)
-            candidate.path.write_bytes(raw)
+            candidate.path.write_bytes(generation.png_data(image_no))
             record.candidates.append(candidate)
             record.save()  # the file exists now; record it before scoring can fail
             new.append(candidate)
