@@ -1,10 +1,8 @@
 """``A1111Client``: call AUTOMATIC1111's web UI API (``/sdapi/v1/*``) from Python.
 
-Works the same against A1111 started with ``--api``, Forge, SD.Next and the kit's own server (``make serve``);
-settings (``SD_URL``, ``SD_AUTH``, ``SD_TIMEOUT``) come from :mod:`helpers.config`. Over a bare ``requests.post``
-the client catches misspelled fields (A1111 silently ignores them), always sends the sampler, decodes images and
-the real seeds, shows live progress, keeps partial images when you press Stop, and turns every failure into an
-A1111Error that says what to fix.
+Works against A1111 started with ``--api``, Forge, SD.Next and the kit's own server (``make serve``). Over a
+bare ``requests.post`` it catches misspelled fields, decodes images and the real seeds, shows live progress, keeps
+partial images when you press Stop, and turns every failure into an A1111Error that says what to fix.
 
     >>> client = A1111Client()                                                          # doctest: +SKIP
     >>> gen = client.txt2img("a lighthouse at dusk, oil painting", steps=20, seed=1)   # doctest: +SKIP
@@ -29,7 +27,6 @@ from .images import encode_b64
 from .progress import LiveProgress
 from .urls import without_password
 
-# The names a notebook needs come from here, wherever they are defined.
 __all__ = ["A1111Client", "A1111Error", "InvalidRequest", "GenerationInterrupted", "Generation", "validate_txt2img",
            "CLIENT_DEFAULTS"]
 
@@ -53,11 +50,7 @@ class GenerationInterrupted(KeyboardInterrupt):
 
 
 class A1111Client(A1111Http):
-    """A client for A1111's API: txt2img, progress, interrupt, options and lists, over :class:`A1111Http`.
-
-    ``auth`` is ``"user:password"`` or ``(user, password)`` for ``--api-auth``; ``timeout`` is the read timeout of
-    a generation, ``connect_timeout`` fails fast when nothing listens. Left out, they come from SD_URL, SD_AUTH,
-    SD_TIMEOUT (600 s) and SD_CONNECT_TIMEOUT (5 s).
+    """txt2img, progress, interrupt, options and lists over :class:`A1111Http` (same arguments).
 
     >>> A1111Client("http://127.0.0.1:7860")
     A1111Client('http://127.0.0.1:7860', auth=None)
@@ -67,9 +60,8 @@ class A1111Client(A1111Http):
                  connect_timeout: float | None = None):
         super().__init__(base_url, auth, timeout, connect_timeout)
         self.last: Generation | None = None  # the latest result, partial ones included
-        self.placeholder = False  # set by helpers.backends.connect_a1111 for the kit's preview server
-        # Sent with every txt2img unless you pass the field; connect_a1111() adapts them to the
-        # loaded model (helpers.model_hints), and you may change them: client.defaults["steps"] = 30
+        self.placeholder = False  # set by connect_a1111() for the kit's preview server
+        # Sent with every txt2img unless you pass the field, e.g. client.defaults["steps"] = 30
         self.defaults: dict[str, Any] = copy.deepcopy(CLIENT_DEFAULTS)
         self.hints = None  # the loaded model's ModelHints, set by connect_a1111()
         self._running = 0  # generations in flight from this client
@@ -78,8 +70,6 @@ class A1111Client(A1111Http):
     def __repr__(self) -> str:
         auth = f"'{self._auth[0]}:********'" if self._auth else "None"
         return f"A1111Client({without_password(self.base_url)!r}, auth={auth})"
-
-    # ----- generation --------------------------------------------------------------------------
 
     def txt2img(self, prompt: str, *, progress: bool = False, allow_empty_prompt: bool = False,
                 **fields) -> Generation:
@@ -104,18 +94,18 @@ class A1111Client(A1111Http):
         self._running += 1
         self._interrupted = False
         try:
-            body = self._run_with_progress("txt2img", payload, total if progress else 0)
+            body = self._run_with_progress(payload, total if progress else 0)
         finally:
             self._running -= 1
-        generation = self._read_generation(body, "txt2img")
+        generation = self._read_generation(body)
         # A1111 answers 200 after an interrupt, with the images made so far.
         generation.interrupted = self._interrupted or self._server_says_interrupted(generation)
         self.last = generation
         return generation
 
-    def _read_generation(self, body: Any, path: str) -> Generation:
+    def _read_generation(self, body: Any) -> Generation:
         """Read a txt2img answer; a partly broken one's good images go to ``err.generation`` and ``client.last``."""
-        shown = without_password(self._url(path))
+        shown = without_password(self._url("txt2img"))
         try:
             return Generation.from_response(body)
         except ResponseError as err:
@@ -127,12 +117,8 @@ class A1111Client(A1111Http):
                              generation=err.partial) from None
 
     def _server_says_interrupted(self, generation: Generation) -> bool:
-        """Did someone (the web page, another client) interrupt the job that made ``generation``?
-
-        A1111's answer does not say; two signs do: fewer images than seeds (the remaining batches were skipped),
-        and /progress's ``interrupted`` flag, set until the next job starts, with our ``job_timestamp``. So on a
-        busy shared server this can miss an interrupt in the last batch, never the other way round.
-        """
+        """Did someone else interrupt the job? A1111's answer does not say; two signs do: fewer images than
+        seeds, and /progress's ``interrupted`` flag (kept until the next job) with our ``job_timestamp``."""
         info = generation.info
         if info.get("interrupted") is True:  # a server that marks it in info (not A1111 1.10)
             return True
@@ -149,12 +135,12 @@ class A1111Client(A1111Http):
         ours, theirs = info.get("job_timestamp"), state.get("job_timestamp")
         return ours is None or theirs is None or str(ours) == str(theirs)
 
-    def _run_with_progress(self, path: str, payload: dict, total_steps: int) -> dict:
+    def _run_with_progress(self, payload: dict, total_steps: int) -> dict:
         """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
         bar = LiveProgress(total_steps) if total_steps else None
         poll_session = self._new_session() if bar else None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
-        future = pool.submit(self.request, "POST", path, json=payload)
+        future = pool.submit(self.request, "POST", "txt2img", json=payload)
         finished = False
         failures = 0  # unusable /progress answers in a row
         try:
@@ -182,8 +168,7 @@ class A1111Client(A1111Http):
             pool.shutdown(wait=False)
 
     def _poll_progress(self, bar, session: requests.Session) -> str:
-        """Ask /progress once and move the bar; returns "" when that worked, else what went wrong.
-        Progress is a nicety that must never cost the generation, so every failure is caught."""
+        """Ask /progress once and move the bar; returns "" or what went wrong (never raises: progress is a nicety)."""
         try:
             answer = self.request("GET", "progress", timeout=5, session=session)
             return "" if bar.update(answer) else f"an answer of another shape ({_short(answer, 60)})"
@@ -197,7 +182,7 @@ class A1111Client(A1111Http):
         try:
             self.interrupt()
             body = future.result(timeout=30)
-            generation = self._read_generation(body, "txt2img")
+            generation = self._read_generation(body)
         except A1111Error as err:
             generation = err.generation  # the good images of a partly broken answer, if any
         except (FutureTimeout, KeyboardInterrupt):
@@ -206,8 +191,6 @@ class A1111Client(A1111Http):
             generation.interrupted = True
             self.last = generation
         return generation
-
-    # ----- job control -------------------------------------------------------------------------
 
     def progress(self, skip_current_image: bool = False) -> dict:
         """The server's progress: ``progress`` (0..1), ``eta_relative``, ``state``, ``current_image``.
@@ -247,10 +230,7 @@ class A1111Client(A1111Http):
                                  fix="Wait longer, or stop the running job with client.interrupt().")
             time.sleep(poll)
 
-    # ----- settings and lists ------------------------------------------------------------------
-
     def _unexpected(self, path: str, answer: Any, expected: str) -> A1111Error:
-        """The error for a JSON answer of the wrong shape (a different program, or a broken server)."""
         shown = without_password(self._url(path))
         return A1111Error(f"{shown} answered {self._clean(_short(repr(answer), 80))}, not {expected}.", url=shown,
                           fix=f"{NOT_A1111} If it is, its console or log may show what went wrong.")
@@ -271,8 +251,7 @@ class A1111Client(A1111Http):
         return answer
 
     def set_options(self, **options) -> None:
-        """Change server settings for everyone using it, e.g. ``client.set_options(CLIP_stop_at_last_layers=2)``.
-        For one request prefer ``txt2img(..., override_settings={...})``."""
+        """Change server settings for everyone, e.g. ``client.set_options(CLIP_stop_at_last_layers=2)``."""
         self.request("POST", "options", json=options, timeout=max(self.timeout, 60))
 
     def adapt_to_model(self):
@@ -296,8 +275,7 @@ class A1111Client(A1111Http):
         return self._names("schedulers", "label")
 
     def png_info(self, image) -> dict:
-        """Ask the server to read a PNG's infotext (a PIL image, a path or PNG bytes): ``{"info", "items",
-        "parameters"}``. Without a server, :func:`helpers.infotext.read_infotext` does the same."""
+        """The server's reading of a PNG's infotext (PIL image, path or bytes): ``{"info", "items", "parameters"}``."""
         answer = self.request("POST", "png-info", json={"image": encode_b64(image)}, timeout=60)
         if not isinstance(answer, dict):
             raise self._unexpected("png-info", answer, "an object with 'info'")

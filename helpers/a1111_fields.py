@@ -1,7 +1,5 @@
-"""The fields of A1111's ``/sdapi/v1/txt2img`` request with the server's defaults (A1111 1.10), and the
-checks the client makes before sending one (A1111 silently ignores unknown keys).
-
-The kit's own server declares the same fields, typed, in sdserver/models.py; a test checks that the two agree.
+"""The fields of A1111's ``/sdapi/v1/txt2img`` request with A1111 1.10's defaults (sdserver/models.py types
+the same fields; a test checks they agree), and the checks the client makes before sending one.
 
     >>> TXT2IMG_DEFAULTS["steps"], TXT2IMG_DEFAULTS["sampler_index"]
     (50, 'Euler')
@@ -14,8 +12,7 @@ from typing import Any
 
 from .a1111_http import InvalidRequest
 
-# name -> default, in A1111's schema order. Note the API defaults differ from the UI's:
-# steps is 50 here (20 in the UI) and a missing sampler_name means "Euler".
+# name -> default, in A1111's schema order. The API's defaults are not the UI's: 50 steps, sampler "Euler".
 TXT2IMG_DEFAULTS: dict[str, Any] = {
     "prompt": "", "negative_prompt": "", "styles": None,
     "seed": -1, "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,

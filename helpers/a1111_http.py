@@ -1,9 +1,8 @@
 """The HTTP layer under ``A1111Client``: one session to an A1111 server, and every failure an A1111Error.
 
-A bare ``requests.post`` fails in ways that say little to a student: a refused connection, a cut-off answer,
-a 404 because ``--api`` is missing, a 401 from ``--api-auth``, a 422 from a typo, a 500 from A1111.
-``A1111Http.request`` turns each into an ``A1111Error`` that names the URL and the cause, with a fix that says
-what to change; passwords are masked even when a server echoes them back.
+A refused connection, a cut-off answer, a 404 (no ``--api``), a 401 (``--api-auth``), a 422 (a typo), a 500:
+``A1111Http.request`` turns each into an ``A1111Error`` naming the URL, the cause and the fix, with passwords
+masked even when a server echoes them back.
 
     >>> A1111Http("http://127.0.0.1:7860").request("GET", "sd-models")   # doctest: +SKIP
     [{'title': 'v1-5-pruned-emaonly.safetensors [6ce0161689]', ...}]
@@ -29,11 +28,8 @@ START_HINT = (
 
 
 class A1111Error(KitError, RuntimeError):
-    """A request to A1111 failed. ``str(err)`` says what happened and how to fix it.
-
-    Attributes: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's own text), and
-    ``generation``: the good images of a partly readable answer as a Generation (also in ``client.last``), or None.
-    """
+    """A request to A1111 failed. Also: ``status`` (HTTP status or None), ``url``, ``detail`` (the server's
+    text) and ``generation`` (the good images of a partly readable answer, or None)."""
 
     def __init__(self, message: str, *, fix: str = "", status: int | None = None, url: str = "", detail: str = "",
                  generation=None):
@@ -42,7 +38,7 @@ class A1111Error(KitError, RuntimeError):
 
 
 class InvalidRequest(A1111Error, ValueError):
-    """The request was rejected before sending: a misspelled field or an impossible value."""
+    """Refused before sending: a misspelled field or an impossible value."""
 
 
 def _short(text, limit: int = 200) -> str:
@@ -147,7 +143,6 @@ class A1111Http:
         return self.request("POST", path, json=payload if payload is not None else {}, timeout=timeout)
 
     def _network_error(self, err: requests.exceptions.RequestException, shown: str) -> A1111Error:
-        """Turn a failure of the connection itself (not an HTTP status) into an A1111Error with the cause."""
         cause = self._clean(_cause(err))
         if isinstance(err, requests.exceptions.ConnectionError) and _refused(err):
             return A1111Error(f"Cannot connect to {shown}: nothing is listening there.", url=shown,
@@ -168,7 +163,7 @@ class A1111Http:
                           fix="Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860.")
 
     def _clean(self, text: str) -> str:
-        """``text`` with the passwords of SD_AUTH and SD_URL masked (a server or proxy may echo them in an error).
+        """``text`` with the passwords of SD_AUTH and SD_URL masked (a server may echo them).
 
         >>> A1111Http("http://127.0.0.1:7860", auth="ann:pa55word")._clean("bad password pa55word")
         'bad password ********'

@@ -1,9 +1,8 @@
 """``ClipScorer``: rate how well an image matches a text with CLIP (open_clip).
 
-CLIP's image and text encoders are trained so that a picture and a text describing it land close
-together in one vector space; the cosine similarity of the two vectors (for real photos and captions
-mostly 0.1 to 0.4) measures the match. Settings: ``CLIP_MODEL``, ``CLIP_PRETRAINED`` (an open_clip
-tag, or a checkpoint file) and ``CLIP_DEVICE`` (default: cuda, then mps, then cpu).
+CLIP's encoders put a picture and a text describing it close together in one vector space; their cosine
+similarity (for real photos and captions mostly 0.1 to 0.4) measures the match. Settings: ``CLIP_MODEL``,
+``CLIP_PRETRAINED`` (an open_clip tag, or a checkpoint file) and ``CLIP_DEVICE``.
 """
 
 from __future__ import annotations
@@ -47,8 +46,8 @@ _LOADED: dict[tuple[str, str, str], LoadedClip] = {}
 
 
 def pick_device(requested: str | None = None) -> str:
-    """``requested`` if given (not "auto"), else "cuda", "mps" (Apple Silicon) or "cpu", the first PyTorch
-    sees. The kit's server picks its device with this too (``--device auto``)."""
+    """``requested`` if given (not "auto"), else the first of "cuda", "mps" and "cpu" PyTorch sees (the kit's
+    server too)."""
     import torch
     if requested and requested != "auto":
         return requested
@@ -90,8 +89,8 @@ def _hub_reachable() -> bool:
 
 
 def load_clip(model: str | None = None, pretrained: str | None = None, device: str | None = None) -> LoadedClip:
-    """Load (once per process) a CLIP model, its image preprocessing and its tokenizer. ``pretrained``
-    is an open_clip tag (downloaded on first use; offline, fails within seconds), a file, or "none"."""
+    """Load (once per process) a CLIP model, its preprocessing and tokenizer. ``pretrained`` is an open_clip
+    tag (downloaded on first use; offline, fails within seconds), a file, or "none"."""
     settings = load_settings()
     model = model or settings.clip_model
     pretrained = pretrained if pretrained is not None else settings.clip_pretrained
@@ -127,8 +126,7 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
     elif not _hub_reachable():
         raise ClipError(f"The CLIP weights {model}/{pretrained} are not on this machine and cannot be downloaded "
                         "(no connection to huggingface.co).", MAKE_MODELS_FIX)
-    # Cached weights load with the hub switched off: without a network, huggingface_hub would first
-    # retry its check for a newer file for almost a minute.
+    # Cached weights load with the hub off: offline, huggingface_hub would retry for almost a minute.
     hub_was_offline = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = hub_was_offline or offline
     try:
@@ -153,8 +151,7 @@ def _as_rgb(image):
 
 
 class ClipScorer:
-    """Score texts against images with one CLIP model, loaded once per process; the arguments override
-    ``CLIP_MODEL``, ``CLIP_PRETRAINED`` and ``CLIP_DEVICE``.
+    """Score texts against images with one CLIP model (arguments override the settings).
 
     >>> ClipScorer().passes("a red fox", "fox.png", 0.25)   # doctest: +SKIP
     True
@@ -186,8 +183,8 @@ class ClipScorer:
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: Sequence[str], long_text: str = "truncate"):
-        """L2-normalised text embeddings. CLIP reads 75 tokens: ``long_text="truncate"`` drops the rest
-        (with a warning), ``"chunks"`` averages the embeddings of all 75-token pieces."""
+        """L2-normalised text embeddings. CLIP reads 75 tokens: ``long_text="truncate"`` drops the rest (with a
+        warning), ``"chunks"`` averages the embeddings of all 75-token pieces."""
         import torch
         if long_text not in ("truncate", "chunks"):
             raise ValueError("long_text must be 'truncate' or 'chunks'")
@@ -234,10 +231,8 @@ class ClipScorer:
         return (self.encode_texts(texts) @ self.encode_images(images).T).tolist()
 
     def clip_score(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
-        """CLIP-S of Hessel et al. (2021): ``2.5 * max(cos, 0)`` per image, roughly 0 to 1.
-
-        torchmetrics' ``CLIPScore`` is ``100 * cos``: CLIP-S 0.75 = cosine 0.30 = torchmetrics 30.
-        """
+        """CLIP-S of Hessel et al. (2021): ``2.5 * max(cos, 0)`` per image, roughly 0 to 1 (torchmetrics'
+        ``CLIPScore`` is ``100 * cos``: CLIP-S 0.75 = cosine 0.30 = torchmetrics 30)."""
         return [2.5 * max(cos, 0.0) for cos in self.similarity(text, images, long_text)]
 
     def best(self, text: str, images: Sequence) -> tuple[int, float]:
@@ -260,9 +255,8 @@ class ClipScorer:
 
 def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
                        long_text: str = "truncate") -> tuple[str, float]:
-    """The caption route: caption the image (``captioner``: any function image -> caption, by default
-    the A1111 server's ``interrogate``), then return ``(caption, text-text cosine with text)``. Pass the
-    ORIGINAL text the image should show, not the image prompt (``long_text="chunks"`` for long texts).
+    """The caption route: caption the image (``captioner``: image -> caption, default A1111's ``interrogate``),
+    then return ``(caption, its text-text cosine with text)``. Pass the ORIGINAL text, not the image prompt.
 
     >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
     """
@@ -275,16 +269,15 @@ def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | No
 
 
 def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
-    """Save the tiny random CLIP model of data/clip/ as a checkpoint file: for tests and for running
-    the lesson without real weights (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``)."""
+    """Save the tiny random CLIP model of data/clip/ as a checkpoint file, for tests and the lesson without
+    real weights (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``)."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     _register_configs()
     torch.manual_seed(seed)
-    # open_clip logs "No pretrained weights loaded ... initialized randomly": true, and the point here.
-    logging.disable(logging.WARNING)
+    logging.disable(logging.WARNING)  # "No pretrained weights loaded": true, and the point here
     try:
         model = open_clip.create_model(TINY_MODEL, pretrained=None)
     finally:

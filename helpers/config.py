@@ -1,8 +1,6 @@
-"""Settings for the kit, read from environment variables and an optional ``.env`` file.
+"""Settings for the kit: every backend address, password and timeout, so notebooks never hard-code them.
 
-Every backend address, password and timeout lives here, so notebooks never hard-code them.
-Environment variables win over ``.env``, which is looked for in the current folder and its parents
-(so it works from ``notebooks/`` too), e.g. ``SD_URL=http://127.0.0.1:7860`` and ``SD_AUTH=student:secret``.
+Environment variables win over a ``.env`` file in the current folder or a parent (so ``notebooks/`` finds it).
 
     >>> s = load_settings(env={"SD_AUTH": "ann:hunter2"}, dotenv=False)
     >>> s.sd_url, s.sd_auth        # the password never shows
@@ -41,8 +39,7 @@ class Secret:
     def reveal(self) -> str:
         return self._value
 
-    def masked(self) -> str:
-        # For "user:password" values the user name is useful to see and is not secret.
+    def masked(self) -> str:  # the user name of "user:password" is not secret
         user, sep, _ = self._value.partition(":")
         return f"{user}:********" if sep else "********"
 
@@ -77,8 +74,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _path(raw: str) -> Path:
     path = Path(raw).expanduser()
-    # Relative paths are taken from the kit's root, so notebooks (which run in notebooks/)
-    # and the command line write to the same outputs/ folder.
+    # From the kit's root, so notebooks (run in notebooks/) and the command line share outputs/.
     return path if path.is_absolute() else KIT_ROOT / path
 
 
@@ -90,14 +86,12 @@ class Settings:
     sd_auth: Secret | None = None
     sd_timeout: float = 600.0  # read timeout: a real generation on a slow GPU takes minutes
     sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
-    # What the kit's own server runs when no A1111 answers at a local SD_URL: "auto" (the diffusers
-    # engine when its model is on this machine, else the preview engine), "preview" or "diffusers".
-    sd_engine: str = "auto"
+    sd_engine: str = "auto"  # the engine of the kit's own server: "auto", "preview" or "diffusers"
     sd_model: str | None = None  # the diffusers engine's model (None: stabilityai/sd-turbo)
     output_dir: Path = KIT_ROOT / "outputs"
     llm_base_url: str = "http://127.0.0.1:1234/v1"  # LM Studio's default server address
     llm_model: str | None = None  # None: the first model the server lists
-    # Local servers ignore the key but the openai package refuses an empty one.
+    # Local servers ignore the key, but the openai package refuses an empty one.
     llm_api_key: Secret = field(default_factory=lambda: Secret(LOCAL_API_KEY))
     llm_timeout: float = 120.0
     clip_model: str = "ViT-B-32"
@@ -110,7 +104,7 @@ def _read_dotenv(dotenv: bool | str | Path) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values, find_dotenv
 
-    # Not found from the current folder (a notebook run elsewhere): the kit's own .env.
+    # Not found from the current folder: the kit's own .env.
     path = Path(find_dotenv(usecwd=True) or KIT_ROOT / ".env") if dotenv is True else Path(dotenv)
     if not path.is_file():
         return {}

@@ -21,6 +21,5 @@ class KitError(Exception):
         self.message, self.fix = str(message), str(fix or "")
         super().__init__(self.message)
 
-    def __str__(self) -> str:
-        # Written once here, so that every error of the kit reads the same.
+    def __str__(self) -> str:  # written once, so every error of the kit reads the same
         return f"{self.message}\nFix: {self.fix}" if self.fix else self.message

@@ -1,7 +1,6 @@
 """Base64 images as A1111's JSON carries them: the one decoder and encoder of the client and the server.
 
-A few hundred KB of PNG can declare 13000x13000 pixels and unpack to gigabytes, so an image is opened
-header first and its declared size checked against a limit before any pixel is decoded.
+A few hundred KB of PNG can unpack to gigabytes, so the declared size is checked before any pixel is decoded.
 
     >>> from PIL import Image
     >>> text = encode_b64(Image.new("RGB", (8, 8)))
@@ -36,14 +35,11 @@ class ImageDataError(KitError, ValueError):
 
 
 def open_b64(text: str, max_pixels: float, *, strict: bool = True, formats: tuple[str, ...] | None = None):
-    """Open a base64 image (``data:`` prefix allowed), reading only its header: ``(PIL image, bytes)``.
-
-    ``strict``: refuse characters outside the base64 alphabet. ``formats``: the formats to accept (None: all).
-    Raises :class:`ImageDataError`, also for an image of more than ``max_pixels``.
-    """
+    """Open a base64 image (``data:`` prefix allowed), reading only its header: ``(PIL image, bytes)``, or
+    ImageDataError. ``strict``: only the base64 alphabet; ``formats``: the formats to accept (None: all)."""
     from PIL import Image
 
-    if text.startswith("data:") and "," in text:  # browsers and webuiapi send this prefix; A1111 does not
+    if text.startswith("data:") and "," in text:  # browsers and webuiapi send this prefix
         text = text.split(",", 1)[1]
     try:
         raw = base64.b64decode(text, validate=strict)
@@ -53,7 +49,7 @@ def open_b64(text: str, max_pixels: float, *, strict: bool = True, formats: tupl
         with warnings.catch_warnings():  # Pillow's own size warning: the check below is ours
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(raw), formats=formats)
-    except Image.DecompressionBombError as err:  # above twice Pillow's own limit, before ours could look
+    except Image.DecompressionBombError as err:  # above twice Pillow's own limit
         raise ImageDataError(f"is too large to decode safely ({err})", "too-large") from None
     except Exception as err:  # noqa: BLE001 - Pillow raises many kinds (OSError, SyntaxError, struct.error, ...)
         raise _unreadable(raw, err) from err

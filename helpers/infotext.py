@@ -1,8 +1,6 @@
-"""A1111's "infotext": the generation parameters stored in every PNG it writes, and their one writer and parser.
-
-A1111 writes a text chunk with the keyword ``parameters`` into each PNG: the prompt (one or more lines),
-an optional ``Negative prompt:`` line, then one line of ``Key: value`` pairs. The A1111 client and the
-kit's own server both use this module, so they cannot drift.
+"""A1111's "infotext" in the ``parameters`` chunk of every PNG it writes: the prompt, an optional
+``Negative prompt:`` line, then one line of ``Key: value`` pairs. The one writer and parser of the client
+and the kit's server, so they cannot drift.
 
     >>> text = format_infotext("a cat", "blurry", {"Steps": 20, "Seed": 1, "Size": "512x512"})
     >>> print(text)
@@ -52,10 +50,8 @@ def unquote(text: str) -> str:
 
 
 def format_infotext(prompt: str, negative_prompt: str = "", params: dict[str, Any] | None = None) -> str:
-    """Build the infotext for one image, in A1111's layout.
-
-    ``params`` keeps its order; pairs whose value is None are left out, and a pair whose key
-    equals its value is written as the bare key (A1111's rule).
+    """The infotext of one image in A1111's layout: ``params`` in order, None values left out, a pair whose
+    key equals its value written as the bare key (A1111's rule).
 
     >>> format_infotext("a fox", params={"Steps": 4, "Sampler": "Euler", "Tiling": None})
     'a fox\\nSteps: 4, Sampler: Euler'
@@ -67,11 +63,8 @@ def format_infotext(prompt: str, negative_prompt: str = "", params: dict[str, An
 
 
 def parse_infotext(text: str) -> dict[str, str]:
-    """Parse an infotext into a dict, the way A1111's ``/sdapi/v1/png-info`` does.
-
-    The result has ``"Prompt"`` and ``"Negative prompt"`` plus every ``Key: value`` pair as a string;
-    ``512x512``-style values are split into ``Key-1`` and ``Key-2``, and keys A1111 assumes when
-    missing (e.g. ``Clip skip``) are filled in.
+    """Parse an infotext as A1111's ``/sdapi/v1/png-info`` does: ``Prompt``, ``Negative prompt`` and each pair
+    as text, ``512x512`` values split into ``Key-1`` and ``Key-2``, keys A1111 assumes when missing filled in.
 
     >>> p = parse_infotext('a cat\\nSteps: 20, Sampler: Euler a, Size: 512x768')
     >>> p["Prompt"], p["Steps"], p["Size-1"], p["Size-2"]
@@ -115,7 +108,7 @@ _FIELDS = {"Prompt": ("prompt", str), "Negative prompt": ("negative_prompt", str
 
 
 def infotext_to_fields(parsed: dict[str, str] | str) -> dict[str, Any]:
-    """Turn an infotext (text or parsed dict) into txt2img request fields that reproduce the image.
+    """The txt2img fields that reproduce an image, from its infotext (text or parsed).
 
     >>> infotext_to_fields("a cat\\nSteps: 20, Sampler: Euler a, Seed: 7, Size: 512x768")["height"]
     768
@@ -148,8 +141,7 @@ def png_bytes(image, infotext: str | None) -> bytes:
 
     meta = PngInfo()
     if infotext:
-        # Pillow's add_itxt keeps non-Latin-1 text intact; A1111 uses tEXt when it can.
-        try:
+        try:  # tEXt when it can (as A1111), iTXt for text beyond Latin-1
             infotext.encode("latin-1")
             meta.add_text(PNG_KEY, infotext)
         except UnicodeEncodeError:

@@ -1,8 +1,7 @@
 """``LLM``: talk to a local (or remote) OpenAI-compatible chat server with the ``openai`` package.
 
-LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI all speak the same "chat completions"
-protocol, so one small wrapper serves them all. Every failure becomes an :class:`LLMError` that says
-what to do (start the server, load a model, fix the URL or key ...), not a long traceback from httpx.
+LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI all speak "chat completions", so one small
+wrapper serves them all; every failure becomes an :class:`LLMError` that says what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and pr
 
 
 class LLMError(KitError, RuntimeError):
-    """A call to the LLM server failed; ``str(err)`` says what happened and how to fix it."""
+    """A call to the LLM server failed; ``status``: the HTTP status, if any."""
 
     def __init__(self, message: str, fix: str = "", status: int | None = None):
         super().__init__(message, fix)
@@ -29,9 +28,8 @@ class LLMError(KitError, RuntimeError):
 
 
 class LLM:
-    """A chat model behind an OpenAI-compatible server. The arguments default to ``LLM_BASE_URL`` (it
-    ends in ``/v1``), ``LLM_MODEL`` (else the first model the server lists), ``LLM_API_KEY`` and
-    ``LLM_TIMEOUT`` (seconds).
+    """A chat model behind an OpenAI-compatible server. The arguments default to ``LLM_BASE_URL`` (ending in
+    ``/v1``), ``LLM_MODEL`` (else the server's first model), ``LLM_API_KEY`` and ``LLM_TIMEOUT`` (seconds).
 
     >>> LLM("http://127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
     LLM('http://127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
@@ -53,7 +51,7 @@ class LLM:
 
     @property
     def client(self):
-        """The underlying ``openai.OpenAI`` client (created on first use: importing openai takes time)."""
+        """The ``openai.OpenAI`` client, made on first use (importing openai takes time)."""
         if self._client is None:
             from openai import OpenAI
             self._client = OpenAI(base_url=self.base_url, api_key=self._api_key.reveal(), timeout=self.timeout,
@@ -99,9 +97,8 @@ class LLM:
              temperature: float | None = None, max_tokens: int | None = None, stream: bool = False,
              json_schema: dict | None = None, schema_name: str = "answer") -> str:
         """Send a chat (the user's text, or a list of ``{"role", "content"}`` messages) and return the reply.
-
-        ``stream`` shows the reply while it arrives. ``json_schema`` asks for JSON following this JSON
-        Schema (OpenAI's ``response_format``); the reply is still text, and small models may ignore it.
+        ``stream`` shows it while it arrives; ``json_schema`` asks for JSON following that JSON Schema
+        (``response_format``; the reply is still text, and small models may ignore it).
 
         >>> llm.chat("Three words about the sea.", system="Answer briefly.", temperature=0)   # doctest: +SKIP
         'Vast, deep, restless.'

@@ -1,8 +1,7 @@
 """Which settings suit the image model the server has loaded.
 
 Classic Stable Diffusion checkpoints want 20-30 steps at CFG scale 5-9; *distilled* models (sd-turbo, LCM,
-Lightning, Hyper-SD) 1-8 steps with little guidance (20 steps at CFG 7 burns their colours). A1111 does not
-say which kind a checkpoint is, so, like its users, we go by the name.
+Lightning, Hyper-SD) 1-8 steps with little guidance. A1111 does not say which kind it has: we go by the name.
 
     >>> hints = hints_for("sd_turbo [e4f8c2d1a0]")
     >>> hints.defaults

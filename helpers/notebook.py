@@ -1,5 +1,5 @@
-"""The start every course notebook shares, in one call: a client, an output folder, and the notes
-that keep a placeholder image or a meaningless score from being taken for a real result.
+"""The start of every course notebook in one call: a client, an output folder, and the notes that keep a
+placeholder image or a meaningless score from being taken for a real result.
 
 Example (the setup cell of notebook 04):
     >>> nb = setup("04")                                                # doctest: +SKIP
@@ -43,8 +43,8 @@ def placeholder_note(client) -> str:
 
 
 def setup(name: str, a1111: bool = True) -> NotebookSetup:
-    """Make the output folder ``<OUTPUT_DIR>/<name>`` and, with ``a1111``, connect to A1111
-    (``connect_a1111()`` starts the kit's own server when none answers); say what it uses.
+    """Make the output folder ``<OUTPUT_DIR>/<name>`` and, with ``a1111``, connect to A1111 (or the kit's
+    own server); say what it uses.
 
     >>> nb = setup("02", a1111=False)      # doctest: +SKIP
     This notebook writes to outputs/02
@@ -58,15 +58,14 @@ def setup(name: str, a1111: bool = True) -> NotebookSetup:
         print(made.client)
         print("Placeholder images (kit's preview server):", made.client.placeholder)
         made.note = placeholder_note(made.client)
-        # client.hints knows the loaded model's quick step count (8 for the preview, 1 for sd-turbo).
         made.small = {"width": 256, "height": 256, "steps": made.client.hints.quick_steps}
     print("This notebook writes to", out_dir)
     return made
 
 
 class ScoreCaveat:
-    """What to say next to CLIP scores: nothing for real weights, a warning for the tiny random
-    test model (``scorer.meaningful`` is False). ``.title`` is a line for figure titles.
+    """What to say next to CLIP scores: nothing for real weights, a warning for the tiny random test model.
+    ``.title`` is a line for figure titles.
 
     >>> ScoreCaveat(scorer)()   # prints the warning, or nothing   # doctest: +SKIP
     """

@@ -28,7 +28,7 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
         raise ValueError("image_grid needs at least one image")
     ncols = ncols or min(len(images), 5)
     nrows = math.ceil(len(images) / ncols)
-    # "constrained" layout leaves room for multi-line titles and labels (tight_layout does not).
+    # "constrained" layout leaves room for multi-line titles (tight_layout does not)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.5 if title else 0)),
                              squeeze=False, layout="constrained")
     for index, ax in enumerate(axes.flat):
@@ -46,10 +46,8 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
 
 def sweep(client, prompt: str, field: str, values: Sequence[Any], *, ncols: int | None = None,
           **fields) -> tuple[Any, list]:
-    """Generate ``prompt`` once per value of ``field`` (all else fixed, ``seed`` too) and show a grid.
-
-    Returns ``(figure, generations)``; each label shows the value and the seconds the server
-    took, so the cost of e.g. more steps is visible.
+    """Generate ``prompt`` once per value of ``field`` (all else fixed, ``seed`` too) and show a grid;
+    returns ``(figure, generations)``. Each label shows the seconds it took, so the cost is visible.
 
     >>> fig, gens = sweep(client, "a red fox", "cfg_scale", [1, 4, 7, 12], seed=3, steps=20)   # doctest: +SKIP
     """

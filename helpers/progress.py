@@ -1,8 +1,7 @@
 """Live progress for a running generation: a progress bar and, in a notebook, the preview image.
 
-``client.txt2img(..., progress=True)`` feeds each ``/sdapi/v1/progress`` answer to :class:`LiveProgress`
-from the cell's own thread (the request runs in a worker), so nothing is printed into other cells.
-"""
+``client.txt2img(..., progress=True)`` feeds each ``/sdapi/v1/progress`` answer to :class:`LiveProgress` from
+the cell's own thread (the request runs in a worker), so nothing is printed into other cells."""
 
 from __future__ import annotations
 
@@ -43,8 +42,8 @@ class LiveProgress:
         self._show_preview = in_notebook()
 
     def update(self, answer: Any) -> bool:
-        """Move the bar to the step the server reports and show its preview image, if any. Returns False (and
-        changes nothing) for an answer of another shape: a broken server must never stop the generation.
+        """Move the bar to the server's step and show its preview; False (nothing changed) for an answer of
+        another shape: a broken server must never stop the generation.
 
         >>> bar = LiveProgress(total_steps=10)
         >>> bar.update({"state": {"job_no": 0, "sampling_step": 4, "sampling_steps": 10}}), bar.bar.n

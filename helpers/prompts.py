@@ -1,8 +1,7 @@
 """Image prompts: written by an LLM, or built by rules (the baseline), always within CLIP's 75 tokens.
 
-CLIP's text encoder sees 77 tokens: a start marker, 75 usable ones and an end marker. Words past that
-are cut (diffusers, CLIP scoring) or moved to a second chunk (A1111), so the kit counts with CLIP's
-own tokenizer (open_clip ships it) and keeps prompts within 75.
+CLIP's text encoder sees 77 tokens: a start marker, 75 usable ones and an end marker. Words past that are
+cut (diffusers, CLIP scoring) or moved to a second chunk (A1111), so the kit counts with CLIP's own tokenizer.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from functools import lru_cache
 from .text import STOP_WORDS, load_system_prompt, tokenize
 
 CLIP_TOKEN_LIMIT = 75  # 77 positions minus the start and end markers
-# Text past this many characters per allowed token is over the limit anyway. It is cut before
-# counting, because counting one very long run of letters takes CLIP's tokenizer minutes.
+# Text past this many characters per allowed token is over the limit anyway; it is cut before counting
+# (one very long run of letters takes CLIP's tokenizer minutes).
 MAX_CHARS_PER_TOKEN = 16
 MAX_PROMPT_CHARS = 1000  # of an LLM's prompt; a 75-token prompt is a few hundred characters
 DEFAULT_NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text, deformed, oversaturated"
@@ -35,8 +34,8 @@ PROMPT_SCHEMA = {
 
 @dataclass
 class ImagePrompt:
-    """A prompt pair for txt2img, its ``source`` ("llm" or "baseline"), its CLIP token count and a
-    ``note`` on what was fixed on the way (a retry, a trim, a model that ignored the JSON format)."""
+    """A prompt pair for txt2img, its ``source`` ("llm" or "baseline"), its CLIP token count and a ``note`` on
+    what was fixed on the way (a retry, a trim, a model that ignored the JSON format)."""
 
     prompt: str
     negative_prompt: str
@@ -53,7 +52,7 @@ class ImagePrompt:
 
 
 def valid_unicode(text: str) -> str:
-    """``text`` with each lone surrogate (half a UTF-16 pair, which no file or server takes) as U+FFFD.
+    """``text`` with each lone surrogate (half a UTF-16 pair: no file or server takes it) as U+FFFD.
 
     >>> valid_unicode("\\ud83d lighthouse") == "\\ufffd lighthouse", valid_unicode("\\ud83d\\udd25")
     (True, '🔥')
@@ -72,8 +71,7 @@ def clean_text(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _tokenizer():
-    # open_clip imports torch, which takes seconds, so this happens only when tokens are counted.
+def _tokenizer():  # open_clip imports torch (seconds), so only when tokens are counted
     from open_clip.tokenizer import SimpleTokenizer
     return SimpleTokenizer()
 
@@ -105,9 +103,8 @@ def split_phrases(prompt: str) -> list[str]:
 def trim_to_tokens(prompt: str, limit: int = CLIP_TOKEN_LIMIT) -> tuple[str, str]:
     """Cut ``prompt`` at the last comma that keeps it within ``limit`` tokens; returns (kept, cut).
 
-    A weighted group in brackets stays whole. A first phrase that is too long is cut by words, a
-    first word that is too long (Chinese, emoji) by characters, never between a letter and its accent.
-    The count includes A1111's syntax (brackets, ``:1.2``), so it errs on the safe side.
+    A weighted group in brackets stays whole; a first phrase too long is cut by words, a first word by
+    characters (never between a letter and its accent). A1111's syntax counts too: it errs on the safe side.
 
     >>> trim_to_tokens("red fox, snow, winter sun", limit=4)
     ('red fox, snow', 'winter sun')
@@ -183,10 +180,8 @@ def _shorten(text: str, length: int) -> str:
 
 
 def parse_prompt_reply(reply: str) -> tuple[str, str, str]:
-    """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text.
-
-    Only the FIRST JSON object counts, so one a document smuggled into the reply later never becomes
-    the prompt. No usable prompt gives "". The prompt is cleaned and cut to MAX_PROMPT_CHARS.
+    """(prompt, negative_prompt, note) from an LLM reply: JSON if possible, else plain text. Only the FIRST
+    JSON object counts (a later one smuggled in by a document never becomes the prompt); no prompt gives "".
 
     >>> parse_prompt_reply('{"prompt": "oil painting, fox", "negative_prompt": "blurry"}')
     ('oil painting, fox', 'blurry', '')
@@ -250,9 +245,8 @@ def write_image_prompt(text, llm=None, *, temperature: float = 0.4, limit: int =
                        system: str | None = None) -> ImagePrompt:
     """Have an LLM turn a text into an image prompt and negative prompt (within ``limit`` CLIP tokens).
 
-    A prompt over the limit, or an answer without one, is asked for once more; a prompt still too
-    long is cut at the last comma that fits (with a warning), a second answer without one raises
-    LLMError (the pipeline then uses the baseline prompt).
+    A prompt over the limit, or an answer without one, is asked for once more; then a prompt still too long
+    is cut (with a warning), and no prompt raises LLMError (the pipeline then uses the baseline).
 
     >>> write_image_prompt("A white lighthouse stands against a storm ...").prompt   # doctest: +SKIP
     'oil painting, white lighthouse on black rocks, storm waves, spray, dramatic light, wide angle'
@@ -309,10 +303,8 @@ def _phrases(text: str) -> list[str]:
 
 
 def baseline_prompt(text, keywords: str | list[str] | None = None, *, limit: int = CLIP_TOKEN_LIMIT) -> ImagePrompt:
-    """Build a prompt by rules, without any model: keywords, then phrases of the text, in a template.
-
-    Subject = the keywords, else the text's first phrase; details = phrases of the text, those with
-    colour, light or weather words first.
+    """Build a prompt by rules, without any model: the keywords (else the text's first phrase), then phrases
+    of the text (those with colour, light or weather words first), in a template.
 
     >>> baseline_prompt("Grey waves crash on black rocks below a white lighthouse.").prompt
     'digital painting of grey waves crash, black rocks, white lighthouse, highly detailed, soft natural light'

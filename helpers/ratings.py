@@ -1,10 +1,9 @@
-"""The ratings file: one JSON line per click on the Inspector's "Save rating" button.
+"""The ratings file ``outputs/ratings.jsonl``: one JSON line per click on the Inspector's "Save rating".
 
-outputs/ratings.jsonl
     {"time": "...", "run": "<run folder>", "candidate": 2, "seed": 1234, "rating": "4", "note": "...", "score": 0.31}
 
-The file is shared and may be edited by hand, so each line is read on its own (a bad line is
-skipped and counted, never lost), records are appended, and undo rewrites it atomically.
+It may be edited by hand, so each line is read on its own (a bad line is skipped and counted, never lost),
+records are appended, and undo rewrites it atomically.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ RATINGS_FILE = "ratings.jsonl"
 
 
 def read_ratings(path: str | Path) -> tuple[dict[tuple[str, int], dict], int]:
-    """The latest rating per (run folder name, candidate index), and how many lines were skipped.
-
-    A line is skipped when it is not UTF-8, not a JSON object, lacks ``run``, ``candidate`` or
-    ``rating``, or has a ``note`` that is not text.
+    """The latest rating per (run folder name, candidate index), and how many lines were skipped (not UTF-8,
+    not a JSON object, no ``run``, ``candidate`` or ``rating``, or a ``note`` that is not text).
 
     >>> read_ratings(Path("no-such-file.jsonl"))
     ({}, 0)
@@ -73,8 +70,8 @@ def append_rating(path: Path, record: dict) -> str:
 
 
 def remove_rating_line(path: Path, line: str) -> bool:
-    """Remove the last copy of ``line`` from the ratings file in one atomic step; False (and the
-    file untouched) when the line is not there. Every other line stays byte for byte."""
+    """Remove the last copy of ``line`` from the ratings file in one atomic step; False (the file untouched)
+    when the line is not there. Every other line stays byte for byte."""
     path = Path(path)
     lines = path.read_bytes().splitlines(keepends=True) if path.is_file() else []
     ours = line.encode("utf-8")

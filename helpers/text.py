@@ -1,8 +1,7 @@
 """Getting a text from a few keywords: by an LLM, by retrieval from the kit's corpus, or both (RAG).
 
-Retrieval ranks the short texts in ``data/corpus/`` with BM25: words rare in the collection but
-frequent in a text count most. :func:`get_text` picks the route; :class:`Text` records which one.
-"""
+Retrieval ranks the texts in ``data/corpus/`` with BM25: words rare in the collection but frequent in a text
+count most. :func:`get_text` picks the route; :class:`Text` records which one."""
 
 from __future__ import annotations
 
@@ -35,8 +34,7 @@ class TextError(KitError, ValueError):
 
 
 def tokenize(text: str) -> list[str]:
-    """Split text into search terms: lower case, accents removed, stop words dropped, plural -s cut
-    (deliberately crude: a real project would use a stemmer).
+    """Split text into search terms: lower case, no accents or stop words, plural -s cut (crude: no stemmer).
 
     >>> tokenize("Café terraces in Zürich, the waves!")
     ['cafe', 'terrace', 'zurich', 'wave']
@@ -117,7 +115,6 @@ class Retriever:
     def __init__(self, documents: tuple[Document, ...] | None = None):
         from rank_bm25 import BM25Okapi
         self.documents = documents if documents is not None else load_corpus()
-        # Title and keywords are indexed with the body, so a title word always counts.
         self._index = BM25Okapi([tokenize(f"{d.title} {' '.join(d.keywords)} {d.text}") for d in self.documents])
 
     def search(self, query: str, k: int = 3) -> list[Hit]:
@@ -226,10 +223,9 @@ def rag_text(keywords: str | list[str], llm=None, *, k: int = 3, temperature: fl
 
 
 def get_text(keywords: str | list[str], source: str = "auto", llm=None, **options) -> Text:
-    """Get a text for the keywords from ``source``: "llm" (a chat model writes it), "corpus"
-    (retrieval), "rag" (retrieval, then the LLM writes a text grounded in what was found) or "auto"
-    (the LLM when one answers at LLM_BASE_URL, else retrieval, saying so in ``.note``). Extra options
-    (temperature, max_tokens, stream) go to the LLM.
+    """Get a text for the keywords from ``source``: "llm" (a chat model writes it), "corpus" (retrieval),
+    "rag" (retrieval, then the LLM writes a text grounded in what was found) or "auto" (the LLM when one
+    answers, else retrieval, saying so in ``.note``). Options (temperature, max_tokens, stream) go to the LLM.
 
     >>> t = get_text("northern lights", source="corpus")
     >>> t.source, t.title
