@@ -62,7 +62,8 @@ def student_version(nb):
 
 def make_student_versions(source: str | Path = KIT_ROOT / "notebooks",
                           target: str | Path = KIT_ROOT / "dist" / "student") -> list[Path]:
-    """Write the student version of every ``NN_*.ipynb`` in ``source`` to ``target``; returns the paths."""
+    """Write the student version of every ``NN_*.ipynb`` in ``source`` to ``target`` (and copy the Markdown
+    pages beside them, which the notebooks link to); returns the notebooks' paths."""
     import nbformat
 
     source, target = Path(source), Path(target)
@@ -77,4 +78,7 @@ def make_student_versions(source: str | Path = KIT_ROOT / "notebooks",
         written.append(out)
     if not written:
         raise FileNotFoundError(f"No notebooks named NN_*.ipynb in {source}.")
+    # The pages the notebooks link to (install_a1111.md), so the links work in the student folder too.
+    for page in sorted(source.glob("*.md")):
+        (target / page.name).write_bytes(page.read_bytes())
     return written

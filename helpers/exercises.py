@@ -52,7 +52,9 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
         print(f"[x] {name}: done. The cells below use your function.")
         return yours
     _STATUS[name] = (status, detail)
-    line = f"[ ] {name}: {status}" + (f": {detail}" if detail else ".")
+    detail = detail.rstrip()
+    line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
+    line += "" if line.endswith((".", "!", "?")) else "."
     if reference is None:
         print(line)
         return yours

@@ -70,6 +70,13 @@ def test_student_version_contains_no_solution(path, student_dir):
     assert len(student.cells) == len(solution.cells)  # nothing else removed
 
 
+def test_the_pages_the_notebooks_link_to_come_along(student_dir):
+    linked = {m for p in NOTEBOOKS for m in re.findall(r"\(([\w-]+\.md)\)", p.read_text(encoding="utf-8"))}
+    assert "install_a1111.md" in linked
+    for name in linked:
+        assert (student_dir / name).read_bytes() == (ROOT / "notebooks" / name).read_bytes()
+
+
 def test_student_version_is_a_copy():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"a = 1\n{BEGIN}\nb = 2\n{END}\n")])
     student_version(nb)
