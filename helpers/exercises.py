@@ -39,33 +39,26 @@ _STATUS: dict[str, tuple[str, str]] = {}
 
 def check(name: str, yours, test, reference=None, uses: str = "the kit's reference"):
     """Run ``test(yours)`` and return the function the cells below should use (see the module doc)."""
+    where = ""
     try:
         test(yours)
     except NotImplementedError:
         status, detail = NOT_DONE, ""
     except AssertionError as err:
-        status, detail = NOT_RIGHT, str(err) or "a check failed (see the test above)"
+        status, detail = NOT_RIGHT, str(err).rstrip() or "a check failed (see the test above)"
     except Exception as err:  # noqa: BLE001 - a student's code may raise anything; say what and where
-        status, detail = NOT_RIGHT, f"your code raised {type(err).__name__}: {err}\n{_where(err)}"
+        status, detail = NOT_RIGHT, f"your code raised {type(err).__name__}: {err}"
+        # The last two frames of the error: where the student's code usually is.
+        where = "\n" + "".join(traceback.format_list(traceback.extract_tb(err.__traceback__)[-2:])).rstrip()
     else:
         _STATUS[name] = (DONE, "")
         print(f"[x] {name}: done. The cells below use your function.")
         return yours
     _STATUS[name] = (status, detail)
-    detail = detail.rstrip()
     line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
     line += "" if line.endswith((".", "!", "?")) else "."
-    if reference is None:
-        print(line)
-        return yours
-    print(f"{line} The cells below use {uses} instead.")
-    return reference
-
-
-def _where(err: Exception) -> str:
-    """The last two frames of the error, where the student's code usually is."""
-    frames = traceback.extract_tb(err.__traceback__)[-2:]
-    return "".join(traceback.format_list(frames)).rstrip()
+    print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
+    return yours if reference is None else reference
 
 
 def report(expected: list[str] | tuple[str, ...] = ()) -> None:
