@@ -27,13 +27,14 @@ from typing import Any, Optional, Union
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.middleware.gzip import GZipMiddleware
 
 from .engines import VERSION, get_engine
 from .limits import Limits, hide_paths
 from .routes import SdApi
+from .webui import add_webui
 
 log = logging.getLogger("sdserver")
 
@@ -252,8 +253,6 @@ def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, 
     app.add_middleware(GZipMiddleware, minimum_size=1000)  # A1111 compresses bodies >= 1000 bytes
     app.add_middleware(BodyLimit, limits=limits)  # added last: the outermost, so it sees the body first
 
-    @app.get("/", include_in_schema=False)
-    def root():
-        return RedirectResponse("/docs")
+    add_webui(app)  # the web UI at / (webui.py; public like A1111's page, the API behind it keeps its auth)
 
     return app
