@@ -1,4 +1,4 @@
-"""The fixed lists A1111 1.10 reports (samplers, schedulers, upscalers, ...) and its options.
+"""The fixed lists A1111 1.10 reports (samplers, schedulers, upscalers, ...) and its options (a JSON table).
 
 These are the answers of A1111 1.10's list endpoints (GET /samplers, /schedulers, /upscalers, ...).
 Sampler and scheduler names are A1111's own, so a client can send the same names to the kit's
@@ -12,6 +12,11 @@ Example:
 """
 
 from __future__ import annotations
+
+import copy
+import functools
+import json
+from importlib import resources
 
 # (name, aliases, options) in A1111 1.10's order. The first one is the fallback for unknown names.
 # Options are strings because A1111's pydantic v1 response model turned True into "True".
@@ -132,43 +137,37 @@ def uses_ensd(sampler: str, eta: float | None) -> bool:
     return eta != 0 and options.get("uses_ensd") == "True"
 
 
-def default_options(model_title: str) -> dict:
-    """The settings GET /sdapi/v1/options reports, with A1111's defaults (a useful subset).
+# The options the kit's server reads: changing one of these changes what it makes or writes. Every other
+# A1111 option is kept and reported (GET /options) so scripts written for A1111 run, and changes nothing.
+KIT_USES = frozenset({
+    "sd_model_checkpoint", "sd_checkpoint_hash", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "randn_source",
+    "eta_ddim", "emphasis", "comma_padding_backtrack", "tiling", "face_restoration", "face_restoration_model",
+    "live_previews_enable", "show_progress_every_n_steps", "enable_pnginfo", "add_model_hash_to_info",
+    "add_model_name_to_info", "add_version_to_infotext",
+})
+# Where the kit's default differs from A1111's. A1111's live previews cost GPU time (default: every 10
+# steps); the preview engine's are nearly free, so the kit shows one per step.
+KIT_DEFAULTS = {"show_progress_every_n_steps": 1}
 
-    ``show_progress_every_n_steps`` is 1 here (A1111: 10): A1111's previews cost GPU time, the
-    preview engine's are nearly free, so the kit shows one per step.
+
+@functools.cache
+def a1111_options() -> dict:
+    """A1111 1.10.1's option table (sdserver/a1111_options.json, written by sdserver/tools/a1111_options.py):
+    ``options`` (key -> default, in GET /options order), ``restricted``, ``api_restricted`` and ``html``.
+
+    >>> table = a1111_options()
+    >>> len(table["options"]) > 300, table["options"]["send_seed"], "outdir_samples" in table["restricted"]
+    (True, True, True)
     """
-    return {
-        "sd_model_checkpoint": model_title,
-        "sd_checkpoint_hash": None,
-        "sd_vae": "Automatic",
-        "sd_unet": "Automatic",
-        "CLIP_stop_at_last_layers": 1,
-        "eta_noise_seed_delta": 0,
-        "randn_source": "GPU",
-        "eta_ancestral": 1.0,
-        "eta_ddim": 0.0,
-        "s_churn": 0.0,
-        "s_tmin": 0.0,
-        "s_tmax": 0.0,
-        "s_noise": 1.0,
-        "emphasis": "Original",
-        "comma_padding_backtrack": 20,
-        "samples_format": "png",
-        "enable_pnginfo": True,
-        "samples_save": True,
-        "grid_save": True,
-        "face_restoration": False,
-        "face_restoration_model": "CodeFormer",
-        "tiling": False,
-        "live_previews_enable": True,
-        "show_progress_every_n_steps": 1,
-        "show_progress_type": "Approx NN",
-        "add_model_hash_to_info": True,
-        "add_model_name_to_info": True,
-        "add_version_to_infotext": True,
-        "add_user_name_to_info": False,
-        "api_enable_requests": True,
-        "api_forbid_local_requests": True,
-        "token_merging_ratio": 0.0,
-    }
+    return json.loads(resources.files("sdserver").joinpath("a1111_options.json").read_text(encoding="utf-8"))
+
+
+def default_options(model_title: str) -> dict:
+    """The settings GET /sdapi/v1/options reports: every A1111 1.10 option with its default, the kit's
+    own defaults (``KIT_DEFAULTS``) and its loaded model over them.
+
+    >>> options = default_options("tiny")
+    >>> options["sd_model_checkpoint"], options["send_seed"], options["show_progress_every_n_steps"]
+    ('tiny', True, 1)
+    """
+    return {**copy.deepcopy(a1111_options()["options"]), **KIT_DEFAULTS, "sd_model_checkpoint": model_title}
