@@ -11,6 +11,7 @@ import base64
 import importlib.util
 import io
 import os
+import signal
 import socket
 import struct
 import zlib
@@ -208,3 +209,12 @@ def llm(llm_server):
     from helpers.llm import LLM
 
     return LLM(llm_server.base_url, api_key="lm-studio", timeout=10, max_retries=0)
+
+
+@pytest.fixture
+def ctrl_c_works():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a non-interactive
+    shell (nohup ... &) inherits SIGINT as ignored, and then _thread.interrupt_main() does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -152,7 +152,7 @@ def test_interrupt_by_another_client_sets_generation_interrupted(slow):
     assert not client.txt2img("a short job", **SMALL).interrupted  # the next job resets the server's flag
 
 
-def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow):
+def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow, ctrl_c_works):
     client = slow
     threading.Timer(0.4, _thread.interrupt_main).start()
     with pytest.raises(GenerationInterrupted) as err:

@@ -133,7 +133,7 @@ def _ctrl_c_once_an_image_is_made(url, limit=60.0):
     _thread.interrupt_main()
 
 
-def test_ctrl_c_keeps_a_valid_record_and_the_partial_image(tmp_path, slow_server, no_llm, tiny_scorer):
+def test_ctrl_c_keeps_a_valid_record_and_the_partial_image(tmp_path, slow_server, no_llm, tiny_scorer, ctrl_c_works):
     client = A1111Client(slow_server.url, auth="")
     threading.Thread(target=_ctrl_c_once_an_image_is_made, args=(slow_server.url,), daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
