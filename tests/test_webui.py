@@ -267,8 +267,10 @@ def test_generate_and_interrupt_in_chromium(servers, tmp_path):
         page.get_by_label("User").fill(AUTH[0])
         page.get_by_label("Password").fill("wrong-password")
         page.get_by_role("button", name="Log in").click()
-        expect(page.locator("#login-error")).to_contain_text("Incorrect username or password")
+        expect(page.locator("#login-error")).to_have_text(
+            "The server refused this login: Incorrect username or password. Check the user and password.")
         expect(page.get_by_label("Password")).to_have_value("")
+        _screenshot(page, tmp_path, "webui-login-refused.png")
         page.get_by_label("Password").fill(AUTH[1])
         page.get_by_role("button", name="Log in").click()
         expect(page.locator("#ui")).to_be_visible()

@@ -26,9 +26,10 @@ const $ = (id) => document.getElementById(id);
 // ----- talking to the API ---------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, detail) {
     super(message);
     this.status = status;
+    this.detail = detail || "";  // the server's own words, e.g. "Incorrect username or password"
   }
 }
 
@@ -55,7 +56,10 @@ async function api(method, path, payload) {
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (ignored) { body = null; }
-  if (!response.ok) throw new ApiError(response.status, describeError(method, path, response, body, text));
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : "";
+    throw new ApiError(response.status, describeError(method, path, response, body, text), detail);
+  }
   return body;
 }
 
@@ -79,8 +83,7 @@ function describeError(method, path, response, body, text) {
     message = (text || "").slice(0, 500) || "(no message)";
   }
   if (response.status === 401) {
-    message += login ? "\nThe user or password is not accepted: log in again below."
-                     : "\nThis server was started with --api-auth: log in below.";
+    message += "\nThis server was started with --api-auth: log in (again) with the form below.";
   }
   return `${where}:\n${message}`;
 }
@@ -131,8 +134,13 @@ async function submitLogin(event) {
     $("login-error").textContent = "";
   } catch (error) {
     login = null;
-    $("login-error").textContent = error instanceof ApiError ? error.message : String(error);
-    if (!(error instanceof ApiError && error.status === 401)) showError(error);
+    if (error instanceof ApiError && error.status === 401) {
+      $("login-error").textContent = `The server refused this login: ${error.detail || "401"}. Check the user and password.`;
+      $("login-user").focus();
+    } else {
+      $("login-error").textContent = "";
+      showError(error);
+    }
   } finally {
     $("login-button").disabled = false;
   }
