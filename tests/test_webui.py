@@ -164,6 +164,8 @@ def test_generate_and_interrupt_in_chromium(servers, tmp_path):
         expect(page.locator("#model")).to_have_value("offline-preview.safetensors [0000000000]")
         samplers = [item["name"] for item in requests.get(f"{server.url}/sdapi/v1/samplers", timeout=10).json()]
         assert page.locator("#sampler option").all_inner_texts() == samplers
+        schedulers = [item["label"] for item in requests.get(f"{server.url}/sdapi/v1/schedulers", timeout=10).json()]
+        assert page.locator("#scheduler option").all_inner_texts() == schedulers
         expect(page.get_by_role("link", name="API docs (/docs)")).to_have_attribute("href", "/docs")
 
         # ----- a prompt, 7 steps, Generate: the image and its infotext -------------------------------
@@ -172,6 +174,7 @@ def test_generate_and_interrupt_in_chromium(servers, tmp_path):
         page.locator("#steps").fill("7")
         expect(page.get_by_label("Sampling steps slider")).to_have_value("7")  # the slider follows the box
         page.locator("#sampler").select_option("Euler a")
+        page.locator("#scheduler").select_option("Karras")
         page.locator("#width").fill("320")
         page.locator("#height").fill("256")
         page.locator("#batch-size").fill("2")
@@ -185,7 +188,8 @@ def test_generate_and_interrupt_in_chromium(servers, tmp_path):
         seed = int(re.search(r"seeds (\d+)–(\d+)", summary).group(1))
         first = cards.nth(0).locator(".infotext")
         expect(first).to_contain_text("a red fox in the snow, watercolor\nNegative prompt: blurry\n")
-        expect(first).to_contain_text(re.compile(rf"Steps: 7, Sampler: Euler a, .*Seed: {seed}, Size: 320x256"))
+        expect(first).to_contain_text(
+            re.compile(rf"Steps: 7, Sampler: Euler a, Schedule type: Karras, .*Seed: {seed}, Size: 320x256"))
         expect(cards.nth(1).locator(".infotext")).to_contain_text(f"Seed: {seed + 1},")  # A1111: seed + index
         expect(cards.nth(0).locator(".badge")).to_have_text("PLACEHOLDER")
         assert "placeholders from the preview engine" in summary

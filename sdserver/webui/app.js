@@ -1,7 +1,7 @@
 // The kit's web UI: A1111's txt2img tab for the course's first tasks, as plain JavaScript.
 //
 // Every action is one request to the server's own API, the same a notebook sends with `requests`:
-//   GET  /sdapi/v1/samplers, /sd-models, /options, /cmd-flags   fill the controls
+//   GET  /sdapi/v1/samplers, /schedulers, /sd-models, /options, /cmd-flags   fill the controls
 //   POST /sdapi/v1/txt2img                                     Generate
 //   GET  /sdapi/v1/progress (every 300 ms while generating)    progress bar and live preview
 //   POST /sdapi/v1/interrupt                                   Interrupt
@@ -149,18 +149,23 @@ async function submitLogin(event) {
 // ----- the server's lists: samplers, models, engine ---------------------------------------------------
 
 async function loadServer() {
-  const [samplers, models, options, flags] = await Promise.all([
-    api("GET", "samplers"), api("GET", "sd-models"), api("GET", "options"), api("GET", "cmd-flags"),
+  const [samplers, schedulers, models, options, flags] = await Promise.all([
+    api("GET", "samplers"), api("GET", "schedulers"), api("GET", "sd-models"), api("GET", "options"),
+    api("GET", "cmd-flags"),
   ]);
-  const sampler = $("sampler");
-  const chosen = sampler.value;
-  sampler.replaceChildren(...samplers.map((item) => new Option(item.name, item.name)));
-  if (chosen && samplers.some((item) => item.name === chosen)) sampler.value = chosen;
+  fillSelect($("sampler"), samplers.map((item) => item.name));
+  fillSelect($("scheduler"), schedulers.map((item) => item.label));  // A1111's UI sends labels ("Karras")
   engineName = (flags && flags.engine) || null;
   fillModels(models, options.sd_model_checkpoint);
   showUI(true);
   clearError();
   setBusy(false);
+}
+
+function fillSelect(select, names) {
+  const chosen = select.value;  // kept when the list is read again (after a login)
+  select.replaceChildren(...names.map((name) => new Option(name, name)));
+  if (names.includes(chosen)) select.value = chosen;
 }
 
 function fillModels(models, loaded) {
@@ -240,6 +245,7 @@ function payload() {
     prompt: $("prompt").value,
     negative_prompt: $("negative-prompt").value,
     sampler_name: $("sampler").value,
+    scheduler: $("scheduler").value,
     steps: numberOf("steps"),
     cfg_scale: numberOf("cfg-scale"),
     width: numberOf("width"),
