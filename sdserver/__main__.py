@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "with diffusers: added to each real step)")
     parser.add_argument("--api-log", action="store_true", help="print one line per request")
     # Accepted so that A1111 command lines can be pasted; the kit's server is always API-only.
-    parser.add_argument("--nowebui", action="store_true", help="ignored (the kit's server has no web UI)")
+    parser.add_argument("--nowebui", action="store_true",
+                        help="serve the API alone, without the web UI at / (as A1111's --nowebui)")
     parser.add_argument("--api", action="store_true", help="ignored (the API is always on)")
 
     bounds = parser.add_argument_group("limits per request (a 422 names the flag when a request exceeds one)")
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Loading the model for the diffusers engine ({model})...", flush=True)
     try:
         app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,
-                         limits=limits, **engine_options)
+                         limits=limits, webui=not args.nowebui, **engine_options)
     except EngineUnavailable as error:
         # Say it now, with the fix, rather than serve errors or broken images later.
         print(f"The kit's server cannot start the {args.engine} engine: {error}", file=sys.stderr)
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = app.state.engine
     url = f"http://{args.host}:{args.port}"
     auth_note = ", HTTP Basic auth on /sdapi/v1/*" if args.api_auth else ""
-    print(f"Kit's A1111-compatible server listening on {url} (API docs: {url}/docs{auth_note}). "
+    page = "" if args.nowebui else f"web UI: {url}/, "
+    print(f"Kit's A1111-compatible server listening on {url} ({page}API docs: {url}/docs{auth_note}). "
           f"Engine '{engine.name}': {engine.description}.", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.api_log else "warning",
                 access_log=args.api_log)

@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -211,7 +211,8 @@ MAX_STEP_DELAY = 10.0
 
 
 def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, step_delay: float = 0.0,
-              cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None) -> FastAPI:
+              cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
+              webui: bool = True) -> FastAPI:
     """Build the server's FastAPI app (see ``sdserver.create_app``)."""
     step_delay = check_step_delay(step_delay)
     limits = limits or Limits()
@@ -220,7 +221,7 @@ def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, 
     credentials = parse_api_auth(api_auth) if isinstance(api_auth, str) else dict(api_auth or {})
     auth = make_auth_dependency(credentials) if credentials else None
     the_engine = get_engine(engine, step_delay=step_delay)
-    flags = {"api": True, "nowebui": True, "engine": the_engine.name, "step_delay": step_delay,
+    flags = {"api": True, "nowebui": not webui, "engine": the_engine.name, "step_delay": step_delay,
              "api_auth": None, **limits.as_flags(), **(cmd_flags or {})}
     flags["api_auth"] = "***" if credentials else None  # never the real value
     api = SdApi(app, the_engine, auth=auth, cmd_flags=flags, limits=limits)
@@ -253,6 +254,11 @@ def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, 
     app.add_middleware(GZipMiddleware, minimum_size=1000)  # A1111 compresses bodies >= 1000 bytes
     app.add_middleware(BodyLimit, limits=limits)  # added last: the outermost, so it sees the body first
 
-    add_webui(app)  # the web UI at / (webui.py; public like A1111's page, the API behind it keeps its auth)
+    if webui:
+        add_webui(app)  # the web UI at / (webui.py; public like A1111's page, the API behind it keeps its auth)
+    else:
+        @app.get("/", include_in_schema=False)
+        def root():  # --nowebui: the API alone, as A1111's; its documentation is the page to see
+            return RedirectResponse("/docs")
 
     return app

@@ -503,7 +503,8 @@ def test_list_endpoints_have_a1111_shapes(server, engine, expected):
                  "script-info", "extensions", "loras"):
         assert get(path) == []
     assert requests.post(f"{server.url}/sdapi/v1/refresh-checkpoints", timeout=10).json() is None
-    assert requests.get(server.url, timeout=10, allow_redirects=False).headers["location"] == "/docs"
+    assert requests.get(server.url, timeout=10).headers["content-type"].startswith("text/html")  # the web UI
+    assert get("cmd-flags")["nowebui"] is False
     assert "A1111-compatible" in requests.get(f"{server.url}/openapi.json", timeout=10).json()["info"]["title"]
 
 
@@ -534,8 +535,8 @@ def test_interrogate_says_it_is_a_placeholder(server, engine):
     assert reply.status_code == 404 and reply.json()["detail"] == "Model not found"
 
 
-def test_img2img_says_clearly_that_it_is_not_supported(server):
-    reply = requests.post(f"{server.url}/sdapi/v1/img2img", json={"init_images": []}, timeout=10)
+def test_extras_say_clearly_that_they_are_not_supported(server):  # img2img: tests/test_img2img.py
+    reply = requests.post(f"{server.url}/sdapi/v1/extra-single-image", json={"image": ""}, timeout=10)
     assert reply.status_code == 501
     assert reply.json()["error"] == "HTTPException" and "not supported" in reply.json()["detail"]
 
@@ -629,3 +630,14 @@ def test_malformed_api_auth_is_a_clear_error_that_does_not_echo_the_password():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "user:password" in result.stderr and "pa:ss" not in result.stderr
+
+
+def test_nowebui_serves_the_api_alone():
+    """--nowebui, as A1111's: no page at / (it points to the API docs), the API unchanged."""
+    from sdserver import serve_in_thread
+
+    with serve_in_thread(engine="preview", webui=False) as alone:
+        assert requests.get(alone.url, timeout=10, allow_redirects=False).headers["location"] == "/docs"
+        assert requests.get(f"{alone.url}/webui/app.js", timeout=10).status_code == 404
+        assert requests.get(f"{alone.url}/sdapi/v1/cmd-flags", timeout=10).json()["nowebui"] is True
+        assert requests.get(f"{alone.url}/sdapi/v1/samplers", timeout=10).status_code == 200
