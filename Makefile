@@ -10,7 +10,7 @@ ENGINE ?= preview
 # The preview engine waits per step so progress can be watched; a real engine needs no delay.
 STEP_DELAY ?= $(if $(filter preview,$(ENGINE)),0.05,0)
 
-.PHONY: help setup lab demo test serve doctor models models-sd student submission bench clean
+.PHONY: help setup lab demo test serve doctor models models-sd student submission grade bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,9 @@ student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in d
 
 submission: $(STAMP)  ## one Moodle zip of all your notebooks: make submission NAME=ann [DIR=dist/student] [EXECUTE=1]; one notebook: NB=...
 	$(PY) -m course submit $(if $(NB),"$(NB)") $(if $(DIR),--dir "$(DIR)") $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
+
+grade: $(STAMP)  ## grade a Moodle download: make grade SUBMISSIONS=download.zip WORKSHEET=worksheet.csv [OUT=outputs/grading] [POINTS=file]
+	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)")
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
 	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")

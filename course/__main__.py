@@ -1,4 +1,4 @@
-"""Command line: ``python -m course doctor|models|pipeline|demo|submit|student|serve``.
+"""Command line: ``python -m course doctor|models|pipeline|demo|submit|student|grade|serve``.
 
     python -m course doctor          # preflight checks, exit code 1 if one failed
     python -m course models          # download the CLIP weights ahead of a class (needs internet)
@@ -8,6 +8,7 @@
     python -m course submit notebooks/06_full_pipeline.ipynb --name ann   # one notebook's files for Moodle
     python -m course student         # student versions of the notebooks in dist/student/
     python -m course serve --port 7860 --engine preview   # the kit's A1111-compatible server
+    python -m course grade --submissions download.zip --worksheet worksheet.csv   # grade a Moodle download
 
 ``python -m helpers ...`` (helpers/__main__.py) and the ``kit`` script run this same command line;
 the Makefile's doctor, models, demo, student and submission targets call it.
@@ -53,6 +54,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     submit.add_argument("--out", default=None, help="folder for the files (default submission/)")
     student = sub.add_parser("student", help="write student versions (solutions stubbed) to dist/student/")
     student.add_argument("--out", default=None)
+    grading = sub.add_parser("grade", help="run every notebook of Moodle's 'Download all submissions' zip and fill "
+                                           "in its grading worksheet")
+    grading.add_argument("--submissions", required=True, help="the zip from Moodle's 'Download all submissions'")
+    grading.add_argument("--worksheet", required=True, help="the CSV from Moodle's 'Download grading worksheet'")
+    grading.add_argument("--out", default=None, help="folder for the results (default outputs/grading)")
+    grading.add_argument("--points", default=None, help="points table, JSON or TOML (default data/grading/points.json)")
+    grading.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
+    grading.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook (default 600)")
+    grading.add_argument("--memory-mb", type=int, default=4096, help="memory per notebook in MB (default 4096)")
     sub.add_parser("serve", help=f"start the kit's A1111-compatible server (all options: {prog} serve -h)",
                    add_help=False)
 
@@ -90,6 +100,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
         print(result.report())
         print(f"Upload {result.zip_path} to Moodle (or the .html and .ipynb files).")
         return 0 if result.zip_path.stat().st_size <= result.budget_bytes else 1
+    if args.command == "grade":
+        return grade_command(args)
     if args.command == "student":
         from course.student import make_student_versions
 
@@ -122,6 +134,25 @@ def submit_all_command(args) -> int:
     print(result.report())
     print(f"Upload {result.zip_path} to Moodle.")
     return 0 if result.zip_path.stat().st_size <= result.budget_bytes else 1
+
+
+def grade_command(args) -> int:
+    """Grade a Moodle download; print one line per notebook and where the files are."""
+    from course.grading import Limits, grade
+    from helpers.config import KIT_ROOT
+
+    out = args.out or KIT_ROOT / "outputs" / "grading"
+    limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
+                    memory_mb=args.memory_mb)
+    try:
+        result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print)
+    except (OSError, ValueError) as err:  # a missing file, a zip that is not one, a CSV that is not a worksheet
+        print(f"Not graded: {err}")
+        return 1
+    print(f"{result.executed} notebook(s) run, the others from the cache.")
+    print(f"Upload to Moodle ('Upload grading worksheet'): {result.worksheet}")
+    print(f"Feedback pages: {result.worksheet.parent / 'feedback'}; class summary: {result.summary_html}")
+    return 0
 
 
 if __name__ == "__main__":

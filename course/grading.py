@@ -1,0 +1,512 @@
+"""Grade a class's Moodle submissions in one command: ``make grade SUBMISSIONS=... WORKSHEET=...``.
+
+Moodle's assignment gives the two files: "Download all submissions" (one zip, a folder per student named
+``<Full name>_<id>_assignsubmission_file_``) and the offline grading worksheet (a CSV). :func:`grade`
+
+1. unpacks the download and finds each student's notebooks: the kit's submission zip
+   (``<name>_notebooks.zip``) or loose ``.ipynb`` files;
+2. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
+   environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, a temporary HOME and working
+   folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
+   127.0.0.1 (preview engine: no GPU, no LLM, no internet needed);
+3. reads each exercise's result from the check cells' lines (``[x] name: done...``, ``[ ] name: not done
+   yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`helpers.exercises`);
+4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
+   order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
+   as short HTML), a feedback page per student, and a class summary (``summary.html`` and ``summary.png``).
+
+Results are cached per notebook hash in ``out_dir/cache``: a second run executes nothing new, and an
+interrupted batch resumes where it stopped. The worksheet is written atomically.
+
+Example:
+    >>> from course.grading import grade
+    >>> result = grade("download.zip", "worksheet.csv", "outputs/grading")        # doctest: +SKIP
+    >>> result.worksheet                                                           # doctest: +SKIP
+    PosixPath('outputs/grading/worksheet_graded.csv')
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html as html_module
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.config import KIT_ROOT
+
+GRADER_VERSION = 2  # part of the cache key: bump when the way results are read changes
+DEFAULT_POINTS = KIT_ROOT / "data" / "grading" / "points.json"
+FOLDER = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assign(?:submission|feedback)_")
+IDENTIFIER = re.compile(r"(\d+)\s*$")
+MAX_DETAIL = 200  # characters of a student's "why" kept in the feedback
+DONE, NOT_DONE, NOT_RIGHT, NOT_CHECKED, NOT_REACHED = (
+    "done", "not done yet", "not right yet", "not checked yet", "not reached")
+
+
+# --- Reading the results of the check cells --------------------------------------------------------
+
+def _esc(text: str) -> str:
+    """Text for an HTML text node (quotes stay as they are: nothing here goes into an attribute)."""
+    return html_module.escape(text, quote=False)
+
+
+def _stream_text(nb) -> list[str]:
+    """Every stdout line the notebook printed, in order."""
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name", "stdout") == "stdout":
+                text = output.get("text", "")
+                lines += ("".join(text) if isinstance(text, list) else text).splitlines()
+    return lines
+
+
+def read_results(nb) -> dict[str, tuple[str, str]]:
+    """{exercise: (status, detail)} from the lines ``check()`` and ``report()`` printed; a later line wins.
+
+    >>> import nbformat
+    >>> cell = nbformat.v4.new_code_cell("")
+    >>> cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+    ...     "[x] rate: done. The cells below use your function.\\n"
+    ...     "[ ] pick: not right yet: pick([]) should be None. The cells below use the kit's instead.\\n"
+    ...     "[ ] load: not done yet. The cells below use the kit's instead.\\n"
+    ...     "Exercises: 1 of 4 done\\n  [x] rate\\n  [ ] later: not checked yet\\n"))]
+    >>> for name, result in read_results(nbformat.v4.new_notebook(cells=[cell])).items():
+    ...     print(name, result)
+    rate ('done', '')
+    pick ('not right yet', 'pick([]) should be None.')
+    load ('not done yet', '')
+    later ('not checked yet', '')
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for line in _stream_text(nb):
+        if line.startswith(("[x] ", "[ ] ")) and ": " in line:
+            name, rest = line[4:].split(": ", 1)
+            rest = rest.split(" The cells below use ", 1)[0]
+            if rest.startswith(DONE) and line.startswith("[x]"):
+                found[name.strip()] = (DONE, "")
+            elif rest.startswith(NOT_RIGHT):
+                detail = rest[len(NOT_RIGHT):].lstrip(": ").strip()
+                found[name.strip()] = (NOT_RIGHT, detail[:MAX_DETAIL])
+            elif rest.startswith(NOT_DONE):
+                found[name.strip()] = (NOT_DONE, "")
+        elif line.startswith("  [ ] ") and line.endswith(": " + NOT_CHECKED):
+            found.setdefault(line[6:-len(": " + NOT_CHECKED)].strip(), (NOT_CHECKED, ""))
+    return found
+
+
+def first_error(nb) -> str:
+    """'cell N: ErrorName' for the first cell that ended with an error, '' when none did."""
+    number = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        number += 1
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"code cell {number}: {output.get('ename', 'Error')}"
+    return ""
+
+
+# --- Points table ----------------------------------------------------------------------------------
+
+@dataclass
+class Points:
+    """Points per exercise: ``exercises[notebook][exercise]``; ``default`` for an exercise not listed."""
+    exercises: dict[str, dict[str, float]] = field(default_factory=dict)
+    default: float = 1.0
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> Points:
+        """Read a JSON (``.json``) or TOML (``.toml``) table: ``{"default": 1, "exercises": {nb: {ex: pts}}}``."""
+        path = Path(path) if path else DEFAULT_POINTS
+        if not path.is_file():
+            return cls()
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        return cls({nb: {ex: float(p) for ex, p in table.items()} for nb, table in data.get("exercises", {}).items()},
+                   float(data.get("default", 1)))
+
+    def expected(self, notebook: str) -> list[str]:
+        return list(self.exercises.get(notebook, {}))
+
+    def of(self, notebook: str, exercise: str) -> float:
+        return self.exercises.get(notebook, {}).get(exercise, self.default)
+
+
+# --- Unpacking Moodle's download -------------------------------------------------------------------
+
+def notebook_key(filename: str) -> str:
+    """The kit's notebook a file is, from its name: 'ann_02_text_generation.ipynb' -> '02_text_generation'.
+
+    >>> notebook_key("Ann-Lee_02_text_generation.ipynb"), notebook_key("my work.ipynb")
+    ('02_text_generation', 'my work')
+    """
+    stem = Path(filename).stem
+    match = re.search(r"(?:^|_)(\d\d_\w+)$", stem)
+    return match.group(1) if match else stem
+
+
+def _safe_members(archive: zipfile.ZipFile):
+    for info in archive.infolist():
+        parts = Path(info.filename).parts
+        if info.is_dir() or info.filename.startswith("/") or ".." in parts or "__MACOSX" in parts:
+            continue
+        yield info
+
+
+def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dict]:
+    """{student id: {"name": full name, "notebooks": {key: bytes}}} from Moodle's "Download all submissions".
+
+    Reads the zip in memory (no extraction, so no path in it can write outside); a nested ``.zip`` (the kit's
+    submission) is opened the same way, one level deep. Files larger than ``max_mb`` are skipped.
+    """
+    found: dict[str, dict] = {}
+    limit = int(max_mb * 1_000_000)
+    with zipfile.ZipFile(download) as archive:
+        for info in _safe_members(archive):
+            parts = Path(info.filename).parts
+            match = next((FOLDER.match(part) for part in parts if FOLDER.match(part)), None)
+            if match is None or info.file_size > limit:
+                continue
+            student = found.setdefault(match["id"], {"name": match["name"], "notebooks": {}, "skipped": []})
+            name = parts[-1]
+            if name.endswith(".ipynb"):
+                student["notebooks"][notebook_key(name)] = archive.read(info)
+            elif name.endswith(".zip"):
+                try:
+                    with zipfile.ZipFile(io.BytesIO(archive.read(info))) as inner:
+                        for member in _safe_members(inner):
+                            if member.filename.endswith(".ipynb") and member.file_size <= limit:
+                                key = notebook_key(Path(member.filename).name)
+                                student["notebooks"][key] = inner.read(member)
+                except zipfile.BadZipFile:
+                    student["skipped"].append(f"{name} is not a readable zip")
+    return found
+
+
+# --- Running one notebook under limits -------------------------------------------------------------
+
+@dataclass
+class Limits:
+    cell_timeout: int = 120
+    notebook_timeout: int = 600
+    memory_mb: int = 4096
+    file_mb: int = 200
+
+
+def _dead_port() -> int:
+    """A local port nothing listens on (bound, then closed): the LLM is never reachable while grading."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(sd_url: str, home: Path, work: Path) -> dict[str, str]:
+    """The whole environment of a student's kernel: none of the instructor's variables, keys or passwords."""
+    return {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "LANG": "C.UTF-8",
+        "HOME": str(home),
+        "TMPDIR": str(work),
+        "SD_URL": sd_url,
+        "SD_AUTH": "",
+        "LLM_BASE_URL": f"http://127.0.0.1:{_dead_port()}/v1",
+        "LLM_API_KEY": "not-needed",
+        "OUTPUT_DIR": str(work / "outputs"),
+        "MPLBACKEND": "Agg",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_notebook(source: bytes, sd_url: str, limits: Limits) -> dict:
+    """Execute one notebook in a worker process; return its result (exercises, stop reason, seconds)."""
+    import nbformat
+
+    started = time.monotonic()
+    try:
+        nbformat.reads(source.decode("utf-8"), as_version=4)
+    except Exception:  # noqa: BLE001 - not UTF-8, not JSON, not a notebook: nothing to run
+        return {"exercises": {}, "stopped": "the file is not a readable notebook", "error": "", "seconds": 0.0}
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        tmp = Path(tmp)
+        home, work = tmp / "home", tmp / "work"
+        home.mkdir()
+        work.mkdir()
+        # An empty .env here: helpers.config finds it first, so the kit's own .env (the instructor's keys)
+        # is not read through the settings. (The files themselves are not hidden: see the README.)
+        (work / ".env").write_text("")
+        notebook, executed, pid_file = work / "submission.ipynb", tmp / "executed.ipynb", tmp / "kernel.pid"
+        notebook.write_bytes(source)
+        command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed),
+                   "--cell-timeout", str(limits.cell_timeout), "--memory-mb", str(limits.memory_mb),
+                   "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30),
+                   "--pid-file", str(pid_file)]
+        env = clean_env(sd_url, home, work)
+        env["PYTHONPATH"] = str(KIT_ROOT)  # the kit's helpers and course packages, whatever the install
+        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        stopped = ""
+        try:
+            process.communicate(timeout=limits.notebook_timeout)
+        except subprocess.TimeoutExpired:
+            stopped = f"the notebook ran longer than {limits.notebook_timeout} s and was stopped"
+        finally:
+            _kill(process.pid)
+            if pid_file.is_file():
+                _kill(int(pid_file.read_text() or 0) or -1)
+            process.wait()
+        result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0}
+        if executed.is_file():
+            try:
+                nb = nbformat.reads(executed.read_text(encoding="utf-8"), as_version=4)
+            except Exception:  # noqa: BLE001 - a notebook the worker could not write whole
+                nb = None
+            if nb is not None:
+                result["exercises"] = {k: list(v) for k, v in read_results(nb).items()}
+                result["stopped"] = stopped or nb.metadata.get("grading", {}).get("stopped", "")
+                result["error"] = first_error(nb)
+                if result["stopped"].startswith("a cell") and result["error"].endswith(": KeyboardInterrupt"):
+                    # The timed-out cell was interrupted: name it in the stop line, not as a second error.
+                    where = result["error"].rsplit(":", 1)[0]
+                    result["stopped"], result["error"] = where + result["stopped"][len("a cell"):], ""
+        elif not stopped:
+            result["stopped"] = f"the notebook could not be run (exit status {process.returncode})"
+    result["seconds"] = round(time.monotonic() - started, 2)
+    return result
+
+
+# --- Grading the batch -----------------------------------------------------------------------------
+
+@dataclass
+class StudentResult:
+    identifier: str
+    name: str
+    submitted: bool
+    notebooks: dict[str, dict] = field(default_factory=dict)  # key -> run_notebook's result
+    grade: float | None = None
+    maximum: float = 0.0
+
+
+@dataclass
+class GradingResult:
+    worksheet: Path
+    students: list[StudentResult]
+    executed: int  # notebooks run this time (the others came from the cache)
+    summary_html: Path
+    summary_png: Path | None
+
+
+def _exercise_rows(student: StudentResult, points: Points):
+    """(notebook, exercise, status, detail, points earned, points possible) for every exercise of a student."""
+    for key, result in sorted(student.notebooks.items()):
+        exercises = {name: tuple(value) for name, value in result["exercises"].items()}
+        for name in points.expected(key):
+            exercises.setdefault(name, (NOT_REACHED, ""))
+        for name, (status, detail) in exercises.items():
+            possible = points.of(key, name)
+            yield key, name, status, detail, possible if status == DONE else 0.0, possible
+
+
+def _feedback_comment(student: StudentResult, points: Points) -> str:
+    """Short HTML for the worksheet's Feedback comments column."""
+    if not student.submitted:
+        return "<p>No notebook found in this submission.</p>"
+    items = []
+    for key, result in sorted(student.notebooks.items()):
+        problems = [text for text in (result["stopped"], result["error"] and f"an error in {result['error']}") if text]
+        if problems:
+            items.append(f"<li>{_esc(key)}: {_esc('; '.join(problems))}</li>")
+    for key, name, status, detail, earned, _possible in _exercise_rows(student, points):
+        mark = "passed" if status == DONE else status + (f": {detail}" if detail else "")
+        items.append(f"<li>{_esc(key)} {_esc(name)}: {_esc(mark)} ({earned:g})</li>")
+    grade = "" if student.grade is None else f"<p>Grade: {student.grade:g}</p>"
+    return grade + "<ul>" + "".join(items) + "</ul>"
+
+
+def _feedback_page(student: StudentResult, points: Points) -> str:
+    rows = "".join(
+        f"<tr><td>{_esc(key)}</td><td>{_esc(name)}</td><td>{_esc(status)}</td>"
+        f"<td>{_esc(detail)}</td><td>{earned:g} / {possible:g}</td></tr>"
+        for key, name, status, detail, earned, possible in _exercise_rows(student, points))
+    notes = "".join(f"<li>{_esc(key)}: {_esc(text)}</li>" for key, result in
+                    sorted(student.notebooks.items()) for text in (result["stopped"], result["error"]) if text)
+    grade = "no grade (no submission)" if student.grade is None else f"{student.grade:g}"
+    return (f"<!doctype html><meta charset='utf-8'><title>Feedback: {_esc(student.name)}</title>"
+            f"<h1>{_esc(student.name)}</h1><p>Grade: {grade}</p>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + "<table border=1><tr><th>Notebook</th><th>Exercise</th><th>Result</th><th>Why</th><th>Points</th></tr>"
+            + rows + "</table>")
+
+
+def _summary(students: list[StudentResult], points: Points, out_dir: Path) -> tuple[Path, Path | None]:
+    counts: dict[tuple[str, str], list[int]] = {}
+    for student in students:
+        for key, name, status, *_rest in _exercise_rows(student, points):
+            counts.setdefault((key, name), [0, 0])
+            counts[(key, name)][0] += status == DONE
+            counts[(key, name)][1] += 1
+    submitted = sum(s.submitted for s in students)
+    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(n)}</td><td>{p}</td><td>{t}</td></tr>"
+                   for (k, n), (p, t) in sorted(counts.items()))
+    png = out_dir / "summary.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [f"{k[:2]} {n}" for k, n in sorted(counts)]
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), 4))
+        ax.bar(labels, [counts[key][0] for key in sorted(counts)], color="tab:green")
+        ax.set_ylabel("students who passed")
+        ax.set_title(f"Exercises passed ({submitted} submissions)")
+        ax.set_ylim(0, max(1, submitted))
+        ax.tick_params(axis="x", labelrotation=60)
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+    except ImportError:
+        png = None
+    page = out_dir / "summary.html"
+    page.write_text(
+        "<!doctype html><meta charset='utf-8'><title>Class summary</title><h1>Class summary</h1>"
+        f"<p>{submitted} of {len(students)} students submitted.</p>"
+        "<table border=1><tr><th>Notebook</th><th>Exercise</th><th>Passed</th><th>Ran</th></tr>" + rows + "</table>"
+        + ("<p><img src='summary.png' alt='students who passed each exercise'></p>" if png else ""),
+        encoding="utf-8")
+    return page, png
+
+
+def _read_worksheet(path: Path) -> tuple[list[list[str]], str, str]:
+    """(rows with the header first, encoding, line ending) of a Moodle grading worksheet."""
+    raw = path.read_bytes()
+    encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+    newline = "\r\n" if b"\r\n" in raw else "\n"
+    rows = list(csv.reader(io.StringIO(raw.decode(encoding), newline="")))
+    if not rows or "Identifier" not in rows[0]:
+        raise ValueError(f"{path} is not a Moodle grading worksheet (no Identifier column in its first row).")
+    return rows, encoding, newline
+
+
+def _write_atomic(path: Path, text: str, encoding: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding=encoding, newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _safe_file_name(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "student"
+
+
+def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
+          = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None) -> GradingResult:
+    """Grade every submission of the download into ``out_dir`` (see the module doc); returns what was written.
+
+    ``sd_url``: an A1111-compatible server to use instead of starting the kit's preview server (tests).
+    ``log`` is called with one line per notebook.
+    """
+    limits = limits or Limits()
+    table = Points.load(points)
+    out_dir = Path(out_dir)
+    (out_dir / "cache").mkdir(parents=True, exist_ok=True)
+    (out_dir / "feedback").mkdir(exist_ok=True)
+    rows, encoding, newline = _read_worksheet(Path(worksheet_csv))
+    header = rows[0]
+    column = {name: header.index(name) for name in header}
+    found = find_submissions(submissions_zip)
+
+    server = None
+    executed = 0
+    students: list[StudentResult] = []
+    try:
+        for row in rows[1:]:
+            if len(row) < len(header):
+                continue
+            identifier = row[column["Identifier"]]
+            match = IDENTIFIER.search(identifier)
+            submission = found.get(match.group(1)) if match else None
+            name = row[column["Full name"]] if "Full name" in column else identifier
+            student = StudentResult(identifier, name, bool(submission and submission["notebooks"]))
+            for key, source in sorted((submission or {}).get("notebooks", {}).items()):
+                digest = hashlib.sha256(source + f"|{GRADER_VERSION}|{limits}".encode()).hexdigest()
+                cached = out_dir / "cache" / f"{digest}.json"
+                if cached.is_file():
+                    result = json.loads(cached.read_text(encoding="utf-8"))
+                    log(f"{name}: {key} (cached)")
+                else:
+                    if server is None and sd_url is None:
+                        from sdserver import serve_in_thread
+
+                        server = serve_in_thread(engine="preview", step_delay=0.0)
+                    result = run_notebook(source, sd_url or server.url, limits)
+                    executed += 1
+                    _write_atomic(cached, json.dumps(result), "utf-8")
+                    log(f"{name}: {key} ran in {result['seconds']:.1f} s"
+                        + (f" ({result['stopped']})" if result["stopped"] else ""))
+                student.notebooks[key] = result
+            if student.submitted:
+                student.grade = sum(row_[4] for row_ in _exercise_rows(student, table))
+                student.maximum = sum(row_[5] for row_ in _exercise_rows(student, table))
+                if "Maximum Grade" in column:
+                    try:
+                        student.grade = min(student.grade, float(row[column["Maximum Grade"]]))
+                    except ValueError:
+                        pass
+                changeable = "Grade can be changed" not in column or row[column["Grade can be changed"]] != "No"
+                if "Grade" in column and changeable:
+                    row[column["Grade"]] = f"{student.grade:.2f}"
+            if "Feedback comments" in column:
+                row[column["Feedback comments"]] = _feedback_comment(student, table)
+            page = out_dir / "feedback" / f"{_safe_file_name(name)}_{match.group(1) if match else 'x'}.html"
+            page.write_text(_feedback_page(student, table), encoding="utf-8")
+            students.append(student)
+    finally:
+        if server is not None:
+            server.stop()
+
+    listed = {m.group(1) for s in students if (m := IDENTIFIER.search(s.identifier))}
+    for sid, submission in sorted(found.items()):
+        if sid not in listed:
+            log(f"{submission['name']} ({sid}): submitted, but not in the worksheet; not graded")
+
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator=newline).writerows(rows)
+    worksheet = out_dir / f"{Path(worksheet_csv).stem}_graded.csv"
+    _write_atomic(worksheet, buffer.getvalue(), encoding)
+    summary_html, summary_png = _summary(students, table, out_dir)
+    return GradingResult(worksheet, students, executed, summary_html, summary_png)
+
+
+def clear_cache(out_dir: str | Path) -> None:
+    """Forget every cached result (the next run executes every notebook again)."""
+    shutil.rmtree(Path(out_dir) / "cache", ignore_errors=True)

@@ -1,0 +1,89 @@
+"""Run one student notebook under limits: ``python -m course.grading_worker IN.ipynb OUT.ipynb [options]``.
+
+:mod:`course.grading` starts this in its own process, with a clean environment, a temporary HOME and working
+folder, and kills its process group (and the kernel's) when the notebook's time is up. Here, before any
+student code runs, the process sets its resource limits, which the kernel it starts inherits:
+
+* ``RLIMIT_AS``: address space (``--memory-mb``); a notebook that allocates more gets a MemoryError or dies;
+* ``RLIMIT_FSIZE``: the largest file it may write (``--file-mb``), so one notebook cannot fill the disk
+  with one file;
+* ``RLIMIT_CPU``: CPU seconds (``--cpu-s``), a backstop behind the wall-clock limits;
+* ``RLIMIT_CORE``: no core dumps.
+
+Then nbclient runs every cell (``allow_errors``: a failing cell does not stop the later checks) with a
+per-cell timeout, and the executed notebook is written to OUT, also when a cell timed out or the kernel
+died: the first line of OUT's metadata ``grading.stopped`` says why it stopped early.
+
+Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+from pathlib import Path
+
+
+def set_limits(memory_mb: int, file_mb: int, cpu_s: int) -> None:
+    """Lower this process's limits (children inherit them); a limit already lower stays."""
+    def lower(kind: int, value: int) -> None:
+        soft, hard = resource.getrlimit(kind)
+        new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(kind, (new, new if hard == resource.RLIM_INFINITY else hard))
+
+    if memory_mb > 0:
+        lower(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    if file_mb > 0:
+        lower(resource.RLIMIT_FSIZE, file_mb * 1024 * 1024)
+    if cpu_s > 0:
+        lower(resource.RLIMIT_CPU, cpu_s)
+    lower(resource.RLIMIT_CORE, 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course.grading_worker")
+    parser.add_argument("notebook")
+    parser.add_argument("out")
+    parser.add_argument("--cell-timeout", type=int, default=60)
+    parser.add_argument("--memory-mb", type=int, default=4096)
+    parser.add_argument("--file-mb", type=int, default=200)
+    parser.add_argument("--cpu-s", type=int, default=0)
+    parser.add_argument("--pid-file", default=None, help="where to write the kernel's process id")
+    args = parser.parse_args(argv)
+
+    set_limits(args.memory_mb, args.file_mb, args.cpu_s)
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    nb = nbformat.read(args.notebook, as_version=4)
+    pid_file = Path(args.pid_file) if args.pid_file else None
+
+    def note_kernel(**_kwargs) -> None:
+        if pid_file is not None:
+            pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+            if pid:
+                pid_file.write_text(str(pid))
+
+    # kernel_name python3: the kernel of this same Python (the kit's venv), whatever the notebook names.
+    client = NotebookClient(nb, timeout=args.cell_timeout, kernel_name="python3", allow_errors=True,
+                            interrupt_on_timeout=False, resources={"metadata": {"path": "."}},
+                            on_notebook_start=note_kernel, record_timing=False)
+    stopped, status = "", 0
+    try:
+        client.execute()
+    except CellTimeoutError:
+        stopped, status = f"a cell ran longer than {args.cell_timeout} s and was stopped", 3
+    except DeadKernelError:
+        stopped, status = "the kernel died (out of memory, or the code ended the process)", 4
+    except Exception as err:  # noqa: BLE001 - report anything else as the reason, never a traceback of ours
+        stopped, status = f"the notebook could not be run ({type(err).__name__})", 5
+    nb.metadata["grading"] = {"stopped": stopped}
+    nbformat.write(nb, args.out)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

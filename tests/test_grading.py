@@ -1,0 +1,205 @@
+"""Grading a class's Moodle download (issue 17): a fake download, the worksheet checked row by row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import nbformat
+import pytest
+
+from course.grading import Limits, grade, run_notebook
+
+SECRET = "instructor-s3cr3t-value-4242"
+HEADER = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade", "Grade can be changed",
+          "Last modified (submission)", "Last modified (grade)", "Feedback comments"]
+STUDENTS = [  # id, full name: what they submitted
+    ("100001", "Ann Full"), ("100002", "Bob Part"), ("100003", "Cara None"),
+    ("100004", "Dan Loop"), ("100005", "Eve Raise"), ("100006", "Finn Secret"),
+]
+LIMITS = Limits(cell_timeout=4, notebook_timeout=60, memory_mb=4096)
+
+DOUBLE_OK = "def double(x):\n    return 2 * x"
+TRIPLE_OK = "def triple(x):\n    return 3 * x"
+CHECKS = [
+    'def test_double(f):\n    assert f(2) == 4, f"double(2) should be 4, got {f(2)}"\n'
+    'double = check("double", double, test_double, reference=lambda x: 2 * x)',
+    'def test_triple(f):\n    assert f(2) == 6, f"triple(2) should be 6, got {f(2)}"\n'
+    'triple = check("triple", triple, test_triple, reference=lambda x: 3 * x)',
+]
+
+
+def _nb(*sources: str) -> bytes:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in ("from helpers.exercises import check, report", *sources)]
+    return nbformat.writes(nb).encode()
+
+
+NOTEBOOKS = {
+    "100001": _nb(DOUBLE_OK, CHECKS[0], TRIPLE_OK, CHECKS[1], 'report(["double", "triple"])'),
+    "100002": _nb(DOUBLE_OK, CHECKS[0], "def triple(x):\n    return x + x", CHECKS[1], "report()"),
+    "100004": _nb(DOUBLE_OK, CHECKS[0], "while True:\n    pass", TRIPLE_OK, CHECKS[1], "report()"),
+    "100005": _nb("import not_a_module_xyz", "def double(x):\n    return not_a_module_xyz.double(x)", CHECKS[0]),
+    "100006": _nb("import os\nprint(os.environ.get('GRADING_TEST_SECRET', 'no secret here'))",
+                  "import os\ndef double(x):\n    return os.environ.get('GRADING_TEST_SECRET', 'none')", CHECKS[0]),
+}
+
+
+def _kit_zip(student: str, notebook: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("SUMMARY.md", "# summary\n")
+        archive.writestr(f"{student}_01_test.ipynb", notebook)
+        archive.writestr(f"{student}_01_test.html", "<html></html>")
+    return buffer.getvalue()
+
+
+def make_download(tmp_path, ids=None) -> tuple:
+    """A Moodle "Download all submissions" zip and its grading worksheet, for the students ``ids``."""
+    ids = ids or [sid for sid, _ in STUDENTS]
+    download = tmp_path / "download.zip"
+    with zipfile.ZipFile(download, "w") as archive:
+        for sid, name in STUDENTS:
+            if sid not in ids or sid not in NOTEBOOKS:
+                continue
+            folder = f"{name}_{sid}_assignsubmission_file_"
+            if sid == "100001":  # the kit's submission zip
+                archive.writestr(f"{folder}/Ann-Full_notebooks.zip", _kit_zip("Ann-Full", NOTEBOOKS[sid]))
+            else:  # loose notebooks
+                archive.writestr(f"{folder}/{name.split()[0]}_01_test.ipynb", NOTEBOOKS[sid])
+        archive.writestr("../evil_1_assignsubmission_file_/x.ipynb", b"{}")  # never written outside
+    worksheet = tmp_path / "worksheet.csv"
+    with open(worksheet, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        for sid, name in STUDENTS:
+            if sid in ids:
+                writer.writerow([f"Participant {sid}", name, f"{name.split()[0].lower()}@example.com",
+                                 "Submitted for grading", "", "10.00", "Yes", "Monday, 30 November 2026, 10:00 AM",
+                                 "-", ""])
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps({"default": 1, "exercises": {"01_test": {"double": 2, "triple": 1}}}))
+    return download, worksheet, points
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("grading")
+    download, worksheet, points = make_download(tmp_path)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRADING_TEST_SECRET", SECRET)
+    try:
+        result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+    finally:
+        mp.undo()
+    return tmp_path, result
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+def test_worksheet_keeps_columns_order_and_untouched_cells(graded):
+    tmp_path, result = graded
+    before, after = _rows(tmp_path / "worksheet.csv"), _rows(result.worksheet)
+    assert after[0] == HEADER and len(after) == len(before)
+    changed = {HEADER.index("Grade"), HEADER.index("Feedback comments")}
+    for old, new in zip(before[1:], after[1:]):
+        assert len(new) == len(HEADER)
+        assert [v for i, v in enumerate(old) if i not in changed] == [v for i, v in enumerate(new) if i not in changed]
+    raw = result.worksheet.read_text(encoding="utf-8")
+    assert raw.startswith(",".join(HEADER) + "\n") and "\r\n" not in raw
+    assert '"Monday, 30 November 2026, 10:00 AM"' in raw  # QUOTE_MINIMAL: quoted because of the commas
+    assert "\nParticipant 100001,Ann Full," in raw      # and nothing else quoted needlessly
+
+
+def test_grades_and_feedback_row_by_row(graded):
+    _tmp, result = graded
+    rows = {row[0]: row for row in _rows(result.worksheet)[1:]}
+    grade_of = {sid: rows[f"Participant {sid}"][4] for sid, _ in STUDENTS}
+    feedback = {sid: rows[f"Participant {sid}"][9] for sid, _ in STUDENTS}
+    assert grade_of == {"100001": "3.00", "100002": "2.00", "100003": "", "100004": "2.00", "100005": "0.00",
+                        "100006": "0.00"}
+    assert "double: passed (2)" in feedback["100001"] and "triple: passed (1)" in feedback["100001"]
+    assert "triple: not right yet: triple(2) should be 6, got 4" in feedback["100002"]
+    assert "No notebook" in feedback["100003"]
+    assert "code cell 4 ran longer than 4 s and was stopped</li>" in feedback["100004"]
+    assert "KeyboardInterrupt" not in feedback["100004"]
+    assert "name 'not_a_module_xyz' is not defined" in feedback["100005"]
+    assert "triple: not reached" in feedback["100004"]
+    assert "ModuleNotFoundError" in feedback["100005"] and "your code raised NameError" in feedback["100005"]
+    assert feedback["100001"].startswith("<p>Grade: 3</p><ul><li>")
+
+
+def test_the_instructors_environment_never_reaches_the_students_code(graded):
+    tmp_path, result = graded
+    out = tmp_path / "out"
+    texts = [result.worksheet.read_text()] + [p.read_text() for p in out.rglob("*") if p.suffix in (".html", ".json")]
+    assert not any(SECRET in text for text in texts)
+    finn = _rows(result.worksheet)[6][9]
+    assert "double(2) should be 4, got none" in finn  # the variable was not there: the clean environment
+
+
+def test_feedback_pages_and_class_summary(graded):
+    tmp_path, result = graded
+    pages = sorted(p.name for p in (tmp_path / "out" / "feedback").iterdir())
+    assert len(pages) == len(STUDENTS) and "Bob_Part_100002.html" in pages
+    assert "triple(2) should be 6" in (tmp_path / "out" / "feedback" / "Bob_Part_100002.html").read_text()
+    summary = result.summary_html.read_text()
+    assert "5 of 6 students submitted" in summary and "<td>double</td><td>3</td><td>5</td>" in summary
+    assert result.summary_png.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "evil_1_assignsubmission_file_").exists()
+
+
+def test_second_run_uses_the_cache(graded):
+    tmp_path, first = graded
+    assert first.executed == 5
+    second = grade(tmp_path / "download.zip", tmp_path / "worksheet.csv", tmp_path / "out",
+                   points=tmp_path / "points.json", limits=LIMITS)
+    assert second.executed == 0
+    assert second.worksheet.read_bytes() == first.worksheet.read_bytes()
+
+
+def test_interrupted_batch_resumes(tmp_path):
+    download, worksheet, points = make_download(tmp_path, ids=["100001", "100002"])
+
+    def interrupt(line):
+        if " ran in " in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=interrupt)
+    assert not (tmp_path / "out" / "worksheet_graded.csv").exists()
+    lines = []
+    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append)
+    assert result.executed == 1 and lines[0] == "Ann Full: 01_test (cached)"
+    assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00", "2.00"]
+
+
+def test_a_notebook_past_its_time_is_killed(tmp_path):
+    result = run_notebook(_nb("while True:\n    pass"), "http://127.0.0.1:9",
+                          Limits(cell_timeout=60, notebook_timeout=3))
+    assert result["stopped"] == "the notebook ran longer than 3 s and was stopped"
+    assert result["seconds"] < 15
+
+
+def test_command_line(tmp_path):
+    download, worksheet, points = make_download(tmp_path, ids=["100003"])
+    out = subprocess.run([sys.executable, "-m", "course", "grade", "--submissions", str(download), "--worksheet",
+                          str(worksheet), "--out", str(tmp_path / "out"), "--points", str(points)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "worksheet_graded.csv" in out.stdout
+
+
+def test_memory_limit_and_unreadable_files_are_reported(tmp_path):
+    result = run_notebook(_nb("x = bytearray(3 * 1024**3)", "print('after')"), "http://127.0.0.1:9",
+                          Limits(cell_timeout=30, notebook_timeout=60, memory_mb=2048))
+    assert result["error"] == "code cell 2: MemoryError" and not result["stopped"]
+    assert run_notebook(b"not json", "http://127.0.0.1:9", Limits())["stopped"] == "the file is not a readable notebook"
