@@ -85,27 +85,43 @@ class A1111Client(A1111Http):
         >>> gen.seeds                                                                   # doctest: +SKIP
         [7, 8]
         """
+        return self._generate("txt2img", prompt, fields, progress, allow_empty_prompt)
+
+    def img2img(self, images, prompt: str, *, denoising_strength: float = 0.75, progress: bool = False,
+                allow_empty_prompt: bool = False, **fields) -> Generation:
+        """Generate images from a start image (a PIL image or a file's path, or a list: one per image of the
+        batch) and a prompt; like txt2img otherwise. 0 keeps the image, 1 replaces it.
+
+        >>> gen = client.img2img("outputs/fox.png", "a red fox, oil painting", denoising_strength=0.5)  # doctest: +SKIP
+        """
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        fields = {**fields, "init_images": [encode_b64(image) for image in images],
+                  "denoising_strength": denoising_strength}
+        return self._generate("img2img", prompt, fields, progress, allow_empty_prompt)
+
+    def _generate(self, path: str, prompt: str, fields: dict, progress: bool, allow_empty_prompt: bool) -> Generation:
         payload = {**copy.deepcopy(self.defaults), **fields, "prompt": prompt}
         if payload.get("override_settings") is None:
             payload["override_settings"] = {}
         # allow_empty_prompt skips only the empty-prompt check: the other checks see a stand-in prompt
-        validate_txt2img({**payload, "prompt": "x"} if allow_empty_prompt and isinstance(prompt, str) else payload)
+        validate_txt2img({**payload, "prompt": "x"} if allow_empty_prompt and isinstance(prompt, str) else payload,
+                         path)
         total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1)
         self._running += 1
         self._interrupted = False
         try:
-            body = self._run_with_progress(payload, total if progress else 0)
+            body = self._run_with_progress(payload, total if progress else 0, path)
         finally:
             self._running -= 1
-        generation = self._read_generation(body)
+        generation = self._read_generation(body, path)
         # A1111 answers 200 after an interrupt, with the images made so far.
         generation.interrupted = self._interrupted or self._server_says_interrupted(generation)
         self.last = generation
         return generation
 
-    def _read_generation(self, body: Any) -> Generation:
+    def _read_generation(self, body: Any, path: str = "txt2img") -> Generation:
         """Read a txt2img answer; a partly broken one's good images go to ``err.generation`` and ``client.last``."""
-        shown = without_password(self._url("txt2img"))
+        shown = without_password(self._url(path))
         try:
             return Generation.from_response(body)
         except ResponseError as err:
@@ -135,12 +151,12 @@ class A1111Client(A1111Http):
         ours, theirs = info.get("job_timestamp"), state.get("job_timestamp")
         return ours is None or theirs is None or str(ours) == str(theirs)
 
-    def _run_with_progress(self, payload: dict, total_steps: int) -> dict:
+    def _run_with_progress(self, payload: dict, total_steps: int, path: str = "txt2img") -> dict:
         """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
         bar = LiveProgress(total_steps) if total_steps else None
         poll_session = self._new_session() if bar else None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
-        future = pool.submit(self.request, "POST", "txt2img", json=payload)
+        future = pool.submit(self.request, "POST", path, json=payload)
         finished = False
         failures = 0  # unusable /progress answers in a row
         try:
@@ -159,7 +175,7 @@ class A1111Client(A1111Http):
                                       f"after {failures} unusable answers in a row (last: {problem}); the "
                                       "generation itself goes on.", stacklevel=4)
         except KeyboardInterrupt:
-            raise GenerationInterrupted(self._stop_and_collect(future)) from None
+            raise GenerationInterrupted(self._stop_and_collect(future, path)) from None
         finally:
             if bar:
                 bar.close(finished=finished)
@@ -177,12 +193,12 @@ class A1111Client(A1111Http):
         except Exception as err:  # noqa: BLE001 - see the docstring
             return f"{type(err).__name__}: {_short(err, 100)}"
 
-    def _stop_and_collect(self, future) -> Generation | None:
+    def _stop_and_collect(self, future, path: str = "txt2img") -> Generation | None:
         """Tell the server to stop, then keep what it returns (A1111 answers 200 with partial images)."""
         try:
             self.interrupt()
             body = future.result(timeout=30)
-            generation = self._read_generation(body)
+            generation = self._read_generation(body, path)
         except A1111Error as err:
             generation = err.generation  # the good images of a partly broken answer, if any
         except (FutureTimeout, KeyboardInterrupt):

@@ -30,6 +30,12 @@ TXT2IMG_DEFAULTS: dict[str, Any] = {
     "send_images": True, "save_images": False, "alwayson_scripts": {}, "infotext": None,
 }
 
+# img2img's fields: txt2img's without hires fix, and its own (sdserver/models.py has A1111's order and defaults).
+IMG2IMG_FIELDS = {name for name in TXT2IMG_DEFAULTS if not name.startswith(("enable_hr", "firstphase_", "hr_"))} | {
+    "init_images", "resize_mode", "image_cfg_scale", "mask", "mask_blur_x", "mask_blur_y", "mask_blur", "mask_round",
+    "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert",
+    "initial_noise_multiplier", "latent_mask", "include_init_images"}
+
 # Names people often use from other libraries (diffusers, ComfyUI, OpenAI); suggested in errors.
 FIELD_ALIASES: dict[str, str] = {
     "guidance_scale": "cfg_scale", "cfg": "cfg_scale", "num_inference_steps": "steps", "sampling_steps": "steps",
@@ -42,8 +48,8 @@ def _is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate_txt2img(fields: dict[str, Any]) -> None:
-    """Check a txt2img request before sending it; raises InvalidRequest with the fix.
+def validate_txt2img(fields: dict[str, Any], endpoint: str = "txt2img") -> None:
+    """Check a txt2img (or ``endpoint="img2img"``) request before sending it; raises InvalidRequest with the fix.
 
     >>> validate_txt2img({"prompt": "a cat", "stepz": 20})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -51,12 +57,18 @@ def validate_txt2img(fields: dict[str, Any]) -> None:
     helpers.a1111_http.InvalidRequest: Unknown txt2img field 'stepz' (did you mean 'steps'?). A1111 would ...
     Fix: Use one of the fields A1111 knows: ...
     """
+    known = IMG2IMG_FIELDS if endpoint == "img2img" else TXT2IMG_DEFAULTS
     for name in fields:
-        if name not in TXT2IMG_DEFAULTS:
-            guess = FIELD_ALIASES.get(name) or next(iter(difflib.get_close_matches(name, TXT2IMG_DEFAULTS, n=1)), None)
+        if name not in known:
+            guess = FIELD_ALIASES.get(name) or next(iter(difflib.get_close_matches(name, known, n=1)), None)
             hint = f" (did you mean '{guess}'?)" if guess else ""
-            raise InvalidRequest(f"Unknown txt2img field '{name}'{hint}. A1111 would silently ignore it.",
-                                 fix="Use one of the fields A1111 knows: " + ", ".join(TXT2IMG_DEFAULTS))
+            raise InvalidRequest(f"Unknown {endpoint} field '{name}'{hint}. A1111 would silently ignore it.",
+                                 fix="Use one of the fields A1111 knows: " + ", ".join(sorted(known)))
+    strength = fields.get("denoising_strength")
+    if endpoint == "img2img" and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                  or not 0 <= strength <= 1):
+        raise InvalidRequest(f"denoising_strength={strength!r} must be a number from 0 to 1",
+                             fix="Use e.g. denoising_strength=0.5: 0 keeps the start image, 1 replaces it.")
     prompt = fields.get("prompt")
     if not isinstance(prompt, str):
         raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}",

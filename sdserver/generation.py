@@ -1,8 +1,10 @@
-"""txt2img, step by step: request -> seeds, sampler, settings -> batches -> A1111's reply.
+"""txt2img and img2img, step by step: request -> seeds, sampler, settings -> batches -> A1111's reply.
 
 This is the part of the server that behaves like A1111's ``modules/processing.py`` as seen from
 outside: which seeds are used, what the infotext says, what ``info`` holds (A1111 1.10's txt2img answer).
-It does not draw anything itself; the engine does (see ``engines/``).
+It does not draw anything itself; the engine does (see ``engines/``). img2img is the same path
+(:func:`process`) with init images: it adds the decoding and resizing of the init images, A1111's
+img2img step count, ``Denoising strength`` in every infotext, and its own job name.
 
 Example (the route in routes.py does exactly this):
     >>> import threading
@@ -32,9 +34,9 @@ from helpers.infotext import format_infotext, infotext_to_fields
 
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
-from .images import encode_png_b64
-from .limits import Limits, check_request_cost, check_seeds, check_text_lengths
-from .models import Txt2ImgRequest
+from .images import decode_image, encode_png_b64, open_image
+from .limits import Limits, check_request_cost, check_seeds, check_text_lengths, limit_error
+from .models import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from .options import Options
 from .state import JobState
 
@@ -44,7 +46,7 @@ def random_seed() -> int:
     return random.randrange(4294967294)
 
 
-def apply_infotext(req: Txt2ImgRequest) -> Txt2ImgRequest:
+def apply_infotext(req: ProcessingRequest) -> ProcessingRequest:
     """The ``infotext`` field (A1111 1.9+): a pasted infotext fills every field NOT sent explicitly.
 
     >>> apply_infotext(Txt2ImgRequest(steps=9, infotext="a cat\\nSteps: 20, Seed: 7, Size: 64x32")).model_dump(
@@ -61,7 +63,7 @@ def apply_infotext(req: Txt2ImgRequest) -> Txt2ImgRequest:
         elif name not in req.model_fields_set:
             data[name] = value
     try:
-        return Txt2ImgRequest.model_validate(data)
+        return type(req).model_validate(data)
     except ValidationError as error:  # e.g. an infotext with "Size: 9000x9000": a 422, as for the body
         raise RequestValidationError(error.errors()) from error
 
@@ -114,7 +116,89 @@ def preview_every(opts: dict[str, Any]) -> int:
 
 def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Options,
             queue_lock: threading.Lock, limits: Limits | None = None) -> dict[str, Any]:
-    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``.
+    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``."""
+    return process(req, engine, state, options, queue_lock, limits)
+
+
+# A1111's resize modes; 3 ("Just resize (latent upscale)") is treated as 0 by the kit's server.
+RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
+
+
+def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Options,
+            queue_lock: threading.Lock, limits: Limits | None = None) -> dict[str, Any]:
+    """Run one img2img request (A1111's answers for a missing, extra or unreadable init image; no
+    inpainting: a ``mask`` is a 422 naming it) and return A1111's reply ``{images, parameters, info}``."""
+    limits = limits or Limits()
+    for name in ("mask", "latent_mask"):
+        if getattr(req, name):
+            raise limit_error(name, "inpainting (a mask) is not supported by the kit's server; send the request "
+                                    "without it, or use a real A1111 for inpainting")
+    if not req.init_images:
+        raise HTTPException(status_code=404, detail="Init image not found")
+    if len(req.init_images) > req.value("batch_size"):  # A1111's RuntimeError, a 500
+        raise RuntimeError(f"bad number of images passed: {len(req.init_images)}; expecting "
+                           f"{req.value('batch_size')} or less")
+    for index, encoded in enumerate(req.init_images):  # headers only: bad or too large answers at once
+        open_image(encoded, limits, field=f"init_images[{index}]")
+    return process(req, engine, state, options, queue_lock, limits, init_images=req.init_images)
+
+
+def prepare_init_image(image, mode: int, width: int, height: int, background: str = "#ffffff"):
+    """An init image as A1111 prepares it: EXIF rotation applied, transparency flattened onto
+    ``background`` (option img2img_background_color), resized to width x height by ``mode``
+    (0 stretch, 1 crop the centre to the aspect ratio, 2 fit inside and fill the sides with the
+    stretched edge pixels; 3 is treated as 0).
+
+    >>> from PIL import Image
+    >>> prepare_init_image(Image.new("RGBA", (30, 10)), 2, 16, 16).size
+    (16, 16)
+    """
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        flat = Image.new("RGBA", image.size, background)
+        image = Image.alpha_composite(flat, image)
+    image = image.convert("RGB")
+    if mode == 1:
+        return ImageOps.fit(image, (width, height), Image.LANCZOS)
+    if mode != 2:
+        return image.resize((width, height), Image.LANCZOS)
+    scale = min(width / image.width, height / image.height)
+    inner = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    out = Image.new("RGB", (width, height))
+    left, top = (width - inner.width) // 2, (height - inner.height) // 2
+    if inner.width < width:  # fill the sides with the stretched first and last columns
+        out.paste(inner.crop((0, 0, 1, inner.height)).resize((left + 1, height)), (0, 0))
+        out.paste(inner.crop((inner.width - 1, 0, inner.width, inner.height)).resize((width - left - inner.width + 1,
+                                                                                      height)), (left + inner.width, 0))
+    if inner.height < height:  # fill top and bottom with the stretched first and last rows
+        out.paste(inner.crop((0, 0, inner.width, 1)).resize((width, top + 1)), (0, 0))
+        out.paste(inner.crop((0, inner.height - 1, inner.width, inner.height)).resize(
+            (width, height - top - inner.height + 1)), (0, top + inner.height))
+    out.paste(inner, (left, top))
+    return out
+
+
+def img2img_steps(steps: int, strength: float, fix_steps: bool) -> tuple[int, int]:
+    """(schedule length, steps actually run) for img2img, as A1111's ``setup_img2img_steps``: by
+    default a schedule of ``steps`` of which ``int(strength * steps) + 1`` run (capped at ``steps``);
+    with option img2img_fix_steps exactly ``steps`` run, of a schedule ``steps / strength`` long.
+
+    >>> img2img_steps(20, 0.75, False), img2img_steps(20, 0.5, True), img2img_steps(20, 0.0, False)
+    ((20, 16), (40, 20), (20, 1))
+    """
+    strength = min(max(strength, 0.0), 0.999)
+    if fix_steps and strength > 0:
+        return min(int(steps / strength), 1000), steps
+    return steps, min(int(strength * steps) + 1, steps)
+
+
+def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Options,
+            queue_lock: threading.Lock, limits: Limits | None = None,
+            init_images: list[str] | None = None) -> dict[str, Any]:
+    """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given.
 
     Everything that can refuse the request (limits, scripts, settings, the engine's checks) runs
     before the queue lock, so a refusal comes at once, even while another job is running.
@@ -149,6 +233,12 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     width, height = req.value("width"), req.value("height")
     steps, cfg_scale = req.value("steps"), float(req.value("cfg_scale"))
     batch_size, n_iter = req.value("batch_size"), req.value("n_iter")
+    if init_images and len(init_images) > 1:
+        batch_size = len(init_images)  # k init images make batches of k (one image repeats), as in A1111
+    run_steps, schedule_steps = steps, steps
+    if init_images:
+        schedule_steps, run_steps = img2img_steps(steps, float(req.value("denoising_strength")),
+                                                  bool(opts.get("img2img_fix_steps")))
     prompt, negative_prompt = req.value("prompt"), req.value("negative_prompt")
     restore_faces = req.restore_faces if req.restore_faces is not None else bool(opts["face_restoration"])
     tiling = req.tiling if req.tiling is not None else bool(opts["tiling"])
@@ -162,6 +252,8 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
     if req.value("enable_hr"):
         extra.update(hires_params(req))
         out_width, out_height = req.hires_target_size()
+    if init_images:
+        extra["Denoising strength"] = req.value("denoising_strength")  # img2img always writes it
     extra.update(engine_params)
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
@@ -218,22 +310,31 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
             if not restore:
                 options.update(options.loaded_model())
         model = {"name": engine.model_name, "hash": engine.model_hash}  # what made these images
-        state.begin("scripts_txt2img", job_count=n_iter)
+        state.begin("scripts_img2img" if init_images else "scripts_txt2img", job_count=n_iter)
         job_timestamp = state.job_timestamp
         try:
+            inits = None
+            if init_images:  # decoded only now, when it is this request's turn: waiting requests hold no pixels
+                background = str(opts.get("img2img_background_color") or "#ffffff")
+                inits = [prepare_init_image(decode_image(encoded, limits, f"init_images[{index}]"),
+                                            req.value("resize_mode"), out_width, out_height, background)
+                         for index, encoded in enumerate(init_images)]
+                inits = inits * batch_size if len(inits) == 1 else inits
             for n in range(n_iter):
                 if state.interrupted:
                     break  # an interrupt skips the remaining batches
-                state.begin_batch(n, steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
+                state.begin_batch(n, run_steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
                 first = n * batch_size
                 job = GenerationJob(
                     prompt=prompt, negative_prompt=negative_prompt,
                     seeds=all_seeds[first:first + batch_size], subseeds=all_subseeds[first:first + batch_size],
-                    subseed_strength=strength, width=out_width, height=out_height, steps=steps,
+                    subseed_strength=strength, width=out_width, height=out_height, steps=run_steps,
                     cfg_scale=cfg_scale, sampler_name=sampler, scheduler=scheduler,
                     preview_every=preview_every(opts), tiling=tiling, clip_skip=clip_skip, eta=req.eta,
                     emphasis=str(opts.get("emphasis", "Original")),
                     comma_padding_backtrack=_as_int(opts.get("comma_padding_backtrack"), 20), options=opts,
+                    init_images=inits, denoising_strength=float(req.value("denoising_strength") or 0),
+                    schedule_steps=schedule_steps,
                 )
                 batch = engine.generate(job, on_step)
                 if opts["live_previews_enable"] and _as_int(opts["show_progress_every_n_steps"], 1) == -1:
@@ -277,7 +378,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         "sd_vae_hash": None,
         "seed_resize_from_w": resize_w,
         "seed_resize_from_h": resize_h,
-        "denoising_strength": req.denoising_strength,
+        "denoising_strength": req.value("denoising_strength"),
         "extra_generation_params": extra,
         "index_of_first_image": 0,
         "infotexts": infotexts,
@@ -288,4 +389,7 @@ def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Optio
         "version": version,
     }
     # parameters echoes the request (seed stays -1); info is a JSON *string*, as in A1111.
-    return {"images": encoded, "parameters": req.model_dump(), "info": json.dumps(info, default=lambda o: None)}
+    parameters = req.model_dump()
+    if init_images and not req.value("include_init_images"):
+        parameters.update(init_images=None, mask=None)  # A1111 leaves the (large) images out unless asked
+    return {"images": encoded, "parameters": parameters, "info": json.dumps(info, default=lambda o: None)}

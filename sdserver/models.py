@@ -84,12 +84,8 @@ class A1111Model(BaseModel):
         return current
 
 
-class Txt2ImgRequest(A1111Model):
-    """POST /sdapi/v1/txt2img: every field of A1111 1.10, in its order, with its defaults.
-
-    >>> Txt2ImgRequest(prompt="a fox").model_dump()["sampler_index"]
-    'Euler'
-    """
+class ProcessingRequest(A1111Model):
+    """The fields txt2img and img2img share (A1111's ``StableDiffusionProcessing``), in A1111's order."""
 
     prompt: Optional[str] = ""
     negative_prompt: Optional[str] = ""
@@ -125,6 +121,24 @@ class Txt2ImgRequest(A1111Model):
     disable_extra_networks: Optional[bool] = False
     firstpass_image: Optional[str] = None
     comments: Optional[dict[str, Any]] = None
+
+    @field_validator("seed", "subseed", mode="after")
+    @classmethod
+    def _seed_torch_accepts(cls, value: Optional[int], info) -> Optional[int]:
+        """A1111 hands seeds to torch, which takes -2**63 .. 2**64-1; a larger one would be a 500 later."""
+        if value is not None and not SEED_MIN <= value <= SEED_MAX:
+            raise ValueError(f"{info.field_name} must be -1 (random) or an integer from {SEED_MIN} to {SEED_MAX} "
+                             f"(the seeds torch accepts); got {value}")
+        return value
+
+
+class Txt2ImgRequest(ProcessingRequest):
+    """POST /sdapi/v1/txt2img: every field of A1111 1.10, in its order, with its defaults.
+
+    >>> Txt2ImgRequest(prompt="a fox").model_dump()["sampler_index"]
+    'Euler'
+    """
+
     enable_hr: Optional[bool] = False
     firstphase_width: _int() = 0
     firstphase_height: _int() = 0
@@ -164,15 +178,6 @@ class Txt2ImgRequest(A1111Model):
             return resize_y * width // height, resize_y
         return resize_x, resize_y
 
-    @field_validator("seed", "subseed", mode="after")
-    @classmethod
-    def _seed_torch_accepts(cls, value: Optional[int], info) -> Optional[int]:
-        """A1111 hands seeds to torch, which takes -2**63 .. 2**64-1; a larger one would be a 500 later."""
-        if value is not None and not SEED_MIN <= value <= SEED_MAX:
-            raise ValueError(f"{info.field_name} must be -1 (random) or an integer from {SEED_MIN} to {SEED_MAX} "
-                             f"(the seeds torch accepts); got {value}")
-        return value
-
     @model_validator(mode="after")
     def _hires_size_in_range(self):
         """With hires fix the image is drawn at the target size, so that must be in range too."""
@@ -184,6 +189,49 @@ class Txt2ImgRequest(A1111Model):
                     "(lower hr_scale or hr_resize_x/hr_resize_y)"
                 )
         return self
+
+
+class Img2ImgRequest(ProcessingRequest):
+    """POST /sdapi/v1/img2img: A1111 1.10's img2img fields, in its order, with its defaults.
+
+    The inpainting fields are accepted so that A1111 clients validate, but the kit's server does not
+    inpaint: a ``mask`` is a 422 that names it (generation.py). Fields only txt2img has (hires fix)
+    read as None through :meth:`value`, so code shared with txt2img may ask for them.
+
+    >>> req = Img2ImgRequest(init_images=["..."])
+    >>> req.value("denoising_strength"), req.value("resize_mode"), req.value("enable_hr")
+    (0.75, 0, None)
+    """
+
+    denoising_strength: Optional[Annotated[float, Field(ge=0, le=1)]] = 0.75
+    init_images: Optional[list[str]] = None
+    resize_mode: _int(0, 3) = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale (as 0)
+    image_cfg_scale: Optional[float] = None
+    mask: Optional[str] = None
+    mask_blur_x: _int() = 4
+    mask_blur_y: _int() = 4
+    mask_blur: _int() = None
+    mask_round: Optional[bool] = True
+    inpainting_fill: _int() = 0
+    inpaint_full_res: Optional[bool] = True
+    inpaint_full_res_padding: _int() = 0
+    inpainting_mask_invert: _int() = 0
+    initial_noise_multiplier: Optional[float] = None
+    latent_mask: Optional[str] = None
+    force_task_id: Optional[str] = None
+    sampler_index: Optional[str] = "Euler"  # legacy; used when sampler_name is empty
+    include_init_images: Optional[bool] = False
+    script_name: Optional[str] = None
+    script_args: Optional[list[Any]] = []
+    send_images: Optional[bool] = True
+    save_images: Optional[bool] = False
+    alwayson_scripts: Optional[dict[str, Any]] = {}
+    infotext: Optional[str] = None
+
+    def value(self, name: str) -> Any:
+        if name not in type(self).model_fields:
+            return None  # a txt2img-only field (enable_hr, hr_*): not part of img2img
+        return super().value(name)
 
 
 class TextToImageResponse(BaseModel):

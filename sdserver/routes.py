@@ -26,10 +26,11 @@ from helpers.infotext import parse_infotext
 
 from . import catalog
 from .engines import Engine
-from .generation import txt2img
+from .generation import img2img, txt2img
 from .images import decode_image, encode_png_b64, open_image
 from .limits import Limits, limit_error, surrogate_problem
 from .models import (
+    Img2ImgRequest,
     InterrogateRequest,
     InterrogateResponse,
     PNGInfoRequest,
@@ -64,7 +65,7 @@ class SdApi:
             app.add_api_route(f"/sdapi/v1/{path}", handler, methods=methods, dependencies=dependencies, **kwargs)
 
         route("txt2img", self.txt2img, ["POST"], response_model=TextToImageResponse)
-        route("img2img", self.not_supported, ["POST"])
+        route("img2img", self.img2img, ["POST"], response_model=TextToImageResponse)
         route("extra-single-image", self.not_supported, ["POST"])
         route("extra-batch-images", self.not_supported, ["POST"])
         route("png-info", self.png_info, ["POST"], response_model=PNGInfoResponse)
@@ -101,10 +102,14 @@ class SdApi:
         """Generate images from a prompt (A1111's txt2img, see generation.py)."""
         return txt2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
 
+    def img2img(self, req: Img2ImgRequest):
+        """Generate images from init images and a prompt (A1111's img2img, see generation.py)."""
+        return img2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
+
     def not_supported(self):
         """Not available on the kit's server."""
         raise HTTPException(status_code=501, detail="not supported by the kit's preview server "
-                                                    "(only txt2img generates); use a real A1111 for this")
+                                                    "(only txt2img and img2img generate); use a real A1111 for this")
 
     def progress(self, skip_current_image: bool = False):
         """Progress of the running job (A1111's formula, see state.py); never waits for the queue lock."""

@@ -94,6 +94,12 @@ class GenerationJob:
     # The server's settings for this request (GET /options with the request's override_settings), for
     # an engine that reads more of them (the diffusers engine: eta_ddim when ``eta`` is None).
     options: dict[str, Any] = field(default_factory=dict)
+    # img2img: one init image per image of the batch, already width x height RGB; None for txt2img.
+    # ``steps`` are then the steps actually run, the last ``steps`` of a schedule ``schedule_steps``
+    # long (A1111's img2img step count: the server works it out from the denoising strength).
+    init_images: Optional[list[Image.Image]] = None
+    denoising_strength: float = 0.0
+    schedule_steps: int = 0
 
     @property
     def batch_size(self) -> int:

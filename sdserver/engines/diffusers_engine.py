@@ -18,11 +18,15 @@ It plugs into the same server as the preview engine, so every /sdapi/v1 request,
 * **interrupt / skip**: sampling stops after the current step and the call still returns 200
   with the images as far as they got: the model's current guess, decoded (what A1111 returns);
 * **tiling**: A1111's seamless "Tiling" (every convolution wraps around the edges);
+* **img2img**: ``StableDiffusionImg2ImgPipeline.from_pipe`` on the loaded model (the same weights,
+  no copy); the init images are encoded with the full VAE (its mean: deterministic), noised with the
+  seeds' own noise (variations included) to the level where A1111 starts, and sampled for the steps
+  A1111 runs (the server works them out: ``GenerationJob.steps`` of ``schedule_steps``);
 * **speed on a CPU**: a tiny decoder (TAESD) instead of the full VAE, and bfloat16 where the CPU
   computes it natively.
 
 What it cannot do is a clear 422 before the job starts: hires fix, restore_faces, a sampler or
-schedule diffusers does not have, a size that is not a multiple of 8.
+schedule diffusers does not have, a size that is not a multiple of 8 (inpainting: the server's 422).
 
 Devices: CUDA, then Apple's MPS, then the CPU. Precision ("auto"): float16 on a GPU, bfloat16 on a
 CPU with native bf16 (AVX512-BF16 or AMX), float32 otherwise.
@@ -114,6 +118,7 @@ class DiffusersEngine(Engine):
         """Make ``pipe`` the current model and update the names the server reports."""
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self._img2img_pipe = None  # built from this pipe on the first img2img (see _img2img)
         self.info = info
         self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.base_scheduler_config = dict(pipe.scheduler.config)  # every sampler is built from this
@@ -203,7 +208,7 @@ class DiffusersEngine(Engine):
     def _unload(self) -> None:
         import torch
 
-        self.pipe = self.encoder = self.full_vae = None
+        self.pipe = self.encoder = self.full_vae = self._img2img_pipe = None
         gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -294,20 +299,44 @@ class DiffusersEngine(Engine):
             return tensors
 
         eta = float(job.eta) if job.eta is not None else float(job.options.get("eta_ddim", 0.0) or 0.0)
+        common = dict(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
+                      num_images_per_prompt=job.batch_size, generator=generators, eta=eta, output_type="pil",
+                      callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
         tiling = job.tiling
         set_tiling(pipe, tiling)
         try:
             with torch.inference_mode():
-                result = pipe(
-                    prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
-                    num_inference_steps=job.steps, width=job.width, height=job.height,
-                    num_images_per_prompt=job.batch_size, generator=generators, latents=noise, eta=eta,
-                    output_type="pil", callback_on_step_end=on_step_end,
-                    callback_on_step_end_tensor_inputs=["latents"])
+                if job.init_images:
+                    result = self._img2img(job, scheduler, noise, common)
+                else:
+                    result = pipe(num_inference_steps=job.steps, width=job.width, height=job.height, latents=noise,
+                                  **common)
         finally:
             if tiling:
                 set_tiling(pipe, False)
         return list(result.images)
+
+    def _img2img(self, job: GenerationJob, scheduler, noise, common: dict):
+        """img2img with the loaded weights: A1111's start (init latent plus the seed's noise at the level of
+        the first step run), then the last ``job.steps`` steps of a ``job.schedule_steps`` schedule."""
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        if self._img2img_pipe is None:  # shares every component with self.pipe: no second copy of the weights
+            self._img2img_pipe = StableDiffusionImg2ImgPipeline.from_pipe(self.pipe, vae=self.full_vae)
+            self._img2img_pipe.set_progress_bar_config(disable=True)
+        i2i = self._img2img_pipe
+        i2i.scheduler, i2i.vae = scheduler, self.pipe.vae  # this job's sampler; the decoder in use
+        vae = self.full_vae  # encode with the full VAE, as A1111 does (also when TAESD decodes)
+        pixels = self.pipe.image_processor.preprocess(job.init_images).to(device=self.device, dtype=vae.dtype)
+        latents = vae.encode(pixels).latent_dist.mean
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latents = ((latents - shift) * vae.config.scaling_factor).to(noise.dtype)
+        # The pipeline would draw its own noise; the seeds' noise (with variations) goes in instead.
+        i2i.prepare_latents = lambda image, timestep, *args, **kwargs: scheduler.add_noise(image, noise, timestep)
+        schedule = max(job.schedule_steps, job.steps)
+        # diffusers runs int(schedule * strength) steps: this strength makes it exactly job.steps.
+        strength = min(1.0, (job.steps + 0.5) / schedule)
+        return i2i(image=latents, strength=strength, num_inference_steps=schedule, **common)
 
     def caption(self, image: Image.Image) -> str:
         """POST /interrogate. A1111 captions with BLIP; this engine has no captioning model, so it

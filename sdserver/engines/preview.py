@@ -8,7 +8,9 @@ in the ways a client can observe:
 * a variation seed (``subseed_strength`` > 0) shifts the colours towards the subseed's colours;
 * every step takes ``step_delay`` seconds, and a live preview is offered after each step, so
   /progress, /interrupt and /skip can be watched and tried;
-* an interrupted image comes back "partly done", marked ``INTERRUPTED at step k/n``.
+* an interrupted image comes back "partly done", marked ``INTERRUPTED at step k/n``;
+* img2img: the init image shows through the placeholder pattern, more of it the lower the
+  denoising strength (0: the init image, darkened and labelled; 1: the pattern alone).
 
 Every image says in large letters that it is a placeholder, with its prompt, seed and steps.
 
@@ -52,6 +54,10 @@ class PreviewEngine(Engine):
 
     def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
         backgrounds = [draw_background(job, index) for index in range(job.batch_size)]
+        if job.init_images:  # img2img: the pattern laid over the init image by the denoising strength
+            strength = min(max(job.denoising_strength, 0.0), 1.0)
+            backgrounds = [Image.blend(init.convert("RGB").resize(bg.size), bg, strength)
+                           for init, bg in zip(job.init_images, backgrounds)]
         for step in range(1, job.steps + 1):
             if self.step_delay > 0:
                 time.sleep(self.step_delay)  # stands in for the work of one sampling step
@@ -148,6 +154,8 @@ def draw_label(image: Image.Image, job: GenerationJob, index: int) -> Image.Imag
     chars_per_line = max(int(0.9 * width / (0.55 * small.size)), 8)
     prompt_lines = textwrap.wrap(job.prompt, chars_per_line, max_lines=5, placeholder=" …") or ["(empty prompt)"]
     details = f"seed {job.seeds[index]} · {job.steps} steps · {job.sampler_name} · CFG {job.cfg_scale}"
+    if job.init_images:
+        details = f"img2img, denoising {job.denoising_strength:g} · " + details
 
     lines = [("PLACEHOLDER", title), ("(offline preview engine)", subtitle)]
     lines += [(line, small) for line in prompt_lines]
