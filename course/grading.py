@@ -222,7 +222,11 @@ def _dead_port() -> int:
 
 
 def clean_env(sd_url: str, home: Path, work: Path) -> dict[str, str]:
-    """The whole environment of a student's kernel: none of the instructor's variables, keys or passwords."""
+    """The whole environment of a student's kernel: none of the instructor's variables, keys or passwords.
+
+    Besides the kit's settings it names only paths: the instructor's Hugging Face cache (read for the CLIP
+    weights, offline) and CLIP_MODEL / CLIP_PRETRAINED when set, so notebook 05 scores as in class.
+    """
     return {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "LANG": "C.UTF-8",
@@ -235,7 +239,23 @@ def clean_env(sd_url: str, home: Path, work: Path) -> dict[str, str]:
         "OUTPUT_DIR": str(work / "outputs"),
         "MPLBACKEND": "Agg",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MB of address space per thread otherwise (RLIMIT_AS)
+        # CPU only, and the CLIP weights from the instructor's Hugging Face cache, never downloaded.
+        "CUDA_VISIBLE_DEVICES": "",
+        "CLIP_DEVICE": "cpu",
+        "HF_HOME": _hf_home(),
+        "HF_HUB_OFFLINE": "1",
+        **{name: os.environ[name] for name in ("CLIP_MODEL", "CLIP_PRETRAINED") if os.environ.get(name)},
     }
+
+
+def _hf_home() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HOME)
+    except ImportError:
+        return str(Path.home() / ".cache" / "huggingface")
 
 
 def _kill(pid: int) -> None:
