@@ -203,3 +203,16 @@ def test_memory_limit_and_unreadable_files_are_reported(tmp_path):
                           Limits(cell_timeout=30, notebook_timeout=60, memory_mb=2048))
     assert result["error"] == "code cell 2: MemoryError" and not result["stopped"]
     assert run_notebook(b"not json", "http://127.0.0.1:9", Limits())["stopped"] == "the file is not a readable notebook"
+
+
+def test_maximum_grade_caps_and_a_locked_grade_stays(tmp_path):
+    download, worksheet, points = make_download(tmp_path, ids=["100001", "100002"])
+    rows = _rows(worksheet)
+    rows[1][5] = "2.00"  # Ann earns 3 points, but the assignment gives at most 2
+    rows[2][4], rows[2][6] = "7.00", "No"  # Bob's grade is locked in Moodle (e.g. already released)
+    with open(worksheet, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+    ann, bob = _rows(result.worksheet)[1:]
+    assert ann[4] == "2.00"
+    assert bob[4] == "7.00" and "triple" in bob[9], "a locked grade stays; the feedback is still written"
