@@ -2,7 +2,9 @@
 against the same notebook run alone with nbclient, both against the kit's preview server.
 
 The notebook is the kit's own 02_text_generation solution (offline: corpus retrieval, no LLM), so the
-ratio is what a class's batch pays per notebook for the isolation.
+ratio is what a class's batch pays per notebook for the isolation. Where Linux namespaces work, "graded"
+is the isolated run (no network, files hidden, the preview server started inside the namespace), and a
+second line compares it with the same grading without the namespaces.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def run(rounds: int = 3) -> list[str]:
     from nbclient import NotebookClient
 
     from course.grading import Limits, run_notebook
+    from course.isolation import available
     from sdserver import serve_in_thread
 
     server = serve_in_thread(host="127.0.0.1", port=0, engine="preview")
@@ -31,17 +34,24 @@ def run(rounds: int = 3) -> list[str]:
         with tempfile.TemporaryDirectory() as folder:
             os.environ.update(SD_URL=server.url, LLM_BASE_URL="http://127.0.0.1:9/v1", OUTPUT_DIR=folder)
 
-            def graded():
-                result = run_notebook(source, server.url, limits)
-                assert not result["stopped"], result["stopped"]
+            def graded(isolate=None):
+                result = run_notebook(source, server.url, limits, isolate)
+                assert not result["stopped"] and not result["error"], result
 
             def alone():
                 nb = nbformat.reads(source.decode("utf-8"), as_version=4)
                 NotebookClient(nb, timeout=120, kernel_name="python3",
                                resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
 
+            why = available()
             t_graded, t_alone = compare(graded, alone, rounds, warmup=0)
-            return [line("grading one notebook (02)", "graded", t_graded, "run alone", t_alone)]
+            lines = [line("grading one notebook (02)" + (f" (not isolated: {why})" if why else ", isolated"),
+                          "graded", t_graded, "run alone", t_alone)]
+            if not why:
+                t_isolated, t_plain = compare(graded, lambda: graded(False), rounds, warmup=0)
+                lines.append(line("grading one notebook (02): the namespaces' cost", "isolated", t_isolated,
+                                  "not isolated", t_plain))
+            return lines
     finally:
         for key, value in saved.items():
             if value is None:

@@ -13,6 +13,8 @@ Module map:
     student.py     student versions of the notebooks: nbgrader's solution markers turned into stubs
     secret_scan.py the secret scan of a notebook: every place, images' metadata included, never the secret
     submission.py  Moodle files for one notebook or all of them (one zip with a summary of exercises done)
+    isolation.py   Linux namespaces for a graded notebook: no network, the instructor's files hidden
+    grading.py     grade a class's Moodle download; grading_worker.py runs one notebook under limits
 
 Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
 """

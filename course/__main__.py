@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     grading.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
     grading.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook (default 600)")
     grading.add_argument("--memory-mb", type=int, default=4096, help="memory per notebook in MB (default 4096)")
+    grading.add_argument("--no-isolation", action="store_true",
+                         help="run without network and file isolation even where Linux namespaces allow it")
     sub.add_parser("serve", help=f"start the kit's A1111-compatible server (all options: {prog} serve -h)",
                    add_help=False)
 
@@ -145,7 +147,8 @@ def grade_command(args) -> int:
     limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
                     memory_mb=args.memory_mb)
     try:
-        result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print)
+        result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print,
+                       isolate=False if args.no_isolation else None)
     except (OSError, ValueError) as err:  # a missing file, a zip that is not one, a CSV that is not a worksheet
         print(f"Not graded: {err}")
         return 1

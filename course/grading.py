@@ -8,7 +8,9 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
 2. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
    environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, a temporary HOME and working
    folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
-   127.0.0.1 (preview engine: no GPU, no LLM, no internet needed);
+   127.0.0.1 (preview engine: no GPU, no LLM, no internet needed); where Linux namespaces allow it, also
+   without network, with the instructor's files hidden and everything else read-only
+   (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace);
 3. reads each exercise's result from the check cells' lines (``[x] name: done...``, ``[ ] name: not done
    yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`helpers.exercises`);
 4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
@@ -45,6 +47,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course.isolation import INSIDE_PORT, available, plan, prefix
 from helpers.config import KIT_ROOT
 
 GRADER_VERSION = 2  # part of the cache key: bump when the way results are read changes
@@ -265,15 +268,22 @@ def _kill(pid: int) -> None:
         pass
 
 
-def run_notebook(source: bytes, sd_url: str, limits: Limits) -> dict:
-    """Execute one notebook in a worker process; return its result (exercises, stop reason, seconds)."""
+def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | None = None) -> dict:
+    """Execute one notebook in a worker process; return its result (exercises, stop reason, seconds, isolated).
+
+    ``isolate``: run it in namespaces (:mod:`course.isolation`; ``None``: when available). An isolated notebook
+    reaches only the preview server inside its namespace, not ``sd_url``.
+    """
     import nbformat
+
+    isolated = not available() if isolate is None else isolate
 
     started = time.monotonic()
     try:
         nbformat.reads(source.decode("utf-8"), as_version=4)
     except Exception:  # noqa: BLE001 - not UTF-8, not JSON, not a notebook: nothing to run
-        return {"exercises": {}, "stopped": "the file is not a readable notebook", "error": "", "seconds": 0.0}
+        return {"exercises": {}, "stopped": "the file is not a readable notebook", "error": "", "seconds": 0.0,
+                "isolated": isolated}
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         tmp = Path(tmp)
         home, work = tmp / "home", tmp / "work"
@@ -286,15 +296,22 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits) -> dict:
         notebook.write_bytes(source)
         command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed),
                    "--cell-timeout", str(limits.cell_timeout), "--memory-mb", str(limits.memory_mb),
-                   "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30),
-                   "--pid-file", str(pid_file)]
+                   "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30)]
+        if isolated:
+            # The worker is process 1 of its own process namespace: killing it ends the kernel too, and a
+            # process id it wrote would mean nothing out here, so no --pid-file.
+            (tmp / "plan.json").write_text(json.dumps(plan(tmp)))
+            command = [*prefix(), *command, "--isolate", str(tmp / "plan.json"), "--serve-preview", str(INSIDE_PORT)]
+            sd_url = f"http://127.0.0.1:{INSIDE_PORT}"
+        else:
+            command += ["--pid-file", str(pid_file)]
         env = clean_env(sd_url, home, work)
         env["PYTHONPATH"] = str(KIT_ROOT)  # the kit's helpers and course packages, whatever the install
         process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        stopped = ""
+        stopped, output = "", ""
         try:
-            process.communicate(timeout=limits.notebook_timeout)
+            output = process.communicate(timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
         except subprocess.TimeoutExpired:
             stopped = f"the notebook ran longer than {limits.notebook_timeout} s and was stopped"
         finally:
@@ -302,7 +319,7 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits) -> dict:
             if pid_file.is_file():
                 _kill(int(pid_file.read_text() or 0) or -1)
             process.wait()
-        result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0}
+        result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0, "isolated": isolated}
         if executed.is_file():
             try:
                 nb = nbformat.reads(executed.read_text(encoding="utf-8"), as_version=4)
@@ -317,7 +334,9 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits) -> dict:
                     where = result["error"].rsplit(":", 1)[0]
                     result["stopped"], result["error"] = where + result["stopped"][len("a cell"):], ""
         elif not stopped:
-            result["stopped"] = f"the notebook could not be run (exit status {process.returncode})"
+            why = next((line for line in output.splitlines() if line.startswith("isolation failed:")),
+                       f"exit status {process.returncode}")
+            result["stopped"] = f"the notebook could not be run ({why})"
     result["seconds"] = round(time.monotonic() - started, 2)
     return result
 
@@ -341,6 +360,7 @@ class GradingResult:
     executed: int  # notebooks run this time (the others came from the cache)
     summary_html: Path
     summary_png: Path | None
+    isolation: str = ""  # why the notebooks ran without network and file isolation; "" when they had it
 
 
 def _exercise_rows(student: StudentResult, points: Points):
@@ -385,7 +405,8 @@ def _feedback_page(student: StudentResult, points: Points) -> str:
             + rows + "</table>")
 
 
-def _summary(students: list[StudentResult], points: Points, out_dir: Path) -> tuple[Path, Path | None]:
+def _summary(students: list[StudentResult], points: Points, out_dir: Path, isolation: str = ""
+             ) -> tuple[Path, Path | None]:
     counts: dict[tuple[str, str], list[int]] = {}
     for student in students:
         for key, name, status, *_rest in _exercise_rows(student, points):
@@ -418,7 +439,8 @@ def _summary(students: list[StudentResult], points: Points, out_dir: Path) -> tu
     page.write_text(
         "<!doctype html><meta charset='utf-8'><title>Class summary</title><h1>Class summary</h1>"
         f"<p>{submitted} of {len(students)} students submitted.</p>"
-        "<table border=1><tr><th>Notebook</th><th>Exercise</th><th>Passed</th><th>Ran</th></tr>" + rows + "</table>"
+        + (f"<p><b>{_esc(not_isolated(isolation))}</b></p>" if isolation else "")
+        + "<table border=1><tr><th>Notebook</th><th>Exercise</th><th>Passed</th><th>Ran</th></tr>" + rows + "</table>"
         + ("<p><img src='summary.png' alt='students who passed each exercise'></p>" if png else ""),
         encoding="utf-8")
     return page, png
@@ -448,14 +470,29 @@ def _safe_file_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text).strip("_") or "student"
 
 
+def not_isolated(why: str) -> str:
+    """The one line an instructor reads when the notebooks ran without network and file isolation."""
+    return (f"Network and file isolation were not available on this machine ({why}): the notebooks ran with a "
+            "clean environment and limits only, could reach the network and read your files. For a class you "
+            "do not trust, grade in a container (README, Instructor guide).")
+
+
 def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
-          = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None) -> GradingResult:
+          = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None,
+          isolate: bool | None = None) -> GradingResult:
     """Grade every submission of the download into ``out_dir`` (see the module doc); returns what was written.
 
-    ``sd_url``: an A1111-compatible server to use instead of starting the kit's preview server (tests).
-    ``log`` is called with one line per notebook.
+    ``sd_url``: an A1111-compatible server to use instead of starting the kit's preview server (tests); the
+    notebooks must reach it, so it turns the isolation off unless ``isolate=True``.
+    ``isolate``: run each notebook in namespaces (:mod:`course.isolation`); ``None``: when available (tried
+    once per batch). ``log`` is called with one line per notebook, and once when the isolation is off.
     """
     limits = limits or Limits()
+    if isolate is None:
+        isolate = sd_url is None and not available()
+    isolation = "" if isolate else (available() or "turned off" if sd_url is None else "a server was given")
+    if isolation:
+        log(not_isolated(isolation))
     table = Points.load(points)
     out_dir = Path(out_dir)
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
@@ -484,11 +521,11 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
                     result = json.loads(cached.read_text(encoding="utf-8"))
                     log(f"{name}: {key} (cached)")
                 else:
-                    if server is None and sd_url is None:
+                    if server is None and sd_url is None and not isolate:
                         from sdserver import serve_in_thread
 
                         server = serve_in_thread(engine="preview", step_delay=0.0)
-                    result = run_notebook(source, sd_url or server.url, limits)
+                    result = run_notebook(source, sd_url or (server.url if server else ""), limits, isolate)
                     executed += 1
                     _write_atomic(cached, json.dumps(result), "utf-8")
                     log(f"{name}: {key} ran in {result['seconds']:.1f} s"
@@ -523,8 +560,8 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator=newline).writerows(rows)
     worksheet = out_dir / f"{Path(worksheet_csv).stem}_graded.csv"
     _write_atomic(worksheet, buffer.getvalue(), encoding)
-    summary_html, summary_png = _summary(students, table, out_dir)
-    return GradingResult(worksheet, students, executed, summary_html, summary_png)
+    summary_html, summary_png = _summary(students, table, out_dir, isolation)
+    return GradingResult(worksheet, students, executed, summary_html, summary_png, isolation)
 
 
 def clear_cache(out_dir: str | Path) -> None:

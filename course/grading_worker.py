@@ -10,18 +10,26 @@ student code runs, the process sets its resource limits, which the kernel it sta
 * ``RLIMIT_CPU``: CPU seconds (``--cpu-s``), a backstop behind the wall-clock limits;
 * ``RLIMIT_CORE``: no core dumps.
 
+With ``--isolate PLAN`` (see :mod:`course.isolation`; the worker then runs inside new namespaces) it first
+hides the instructor's files, cuts the network down to loopback and drops its capabilities, and with
+``--serve-preview PORT`` it starts the kit's preview server on that port of the namespace's loopback (the
+host's is out of reach), while the kernel starts.
+
 Then nbclient runs every cell (``allow_errors``: a failing cell does not stop the later checks) with a
 per-cell timeout, and the executed notebook is written to OUT, also when a cell timed out or the kernel
 died: OUT's metadata ``grading.stopped`` says why it stopped early.
 
-Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error.
+Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error, 6 the isolation
+could not be set up (nothing ran).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
+import threading
 from pathlib import Path
 
 
@@ -41,6 +49,18 @@ def set_limits(memory_mb: int, file_mb: int, cpu_s: int) -> None:
     lower(resource.RLIMIT_CORE, 0)
 
 
+def _start_preview(port: int) -> threading.Thread:
+    """The kit's preview server on 127.0.0.1:port, started in a thread (join() waits until it answers)."""
+    def serve() -> None:
+        from sdserver import serve_in_thread
+
+        serve_in_thread(port=port, engine="preview", step_delay=0.0)  # its own daemon thread serves on
+
+    thread = threading.Thread(target=serve, daemon=True, name="preview-server")
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course.grading_worker")
     parser.add_argument("notebook")
@@ -50,9 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-mb", type=int, default=200)
     parser.add_argument("--cpu-s", type=int, default=0)
     parser.add_argument("--pid-file", default=None, help="where to write the kernel's process id")
+    parser.add_argument("--isolate", default=None, help="a plan from course.isolation.plan (JSON file)")
+    parser.add_argument("--serve-preview", type=int, default=0, help="start the preview server on this port")
     args = parser.parse_args(argv)
 
+    if args.isolate:
+        from course.isolation import enter
+
+        try:
+            enter(json.loads(Path(args.isolate).read_text()))
+        except OSError as err:
+            print(f"isolation failed: {err}")
+            return 6
     set_limits(args.memory_mb, args.file_mb, args.cpu_s)
+    server = _start_preview(args.serve_preview) if args.serve_preview else None
 
     # jsonschema (through nbformat) builds rfc3987_syntax's grammar at import: 2-3 s per notebook, for an
     # "iri" format no notebook schema uses. jsonschema skips that format when the import fails.
@@ -65,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = Path(args.pid_file) if args.pid_file else None
 
     def note_kernel(**_kwargs) -> None:
+        if server is not None:
+            server.join()  # started alongside the kernel; the first cell may call it
         if pid_file is not None:
             pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
             if pid:

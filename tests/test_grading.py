@@ -5,14 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import zipfile
 
 import nbformat
 import pytest
 
 from course.grading import Limits, grade, run_notebook
+from course.isolation import available
+from helpers.config import KIT_ROOT
 
 SECRET = "instructor-s3cr3t-value-4242"
 HEADER = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade", "Grade can be changed",
@@ -216,3 +222,157 @@ def test_maximum_grade_caps_and_a_locked_grade_stays(tmp_path):
     ann, bob = _rows(result.worksheet)[1:]
     assert ann[4] == "2.00"
     assert bob[4] == "7.00" and "triple" in bob[9], "a locked grade stays; the feedback is still written"
+
+
+# --- Network and file isolation (course.isolation) ------------------------------------------------------
+
+WHY_NOT_ISOLATED = available()
+needs_namespaces = pytest.mark.skipif(bool(WHY_NOT_ISOLATED), reason=f"no namespaces here: {WHY_NOT_ISOLATED}")
+# What a graded notebook tries: the instructor's server on the host's loopback, the kit's preview server
+# (SD_URL), the instructor's files (a fake home, the kit's .env, README, .git, outputs) and the kit's code.
+PROBE = """import os, socket, urllib.request
+PORT, PATHS = {port}, {paths!r}
+
+def fetch():
+    with socket.create_connection(("127.0.0.1", PORT), timeout=5) as sock:
+        return sock.recv(16)
+
+def models():
+    with urllib.request.urlopen(os.environ["SD_URL"] + "/sdapi/v1/sd-models", timeout=10) as answer:
+        return answer.status
+
+def peek():
+    found = []
+    for path in PATHS:
+        try:
+            with open(path) as handle:
+                handle.read(40)
+                found.append(os.path.basename(path))
+        except OSError:
+            pass
+    return found
+
+def tamper():
+    try:
+        with open(os.path.join({kit!r}, "helpers", "_tampered.py"), "w") as handle:
+            handle.write("x = 1")
+        return "written"
+    except OSError as err:
+        return type(err).__name__
+"""
+PROBE_CHECKS = [
+    'def test_fetch(f):\n    assert f() == b"hello", "no answer"\ncheck("host_server", fetch, test_fetch)',
+    'def test_models(f):\n    assert f() == 200\ncheck("preview_server", models, test_models)',
+    'def test_peek(f):\n    assert f() == [], f"read {f()}"\ncheck("files_hidden", peek, test_peek)',
+    'def test_tamper(f):\n    assert f() != "written", "wrote into the kit"\n'
+    'check("kit_read_only", tamper, test_tamper)',
+]
+
+
+@pytest.fixture
+def instructor(tmp_path, monkeypatch):
+    """A server on the host's 127.0.0.1 (not the kit's), a fake instructor home with a key, the kit's .env."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hello")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    home = tmp_path / "instructor-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text(SECRET)
+    monkeypatch.setenv("HOME", str(home))
+    env_file, made_env = KIT_ROOT / ".env", not (KIT_ROOT / ".env").exists()
+    if made_env:
+        env_file.write_text(f"LLM_API_KEY={SECRET}\n")
+    paths = [str(home / ".ssh" / "id_ed25519"), str(env_file), str(KIT_ROOT / "README.md"),
+             str(KIT_ROOT / "pyproject.toml"), str(tmp_path / "x")]
+    (tmp_path / "x").write_text("another file in /tmp")
+    try:
+        yield listener.getsockname()[1], paths
+    finally:
+        stop.set()
+        listener.close()
+        if made_env:
+            env_file.unlink()
+        (KIT_ROOT / "helpers" / "_tampered.py").unlink(missing_ok=True)
+
+
+@needs_namespaces
+def test_isolated_notebook_reaches_no_network_and_no_instructor_file(instructor):
+    port, paths = instructor
+    source = _nb(PROBE.format(port=port, paths=paths, kit=str(KIT_ROOT)), *PROBE_CHECKS)
+    limits = Limits(cell_timeout=30, notebook_timeout=120)
+    isolated = run_notebook(source, "http://127.0.0.1:9", limits)
+    assert isolated["isolated"] and not isolated["stopped"] and not isolated["error"], isolated
+    status, detail = isolated["exercises"]["host_server"]
+    assert status == "not right yet" and "ConnectionRefusedError" in detail, detail
+    assert isolated["exercises"]["preview_server"] == ["done", ""]  # the kit's server answers inside
+    assert isolated["exercises"]["files_hidden"] == ["done", ""]
+    assert isolated["exercises"]["kit_read_only"] == ["done", ""]
+    assert not (KIT_ROOT / "helpers" / "_tampered.py").exists()
+
+    # The same notebook without the namespaces reaches all of it: the checks above can fail.
+    from sdserver import serve_in_thread
+
+    with serve_in_thread(engine="preview", step_delay=0.0) as server:
+        plain = run_notebook(source, server.url, limits, isolate=False)
+    assert plain["isolated"] is False
+    assert plain["exercises"]["host_server"] == ["done", ""]
+    assert plain["exercises"]["preview_server"] == ["done", ""]
+    status, detail = plain["exercises"]["files_hidden"]
+    assert status == "not right yet" and "'id_ed25519', '.env', 'README.md', 'pyproject.toml', 'x'" in detail
+    assert SECRET not in json.dumps(isolated)
+
+
+def test_without_isolation_the_summary_says_so_once(tmp_path):
+    download, worksheet, points = make_download(tmp_path, ids=["100001"])
+    lines = []
+    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append,
+                   isolate=False)
+    assert result.isolation and [line for line in lines if "isolation were not available" in line] == [
+        f"Network and file isolation were not available on this machine ({result.isolation}): the notebooks ran "
+        "with a clean environment and limits only, could reach the network and read your files. For a class you "
+        "do not trust, grade in a container (README, Instructor guide)."]
+    summary = result.summary_html.read_text()
+    assert summary.count("isolation were not available") == 1
+    assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00"]  # graded all the same
+    assert result.students[0].notebooks["01_test"]["isolated"] is False
+
+
+@needs_namespaces
+def test_graded_batch_ran_isolated(graded):
+    _tmp, result = graded
+    assert result.isolation == ""
+    assert all(nb["isolated"] for s in result.students for nb in s.notebooks.values())
+    assert "isolation" not in result.summary_html.read_text()
+
+
+def test_ci_cannot_skip_the_isolation_tests():
+    """Where user namespaces work (``unshare -rn true``), CI must run the tests above, not skip them."""
+    unshare = shutil.which("unshare")
+    if not os.environ.get("CI") or unshare is None:
+        pytest.skip("only on CI (CI is set) with util-linux's unshare")
+    if subprocess.run([unshare, "-rn", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("unshare -rn true fails here: no user namespaces on this CI machine")
+    assert WHY_NOT_ISOLATED == "", f"namespaces work, but the grader's isolation does not: {WHY_NOT_ISOLATED}"
+
+
+def test_why_the_isolation_is_not_available(monkeypatch):
+    import course.isolation as isolation
+
+    monkeypatch.setattr(isolation.shutil, "which", lambda *_args, **_kwargs: None)
+    assert isolation.available.__wrapped__() == "the unshare command (util-linux) is not installed"
+    monkeypatch.undo()
+    if isolation.prefix():  # an unshare that refuses (as AppArmor's restriction does): its own words come back
+        monkeypatch.setattr(isolation, "UNSHARE", ["--not-an-option"])
+        why = isolation.available.__wrapped__()
+        assert why.startswith("unshare failed: ") and "not-an-option" in why, why
