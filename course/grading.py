@@ -490,7 +490,8 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     limits = limits or Limits()
     if isolate is None:
         isolate = sd_url is None and not available()
-    isolation = "" if isolate else (available() or "turned off" if sd_url is None else "a server was given")
+    isolation = "" if isolate else (available() or "turned off: --no-isolation" if sd_url is None
+                                     else "turned off: the notebooks must reach the server given as sd_url")
     if isolation:
         log(not_isolated(isolation))
     table = Points.load(points)

@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import socket
+import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 
@@ -49,16 +51,22 @@ def set_limits(memory_mb: int, file_mb: int, cpu_s: int) -> None:
     lower(resource.RLIMIT_CORE, 0)
 
 
-def _start_preview(port: int) -> threading.Thread:
-    """The kit's preview server on 127.0.0.1:port, started in a thread (join() waits until it answers)."""
-    def serve() -> None:
-        from sdserver import serve_in_thread
+def _start_preview(port: int) -> subprocess.Popen:
+    """The kit's preview server on 127.0.0.1:port, in a process of its own: it starts (fastapi's imports, 1-3 s)
+    on another core while this process starts the kernel, and it ends with this namespace."""
+    return subprocess.Popen([sys.executable, "-m", "sdserver", "--engine", "preview", "--host", "127.0.0.1",
+                             "--port", str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
-        serve_in_thread(port=port, engine="preview", step_delay=0.0)  # its own daemon thread serves on
 
-    thread = threading.Thread(target=serve, daemon=True, name="preview-server")
-    thread.start()
-    return thread
+def _wait_for(server: subprocess.Popen, port: int, timeout: float = 60.0) -> None:
+    """Until the server accepts connections (uvicorn listens once the app is loaded), it ended, or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def note_kernel(**_kwargs) -> None:
         if server is not None:
-            server.join()  # started alongside the kernel; the first cell may call it
+            _wait_for(server, args.serve_preview)  # started alongside the kernel; the first cell may call it
         if pid_file is not None:
             pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
             if pid:
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         stopped, status = "the kernel died (out of memory, or the code ended the process)", 4
     except Exception as err:  # noqa: BLE001 - report anything else as the reason, never a traceback of ours
         stopped, status = f"the notebook could not be run ({type(err).__name__})", 5
+    if server is not None:
+        server.kill()  # (ending this process, process 1 of the namespace, would end it too)
     nb.metadata["grading"] = {"stopped": stopped}
     nbformat.write(nb, args.out)
     return status

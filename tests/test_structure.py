@@ -18,11 +18,9 @@ HELPERS_NOW = 4186  # physical lines, blank ones included; see test_helpers_does
 FILE_MAX_LINES = 400
 # The imports that cross between the three packages on purpose, each the one of its kind:
 # helpers starts the kit's server when no A1111 answers; `python -m helpers` is kept as a pass-through to
-# the course command line; `python -m course serve` starts the server; the grader starts its preview server
-# (for the batch, or, when the notebooks are isolated, the worker inside each notebook's network namespace).
+# the course command line; `python -m course serve` starts the server; the grader starts its preview server.
 ALLOWED_CROSSINGS = {("helpers.backends", "sdserver"), ("helpers.__main__", "course.__main__"),
-                     ("course.__main__", "sdserver.__main__"), ("course.grading", "sdserver"),
-                     ("course.grading_worker", "sdserver")}
+                     ("course.__main__", "sdserver.__main__"), ("course.grading", "sdserver")}
 
 
 def _allowed(name: str, target: str) -> bool:
