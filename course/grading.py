@@ -516,7 +516,9 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
             name = row[column["Full name"]] if "Full name" in column else identifier
             student = StudentResult(identifier, name, bool(submission and submission["notebooks"]))
             for key, source in sorted((submission or {}).get("notebooks", {}).items()):
-                digest = hashlib.sha256(source + f"|{GRADER_VERSION}|{limits}".encode()).hexdigest()
+                # An isolated run is cached apart: a result from a run without the isolation is not reused for one.
+                mode = f"|{GRADER_VERSION}|{limits}" + ("|isolated" if isolate else "")
+                digest = hashlib.sha256(source + mode.encode()).hexdigest()
                 cached = out_dir / "cache" / f"{digest}.json"
                 if cached.is_file():
                     result = json.loads(cached.read_text(encoding="utf-8"))

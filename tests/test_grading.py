@@ -346,6 +346,9 @@ def test_without_isolation_the_summary_says_so_once(tmp_path):
     assert summary.count("isolation were not available") == 1
     assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00"]  # graded all the same
     assert result.students[0].notebooks["01_test"]["isolated"] is False
+    if not WHY_NOT_ISOLATED:  # that result is not reused for an isolated run
+        again = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+        assert again.executed == 1 and again.isolation == "" and again.students[0].notebooks["01_test"]["isolated"]
 
 
 @needs_namespaces
