@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import platform
 
-from . import bench_client, bench_clip, bench_diffusers, bench_grading, bench_import, bench_pipeline
+from . import bench_client, bench_clip, bench_diffusers, bench_grading, bench_import, bench_pipeline, bench_raters
 
 
 def main() -> None:
     print(f"# benchmarks on {platform.machine()}, Python {platform.python_version()}; "
           "ratios < 1 mean the first is faster")
-    for module in (bench_import, bench_client, bench_clip, bench_pipeline, bench_grading):
+    for module in (bench_import, bench_client, bench_clip, bench_raters, bench_pipeline, bench_grading):
         for text in module.run():
             print(text, flush=True)
     # The diffusers engine at real size takes minutes and ~7 GB: run it only where it is installed.

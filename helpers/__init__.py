@@ -7,7 +7,7 @@ and the modules follow it; each imports only modules above it in this list:
     config.py        settings from the environment or .env (SD_URL, LLM_BASE_URL, CLIP_MODEL, ...); Secret
     urls.py          URL helpers shared by the clients (hide passwords, the localhost-is-IPv6 hint)
     infotext.py      A1111's "parameters" text in a PNG: the one writer and parser
-    images.py        base64 <-> image, PNG bytes, a pixel limit checked before decoding
+    images.py        base64 <-> image, PNG bytes and data URIs, a pixel limit checked before decoding
     generation.py    Generation: one txt2img answer, checked and decoded (images, real seeds, infotexts)
     a1111_http.py    the HTTP layer under the client: one session, every failure an A1111Error with its fix
     a1111_fields.py  the txt2img fields with A1111's defaults, and the checks before a request is sent
@@ -15,10 +15,11 @@ and the modules follow it; each imports only modules above it in this list:
     model_hints.py   which steps / CFG scale / size suit the loaded model (sd-turbo, SDXL, LCM, ...)
     a1111.py         A1111Client: talk to A1111's /sdapi/v1 API (txt2img, progress, interrupt, options)
     backends.py      connect_a1111(): A1111 if it answers, else the kit's own server (sdserver/)
-    llm.py           LLM: an OpenAI-compatible chat server (LM Studio, Ollama, ...) via the openai package
+    llm.py           LLM: an OpenAI-compatible server (LM Studio, Ollama, ...): chat, vision, embeddings
     text.py          get_text(): a text from keywords by LLM, by retrieval from data/corpus, or both (RAG)
     prompts.py       write_image_prompt() by LLM, baseline_prompt() by rules, CLIP token counting and trimming
-    clipqa.py        ClipScorer: image-text similarity with open_clip; the caption route
+    clipqa.py        ClipScorer: image-text similarity with open_clip
+    raters.py        raters for the pipeline: CLIP, caption route, question checks, VQAScore, your own
     display.py       side_by_side(), a run's static HTML report, and the HTML pieces the inspector shares
     plots.py         image grids and parameter sweeps (matplotlib)
     notebook.py      setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)

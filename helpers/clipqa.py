@@ -1,7 +1,8 @@
 """``ClipScorer``: rate how well an image matches a text with CLIP (open_clip).
 
 CLIP's encoders put a picture and a text describing it close together in one vector space; their cosine
-similarity (for real photos and captions mostly 0.1 to 0.4) measures the match. Settings: ``CLIP_MODEL``,
+similarity (for real photos and captions mostly 0.1 to 0.4) measures the match (helpers/raters.py wraps
+it as one rater among others). Settings: ``CLIP_MODEL``,
 ``CLIP_PRETRAINED`` (an open_clip tag, or a checkpoint file) and ``CLIP_DEVICE``.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 
 from .config import KIT_ROOT, load_settings
 from .errors import KitError
-from .prompts import CLIP_TOKEN_LIMIT
+from .images import as_rgb
 
 CONFIG_DIR = KIT_ROOT / "data" / "clip"  # extra model configs, e.g. the tiny test model
 TINY_MODEL = "tiny-clip-test"
@@ -142,14 +143,6 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
     return loaded
 
 
-def _as_rgb(image):
-    from PIL import Image
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    return image.convert("RGB")
-
-
 class ClipScorer:
     """Score texts against images with one CLIP model (arguments override the settings).
 
@@ -177,29 +170,33 @@ class ClipScorer:
     def encode_images(self, images: Sequence):
         """L2-normalised image embeddings, all images in one batch (PIL images or paths)."""
         import torch
-        batch = torch.stack([self._clip.preprocess(_as_rgb(image)) for image in images]).to(self.device)
+        batch = torch.stack([self._clip.preprocess(as_rgb(image)) for image in images]).to(self.device)
         with torch.inference_mode():
             features = self._clip.model.encode_image(batch)
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: Sequence[str], long_text: str = "truncate"):
-        """L2-normalised text embeddings. CLIP reads 75 tokens: ``long_text="truncate"`` drops the rest (with a
-        warning), ``"chunks"`` averages the embeddings of all 75-token pieces."""
+        """L2-normalised text embeddings. The model reads ``token_limit`` tokens (75 for CLIP, 62 for a 64-token
+        model such as SigLIP): ``long_text="truncate"`` drops the rest (with a warning), ``"chunks"`` averages
+        the embeddings of all pieces of that size."""
         import torch
         if long_text not in ("truncate", "chunks"):
             raise ValueError("long_text must be 'truncate' or 'chunks'")
-        rows = []
+        limit, rows = self.token_limit, []
         for text in texts:
             ids = list(self._clip.tokenizer.encode(text))  # without start/end markers, never truncated
-            if len(ids) > CLIP_TOKEN_LIMIT and long_text == "truncate":
-                warnings.warn(f"CLIP reads {CLIP_TOKEN_LIMIT} tokens; this text has {len(ids)}, so the last "
-                              f"{len(ids) - CLIP_TOKEN_LIMIT} tokens are ignored. Pass long_text='chunks' to use "
-                              "all of it.", stacklevel=3)
-            pieces = [ids[i:i + CLIP_TOKEN_LIMIT] for i in range(0, max(len(ids), 1), CLIP_TOKEN_LIMIT)]
-            if long_text == "truncate":
-                pieces = pieces[:1]
-            rows.append(self._encode_token_pieces(pieces))
+            if len(ids) > limit and long_text == "truncate":
+                warnings.warn(f"{self.model_name} reads {limit} tokens; this text has {len(ids)}, so the last "
+                              f"{len(ids) - limit} tokens are ignored. Pass long_text='chunks' to use all of it.",
+                              stacklevel=3)
+            pieces = [ids[i:i + limit] for i in range(0, max(len(ids), 1), limit)]
+            rows.append(self._encode_token_pieces(pieces[:1] if long_text == "truncate" else pieces))
         return torch.cat(rows)
+
+    @property
+    def token_limit(self) -> int:
+        """The text tokens this model reads: its tokenizer's context length less the start and end markers."""
+        return self._clip.tokenizer.context_length - 2
 
     def _encode_token_pieces(self, pieces: list[list[int]]):
         import torch
@@ -248,29 +245,14 @@ class ClipScorer:
         return self.similarity(text, [image])[0] >= threshold
 
     def text_similarity(self, a: str, b: str, long_text: str = "truncate") -> float:
-        """Cosine similarity of two texts with CLIP's text encoder (used by the caption route)."""
+        """Cosine similarity of two texts with CLIP's text encoder (the caption route's fallback)."""
         features = self.encode_texts([a, b], long_text)
         return float(features[0] @ features[1])
 
 
-def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
-                       long_text: str = "truncate") -> tuple[str, float]:
-    """The caption route: caption the image (``captioner``: image -> caption, default A1111's ``interrogate``),
-    then return ``(caption, its text-text cosine with text)``. Pass the ORIGINAL text, not the image prompt.
-
-    >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
-    """
-    if captioner is None:
-        from .a1111 import A1111Client
-        captioner = A1111Client().interrogate
-    caption = captioner(_as_rgb(image) if isinstance(image, (str, Path)) else image)
-    scorer = scorer or ClipScorer()
-    return caption, scorer.text_similarity(text, caption, long_text)
-
-
-def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
-    """Save the tiny random CLIP model of data/clip/ as a checkpoint file, for tests and the lesson without
-    real weights (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``)."""
+def make_tiny_checkpoint(path: str | Path, seed: int = 0, model: str = TINY_MODEL) -> Path:
+    """Save a tiny random CLIP model (``model``: a config of data/clip/ or open_clip's) as a checkpoint file, for
+    tests and the lesson without real weights (``CLIP_MODEL=tiny-clip-test CLIP_PRETRAINED=<file>``)."""
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -279,7 +261,7 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     logging.disable(logging.WARNING)  # "No pretrained weights loaded": true, and the point here
     try:
-        model = open_clip.create_model(TINY_MODEL, pretrained=None)
+        model = open_clip.create_model(model, pretrained=None)
     finally:
         logging.disable(logging.NOTSET)
     path = Path(path)

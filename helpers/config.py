@@ -91,6 +91,8 @@ class Settings:
     output_dir: Path = KIT_ROOT / "outputs"
     llm_base_url: str = "http://127.0.0.1:1234/v1"  # LM Studio's default server address
     llm_model: str | None = None  # None: the first model the server lists
+    llm_vision_model: str | None = None  # the model that looks at images (None: llm_model)
+    llm_embed_model: str | None = None  # the model behind /v1/embeddings (None: no embeddings)
     # Local servers ignore the key, but the openai package refuses an empty one.
     llm_api_key: Secret = field(default_factory=lambda: Secret(LOCAL_API_KEY))
     llm_timeout: float = 120.0
@@ -148,6 +150,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         output_dir=_path(read("OUTPUT_DIR")) if read("OUTPUT_DIR") else defaults.output_dir,
         llm_base_url=llm_url.rstrip("/"),
         llm_model=read("LLM_MODEL") or None,
+        llm_vision_model=read("LLM_VISION_MODEL") or None,
+        llm_embed_model=read("LLM_EMBED_MODEL") or None,
         # OPENAI_API_KEY is honoured so that pointing LLM_BASE_URL at OpenAI needs no second variable.
         llm_api_key=Secret(read("LLM_API_KEY") or read("OPENAI_API_KEY") or LOCAL_API_KEY),
         llm_timeout=_seconds(merged, "LLM_TIMEOUT", defaults.llm_timeout),

@@ -12,31 +12,14 @@ Example:
 
 from __future__ import annotations
 
-import base64
 from html import escape
 from pathlib import Path
 
-from .infotext import png_bytes
+from .images import image_data_uri
 
 PAGE_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto} section{border-top:2px solid #ccc}"
               "figure{display:inline-block;vertical-align:top;margin:6px;padding:4px;border:1px solid #ddd}"
               "figure.best{border:3px solid #2a2} .warn{color:#b00;font-weight:bold} code{background:#f4f4f4}")
-
-
-def png_thumbnail(image, max_side: int) -> bytes:
-    """A PNG of a PIL image or an image file, shrunk to ``max_side`` pixels."""
-    from PIL import Image
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            image = opened.convert("RGB")
-    image = image.copy()
-    image.thumbnail((max_side, max_side))
-    return png_bytes(image, None)
-
-
-def image_data_uri(image, max_side: int = 512) -> str:
-    """A ``data:image/png;base64,...`` URI of a PIL image or a path, shrunk to ``max_side`` pixels."""
-    return "data:image/png;base64," + base64.b64encode(png_thumbnail(image, max_side)).decode("ascii")
 
 
 def side_by_side_html(text: str, image, score: float | None = None, prompt: str | None = None,

@@ -83,3 +83,24 @@ def encode_b64(image, infotext: str | None = None) -> str:
     else:
         raw = png_bytes(image, infotext)
     return base64.b64encode(raw).decode("ascii")
+
+
+def as_rgb(image):
+    """An RGB copy of a PIL image or an image file."""
+    from PIL import Image
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    return image.convert("RGB")
+
+
+def png_thumbnail(image, max_side: int) -> bytes:
+    """A PNG of a PIL image or an image file, shrunk to ``max_side`` pixels."""
+    image = as_rgb(image)
+    image.thumbnail((max_side, max_side))
+    return png_bytes(image, None)
+
+
+def image_data_uri(image, max_side: int = 512) -> str:
+    """A ``data:image/png;base64,...`` URI of a PIL image or a path, shrunk to ``max_side`` pixels."""
+    return "data:image/png;base64," + base64.b64encode(png_thumbnail(image, max_side)).decode("ascii")

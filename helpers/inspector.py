@@ -17,7 +17,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .display import card_html, png_thumbnail, score_text, text_side_html, write_page
+from .display import card_html, score_text, text_side_html, write_page
+from .images import png_thumbnail
 from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line
 from .records import Candidate, PipelineRun, load_run
 

@@ -1,7 +1,8 @@
 """``LLM``: talk to a local (or remote) OpenAI-compatible chat server with the ``openai`` package.
 
 LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI all speak "chat completions", so one small
-wrapper serves them all; every failure becomes an :class:`LLMError` that says what to do.
+wrapper serves them all; every failure becomes an :class:`LLMError` that says what to do. The same API takes
+images in a chat message (vision models: ``describe``, ``ask_yes_no``) and makes text embeddings (``embed``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and pr
               "`lms server start`); for Ollama run `ollama serve`. Then check LLM_BASE_URL "
               "(LM Studio http://127.0.0.1:1234/v1, Ollama http://127.0.0.1:11434/v1).")
 
+VISION_FIX = ("Load a vision model (Qwen2.5-VL, Gemma 3 or LLaVA: in LM Studio one marked 'Vision', for Ollama "
+              "e.g. `ollama pull qwen2.5vl:3b`) and set LLM_VISION_MODEL to its name.")
+EMBED_FIX = ("Load an embedding model (LM Studio: text-embedding-nomic-embed-text-v1.5; Ollama: `ollama pull "
+             "nomic-embed-text`) and set LLM_EMBED_MODEL to its name.")
+YES_NO = " Please answer yes or no."  # VQAScore's wording [t2v_metrics]
+
 
 class LLMError(KitError, RuntimeError):
     """A call to the LLM server failed; ``status``: the HTTP status, if any."""
@@ -29,17 +36,21 @@ class LLMError(KitError, RuntimeError):
 
 class LLM:
     """A chat model behind an OpenAI-compatible server. The arguments default to ``LLM_BASE_URL`` (ending in
-    ``/v1``), ``LLM_MODEL`` (else the server's first model), ``LLM_API_KEY`` and ``LLM_TIMEOUT`` (seconds).
+    ``/v1``), ``LLM_MODEL`` (else the server's first model), ``LLM_API_KEY``, ``LLM_TIMEOUT`` (seconds),
+    ``LLM_VISION_MODEL`` (for images; else the chat model) and ``LLM_EMBED_MODEL`` (for ``embed``).
 
     >>> LLM("http://127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
     LLM('http://127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
     """
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | Secret | None = None,
-                 timeout: float | None = None, max_retries: int = 1):
+                 timeout: float | None = None, max_retries: int = 1, *, vision_model: str | None = None,
+                 embed_model: str | None = None):
         settings = load_settings()
         self.base_url = (base_url or settings.llm_base_url).rstrip("/")
         self._model = model or settings.llm_model
+        self._vision_model = vision_model or settings.llm_vision_model
+        self.embed_model = embed_model or settings.llm_embed_model
         key = api_key if api_key is not None else settings.llm_api_key
         self._api_key = key if isinstance(key, Secret) else Secret(str(key or settings.llm_api_key.reveal()))
         self.timeout = float(timeout or settings.llm_timeout)
@@ -110,6 +121,11 @@ class LLM:
             # The nested form is the one every server reads (llama.cpp ignores the flat one).
             request["response_format"] = {"type": "json_schema",
                                           "json_schema": {"name": schema_name, "schema": json_schema}}
+        return self._complete(request, stream)[0]
+
+    def _complete(self, request: dict, stream: bool = False) -> tuple[str, Any]:
+        """The reply's text and its ``logprobs`` (None when the server sent none) for one request."""
+        logprobs = None
         try:
             if stream:
                 text = self._stream(request)
@@ -117,13 +133,60 @@ class LLM:
                 # A web page instead of the API arrives as a str: .choices raises, and _translate says so.
                 choices = self.client.chat.completions.create(**request).choices
                 text = (choices[0].message.content or "") if choices else ""
+                logprobs = choices[0].logprobs if choices else None
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
             raise self._translate(err) from None
         if not text.strip():
-            raise LLMError(f"The model '{self.model}' returned an empty reply.",
+            raise LLMError(f"The model '{request['model']}' returned an empty reply.",
                            "Try again, allow more tokens (max_tokens), or use another model. Reasoning models "
                            "may spend all tokens on hidden thinking: raise max_tokens.")
-        return text
+        return text, logprobs
+
+    @property
+    def vision_model(self) -> str:
+        """The model that looks at images: LLM_VISION_MODEL, else the chat model."""
+        return self._vision_model or self.model
+
+    def _ask_image(self, image, question: str, **options) -> tuple[str, Any]:
+        from .images import image_data_uri  # Pillow: only when an image is sent
+        content = [{"type": "image_url", "image_url": {"url": image_data_uri(image)}},  # image first, as the
+                   {"type": "text", "text": question}]                                 # VQAScore papers do
+        request = {"model": self.vision_model, "messages": [{"role": "user", "content": content}], **options}
+        return self._complete(request)
+
+    def describe(self, image, prompt: str = "Describe this image in one sentence.", max_tokens: int = 120) -> str:
+        """What the vision model sees in ``image`` (a PIL image or a path, sent as a PNG data URI of at most
+        512 pixels a side).
+
+        >>> llm.describe(gen.image)   # doctest: +SKIP
+        'A lighthouse on a rocky cliff under storm clouds.'
+        """
+        return self._ask_image(image, prompt, temperature=0, max_tokens=max_tokens)[0]
+
+    def ask_yes_no(self, image, question: str) -> tuple[str, float | None]:
+        """Ask the vision model a yes/no question about ``image``: its answer and P("yes") from the first answer
+        token's log-probabilities, or None where the server sends none (LM Studio does not).
+
+        >>> llm.ask_yes_no(gen.image, "Is there a lighthouse?")   # doctest: +SKIP
+        ('Yes', 0.97)
+        """
+        text, logprobs = self._ask_image(image, question + YES_NO, temperature=0, max_tokens=8,
+                                         logprobs=True, top_logprobs=5)
+        return text, yes_probability(logprobs)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embedding vectors of ``texts`` from the server's /v1/embeddings, with ``embed_model``.
+
+        >>> a, b = LLM(embed_model="nomic-embed-text").embed(["a red fox", "a fox, red"])   # doctest: +SKIP
+        """
+        if not self.embed_model:
+            raise LLMError("No embedding model is set.", EMBED_FIX)
+        try:  # "float": without it the client asks for base64, which not every local server sends
+            data = self.client.embeddings.create(model=self.embed_model, input=list(texts),
+                                                 encoding_format="float").data
+        except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
+            raise self._translate(err) from None
+        return [list(item.embedding) for item in sorted(data, key=lambda item: item.index)]
 
     @staticmethod
     def _messages(prompt_or_messages, system) -> list[dict]:
@@ -175,7 +238,14 @@ class LLM:
         if isinstance(err, openai.APIStatusError):
             message = self._error_message(err)
             status = err.status_code
-            if "no models loaded" in message.lower():
+            lowered = message.lower()
+            if any(words in lowered for words in ("support image", "image input", "not a multimodal")):
+                return LLMError(f"The model '{self._vision_model or self._model}' is not a vision model: "
+                                f"{message} ({status}).", VISION_FIX, status)
+            if "not embedding" in lowered or "support embeddings" in lowered or "embeddings api" in lowered:
+                return LLMError(f"The model '{self.embed_model}' is not an embedding model: {message} ({status}).",
+                                EMBED_FIX, status)
+            if "no models loaded" in lowered:
                 return LLMError(f"LM Studio at {where} has no model loaded ({status}).",
                                 "Load a model in LM Studio (the model picker at the top, or `lms load NAME`), "
                                 "or turn on Just-in-Time model loading in the server settings.", status)
@@ -219,3 +289,19 @@ class LLM:
         if names:
             return f"Set LLM_MODEL to one the server has: {', '.join(names)}."
         return "Set LLM_MODEL to a model the server has (see llm.models()), or leave it empty to use the first."
+
+
+def yes_probability(logprobs) -> float | None:
+    """P("yes") from a reply's ``logprobs``: at the first token whose alternatives hold "yes" or "no" (after
+    e.g. "**" or a newline), the summed probability of the "yes" spellings ("Yes", " yes", "ĠYes"), else
+    1 - that of "no" (t2v_metrics' rule). None when the server sent no log-probabilities or neither word."""
+    import math
+    for entry in (getattr(logprobs, "content", None) or [])[:4]:
+        spelled = {"yes": 0.0, "no": 0.0}
+        for alt in entry.top_logprobs or [entry]:
+            word = alt.token.strip().lstrip("Ġ▁").strip("*\"'.,!").lower()
+            if word in spelled:
+                spelled[word] += math.exp(alt.logprob)
+        if spelled["yes"] or spelled["no"]:
+            return min(spelled["yes"], 1.0) if spelled["yes"] else max(0.0, 1.0 - spelled["no"])
+    return None

@@ -1,4 +1,4 @@
-"""The full pipeline: keywords -> text -> image prompt -> N images -> CLIP scores -> best image.
+"""The full pipeline: keywords -> text -> image prompt -> N images -> scores (CLIP or another rater) -> best.
 
 ``run_pipeline`` checks its arguments and hands them to a ``PipelineRunner``, whose methods are
 the stages, in the order they run. Each image is written to the run's folder as soon as it
@@ -7,6 +7,7 @@ arrives, and ``run.json`` (helpers/records.py) after each one, so a crash or Ctr
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import A1111Client, A1111Error, GenerationInterrupted
+from .errors import KitError
 from .records import Candidate, PipelineError, PipelineRun, new_run_folder
 from .urls import without_password
 
@@ -22,8 +24,8 @@ THRESHOLD_BATCH = 2  # images per call in threshold mode: small, so the run can 
 
 REFINE_SYSTEM = (
     "You improve prompts for the Stable Diffusion image generator. You get a text, the previous prompt "
-    "and how well the images matched the text (CLIP cosine similarity, higher is better). Write a better "
-    "prompt that shows the text's main subject and setting more clearly: comma-separated phrases, medium "
+    "and how well the images matched the text (scores, higher is better; maybe the checks they fail). Write a "
+    "better prompt that shows the text's main subject and setting more clearly: comma-separated phrases, medium "
     "first, no negation, at most 60 words. Answer with a JSON object with the fields prompt and negative_prompt."
 )
 
@@ -31,14 +33,15 @@ REFINE_SYSTEM = (
 def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: float | None = None,
                  max_images: int = 20, text_source: str = "auto", refine: bool = False,
                  out_dir: str | Path | None = None, progress: bool = True, *, client=None, llm=None,
-                 scorer=None, **generation_fields) -> PipelineRun:
+                 scorer=None, rater=None, **generation_fields) -> PipelineRun:
     """Run keywords -> text -> prompt -> images -> scores, and pick the best image.
 
     ``mode="best"`` makes ``n`` images (in as few A1111 calls as the batch size allows) and keeps
     the best; ``mode="threshold"`` makes small batches until one reaches ``threshold`` or
     ``max_images`` are spent, and with ``refine`` the LLM revises the prompt between them.
     ``text_source`` is get_text's; the backends default to the settings (``scorer=False``: no
-    scores); ``generation_fields`` are txt2img's. Without an LLM the text is retrieved and the
+    scores); ``rater`` (helpers/raters.py) scores instead of CLIP, and ``threshold`` is on its
+    scale; ``generation_fields`` are txt2img's. Without an LLM the text is retrieved and the
     prompt is the baseline; without CLIP weights ``run.best`` is None. The run says which.
 
     >>> run = run_pipeline("lighthouse, storm", n=4, seed=1, steps=20)   # doctest: +SKIP
@@ -46,7 +49,7 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be 'best' or 'threshold'")
     if mode == "threshold" and threshold is None:
-        raise ValueError("mode='threshold' needs a threshold, e.g. threshold=0.3 (a CLIP cosine similarity)")
+        raise ValueError("mode='threshold' needs a threshold on the rater's scale, e.g. threshold=0.3 (CLIP's cosine)")
     if n < 1 or max_images < 1:
         raise ValueError("n and max_images must be at least 1")
     if "prompt" in generation_fields:
@@ -56,7 +59,7 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
                          threshold=threshold, max_images=max_images, refine=refine,
                          created=datetime.now().isoformat(timespec="seconds"))
     runner = PipelineRunner(record, text_source=text_source, progress=progress, client=client, llm=llm,
-                            scorer=scorer, fields=generation_fields, notes=notes)
+                            scorer=scorer, rater=rater, fields=generation_fields, notes=notes)
     return runner.run()
 
 
@@ -78,13 +81,14 @@ class PipelineRunner:
     """Runs the stages of one run (``record``, whose folder exists) and records each in run.json."""
 
     def __init__(self, record: PipelineRun, *, text_source: str, progress: bool, client, llm, scorer,
-                 fields: dict[str, Any], notes: list[str] = ()):
+                 fields: dict[str, Any], notes: list[str] = (), rater=None):
         self.run_record = record
         self.text_source = text_source
         self.progress = progress
         self.client = client
         self.llm = llm
         self.scorer = scorer
+        self.rater = rater
         self.fields = dict(fields)
         self._notes: list[str] = list(notes)  # what the run says it did differently, in its message
         self.image_prompt = None
@@ -186,16 +190,17 @@ class PipelineRunner:
         self.run_record.rounds.append({"round": len(self.run_record.rounds), **asdict(prompt)})
 
     def load_scorer(self) -> None:
-        from .clipqa import ClipError, ClipScorer
-        if self.scorer is None:
+        """The rater: the one given, else CLIP (``scorer``: a ClipScorer, None the configured one, False none)."""
+        from .clipqa import ClipError
+        from .raters import clip_rater
+        if self.rater is None and self.scorer is not False:
             try:
-                self.scorer = ClipScorer()
+                self.rater = clip_rater(self.scorer)
             except ClipError as err:
-                self.scorer = False
                 self._notes.append(f"unscored: {_first_line(err)} {err.fix}")
-        if self.scorer:
-            self.run_record.scorer = {"model": self.scorer.model_name, "pretrained": str(self.scorer.pretrained),
-                                      "meaningful": self.scorer.meaningful}
+        if self.rater:
+            self.run_record.scorer = self.rater.info() if hasattr(self.rater, "info") else \
+                {"rater": self.rater.name, "meaningful": True}
 
     def generate_and_score(self) -> None:
         record = self.run_record
@@ -213,10 +218,9 @@ class PipelineRunner:
         defaults = {k: v for k, v in (getattr(client, "defaults", None) or {}).items() if k != "override_settings"}
         record.generation = {**defaults, **self.fields, "batch_size": batch}
         first_seed = self.fields.pop("seed", -1)
-        scoring = record.mode == "threshold" and self.scorer
-        if record.mode == "threshold" and not self.scorer:
+        if record.mode == "threshold" and not self.rater:
             budget = min(budget, record.n)
-            self._notes.append("threshold mode needs CLIP scores: made n unscored candidates instead")
+            self._notes.append("threshold mode needs scores: made n unscored candidates instead")
         while len(record.candidates) < budget:
             size = min(batch, budget - len(record.candidates))
             seed = first_seed + len(record.candidates) if first_seed not in (None, -1) else -1
@@ -238,12 +242,13 @@ class PipelineRunner:
                 record.status = "interrupted"
                 self._notes.append(f"A1111's generation was interrupted; kept {len(new)} partial image(s)")
                 return
+            scoring = record.mode == "threshold" and self.rater
             if scoring and any(c.score is not None and c.score >= record.threshold for c in new):
                 record.status = "threshold met"
                 return
             if scoring and record.refine and len(record.candidates) < budget:
                 self._timed("refine", lambda new=new: self.refine_prompt(new))
-        if scoring:
+        if record.mode == "threshold" and self.rater:
             record.status = "max_images reached"
 
     def _keep(self, generation, round_no: int) -> list[Candidate]:
@@ -260,11 +265,20 @@ class PipelineRunner:
             record.candidates.append(candidate)
             record.save()  # the file exists now; record it before scoring can fail
             new.append(candidate)
-        if self.scorer and new:  # all images of one call in one CLIP batch
+        if self.rater and new:  # all images of one call at once (one CLIP batch)
             started = time.perf_counter()
-            scores = self.scorer.similarity(self.text.text, generation.images[: len(new)], long_text="chunks")
-            for candidate, score in zip(new, scores):
-                candidate.score = round(score, 4)
+            try:
+                scores = self.rater.score(self.text.text, generation.images[: len(new)])
+            except KitError as err:  # e.g. the LLM server went away: the images stay, unscored, and it is said
+                self._notes.append(f"unscored from candidate #{new[0].index} on: {self.rater.name} failed "
+                                   f"({_first_line(err)})")
+                self.rater, scores = None, []
+            details = list(getattr(self.rater, "details", None) or [])
+            if self.rater and len(scores) != len(new):
+                self._notes.append(f"{self.rater.name} gave {len(scores)} score(s) for {len(new)} image(s)")
+            for number, (candidate, score) in enumerate(zip(new, scores)):
+                candidate.score = round(float(score), 4) if math.isfinite(float(score)) else None
+                candidate.rating = details[number] if number < len(details) else {}  # e.g. what is missing
             self._add_time("score", started)
             record.save()
         return new
@@ -278,17 +292,20 @@ class PipelineRunner:
             self.run_record.refine = False
             return
         scores = ", ".join(f"{c.score:.3f}" for c in last if c.score is not None)
+        name = "CLIP" if self.rater.name.startswith("clip") else self.rater.name
         message = (f"Text:\n{self.text.text}\n\nPrevious prompt: {self.image_prompt.prompt}\n"
-                   f"CLIP scores of its images: {scores} (target {self.run_record.threshold})")
+                   f"{name} scores of its images: {scores} (target {self.run_record.threshold})")
         best = max(last, key=lambda c: c.score if c.score is not None else -2)
+        if best.rating.get("missing"):  # question checks say what the image lacks: the most useful hint
+            message += "\nThe best image fails these checks: " + " ".join(best.rating["missing"])
         try:
             caption = self.client.interrogate(best.image, timeout=60)
         except A1111Error:
             caption = ""  # no captioner (or a slow first download): refine from the scores alone
         if caption:  # the caption route compares the caption with the ORIGINAL text, not the prompt
             message += f"\nA captioner describes the best of those images as: {caption}"
-            if self.scorer:
-                fit = self.scorer.text_similarity(self.text.text, caption, long_text="chunks")
+            if getattr(self.rater, "scorer", None):
+                fit = self.rater.scorer.text_similarity(self.text.text, caption, long_text="chunks")
                 message += f"\nCLIP cosine of that caption with the text: {fit:.3f}"
         try:
             reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,

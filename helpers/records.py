@@ -72,7 +72,8 @@ def file_in_folder(folder: str | Path, name: str) -> Path:
 
 @dataclass
 class Candidate:
-    """One generated image: its seed, CLIP score (None if unscored), file and refinement round."""
+    """One generated image: its seed, score (None if unscored), file, refinement round, and ``rating``: how the
+    rater judged it (e.g. a caption, or the answers to question checks and what is ``missing``)."""
 
     index: int
     seed: int
@@ -80,6 +81,7 @@ class Candidate:
     round: int = 0
     score: float | None = None
     infotext: str = ""
+    rating: dict[str, Any] = field(default_factory=dict)
     run_path: Path | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -216,7 +218,7 @@ RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "thre
              "text": (dict,), "prompt": (dict, type(None)), "rounds": (list,), "generation": (dict,),
              "server": (dict,), "scorer": (dict, type(None)), "candidates": (list,), "timings": (dict,)}
 CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + _NONE,
-                   "infotext": _TEXT}
+                   "infotext": _TEXT, "rating": (dict,)}
 PROMPT_TYPES = {"prompt": _TEXT, "negative_prompt": _TEXT, "source": _TEXT, "tokens": _INT, "note": _TEXT}
 TEXT_TYPES = {"text": _TEXT, "source": _TEXT, "title": _TEXT + _NONE, "model": _TEXT + _NONE, "note": _TEXT + _NONE}
 

@@ -11,8 +11,19 @@ Ollama, llama.cpp's llama-server, vLLM and OpenAI answer, including their error 
 ...     server.hits["/v1/chat/completions"], server.requests[-1]["messages"]
 
 Attributes a test may change at any time: ``models``, ``api_key``, ``mode`` (see MODES),
-``delay`` (seconds, for mode "slow") and ``reply`` (``reply(messages, body) -> str``).
+``delay`` (seconds, for mode "slow") and ``reply`` (``reply(messages, body) -> str``; a
+"vision model" reads the images of a message with ``images_in(messages)``; None: the default answer).
 Precedence for the answer text: mode "empty"/"not_json"/"too_long" > ``reply`` > default text.
+
+Vision, embeddings and log-probabilities (shared/reference/raters.md, sections 1-3):
+``vision`` (False: LM Studio's 400 for an image sent to a text-only model); image parts must be
+data URIs (a web URL gets Ollama's 400); without ``reply`` an image is described by its main colour
+and a yes/no question about one is answered "Yes". ``embedding_models`` answer POST /v1/embeddings
+with a hashed bag of words (L2-normalised, ``EMBED_DIM`` wide; float lists or base64 float32);
+a chat model there gets LM Studio's "Model is not embedding", mode "no_embeddings" llama.cpp's
+501. ``logprobs`` (True: as OpenAI, Ollama >= 0.12.11 and llama-server; False: as LM Studio,
+which accepts the flag and sends none); ``yes_probability`` is P of the answer's first word when
+it is yes/no, the rest going to the opposite word.
 Read-only logs: ``requests`` (JSON bodies of POST /v1/chat/completions), ``schemas`` (the
 json_schema ``schema`` objects received in the nested form) and ``hits`` (requests per path).
 """
@@ -20,10 +31,15 @@ json_schema ``schema`` objects received in the nested form) and ``hits`` (reques
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
 import itertools
 import json
+import math
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -34,13 +50,17 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-MODES = ("ok", "no_models_loaded", "loading", "slow", "empty", "not_json", "too_long", "html")
+MODES = ("ok", "no_models_loaded", "loading", "slow", "empty", "not_json", "too_long", "html", "no_embeddings")
+EMBED_DIM = 64
 
 # Bodies copied from the real servers, so the kit's error handling meets what users will see.
 NO_MODELS_BODY = {"error": {"message": "No models loaded. Please load a model in the developer page "
                                        "or use the 'lms load' command."}}           # LM Studio, 400
 LOADING_BODY = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}  # llama.cpp
 NOT_JSON_TEXT = "Sure! Here is a prompt: a red fox in snow, watercolor"
+NO_VISION_TEXT = "Model does not support images. Please use a model that does."          # LM Studio, 400
+IMAGE_URL_TEXT = "image URLs are not currently supported, please use base64 encoded data instead"  # Ollama
+NO_EMBEDDINGS_TEXT = "This server does not support embeddings. Start it with `--embeddings`"  # llama.cpp, 501
 HTML_PAGE = "<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 STOP_WORDS = set("a an the of in on at to and or with for from by is are was be it this that my your "
                  "me i you we please write make give some about into over under very".split())
@@ -57,6 +77,44 @@ def _text_of(message: dict) -> str:
     if isinstance(content, list):
         content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return str(content)
+
+
+def _image_urls(messages: list) -> list[str]:
+    """The ``image_url`` URLs of all messages (the part's value may be an object or, as Ollama takes it, a string)."""
+    urls = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                value = part.get("image_url")
+                urls.append(str(value.get("url", "") if isinstance(value, dict) else value))
+    return urls
+
+
+def images_in(messages: list) -> list:
+    """The PIL images sent in the messages (data URIs), for a test's ``reply`` function."""
+    from PIL import Image
+    return [Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+            for url in _image_urls(messages)]
+
+
+def colour_name(image) -> str:
+    """The name of the nearest basic colour to an image's mean colour."""
+    names = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (30, 60, 200), "yellow": (230, 210, 40),
+             "white": (245, 245, 245), "black": (10, 10, 10), "grey": (128, 128, 128)}
+    mean = image.convert("RGB").resize((1, 1)).getpixel((0, 0))
+    return min(names, key=lambda n: sum((a - b) ** 2 for a, b in zip(names[n], mean)))
+
+
+def embed_text(text: str) -> list[float]:
+    """A deterministic embedding: a hashed bag of lower-case words, L2-normalised (the same words, the same
+    vector; shared words, a higher cosine)."""
+    vector = [0.0] * EMBED_DIM
+    for word in _words(text.lower()):
+        digest = hashlib.sha256(word.encode()).digest()
+        vector[digest[0] % EMBED_DIM] += 1.0 if digest[1] % 2 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 def _words(text: str) -> list[str]:
@@ -105,9 +163,13 @@ class LLMTestServer:
 
     def __init__(self, models: Optional[list[str]] = None, *, api_key: Optional[str] = None,
                  mode: str = "ok", delay: float = 5.0,
-                 reply: Optional[Callable[[list, dict], str]] = None):
+                 reply: Optional[Callable[[list, dict], str]] = None, vision: bool = True,
+                 embedding_models: Optional[list[str]] = None, logprobs: bool = True,
+                 yes_probability: float = 0.8):
         self._defaults = dict(models=list(models) if models is not None else ["test-model"],
-                              api_key=api_key, mode=mode, delay=delay, reply=reply)
+                              api_key=api_key, mode=mode, delay=delay, reply=reply, vision=vision,
+                              embedding_models=list(embedding_models or ["test-embed"]), logprobs=logprobs,
+                              yes_probability=yes_probability)
         self.reset()
         self.url = self.base_url = ""
         self.port = 0
@@ -120,8 +182,9 @@ class LLMTestServer:
     def reset(self) -> None:
         """Back to the constructor's settings, with empty logs (for a server shared by many tests)."""
         for name, value in self._defaults.items():
-            setattr(self, name, list(value) if name == "models" else value)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
         self.requests: list[dict] = []
+        self.embed_requests: list[dict] = []
         self.schemas: list[dict] = []
         self.hits: dict[str, int] = {}
 
@@ -204,6 +267,10 @@ class LLMTestServer:
         async def chat(request: Request):
             return await self._chat(request)
 
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request):
+            return await self._embeddings(request)
+
         return app                               # anything else: FastAPI's 404 {"detail": "Not Found"}
 
     @staticmethod
@@ -240,6 +307,15 @@ class LLMTestServer:
             return JSONResponse(NO_MODELS_BODY, 400)
         if model not in self.models:
             return self._unknown_model(model)
+        urls = _image_urls(body["messages"])
+        if urls and not self.vision:
+            return _error(400, NO_VISION_TEXT)
+        if any(not url.startswith("data:") for url in urls):
+            return _error(400, IMAGE_URL_TEXT, "invalid_request_error")
+        try:
+            images = images_in(body["messages"])
+        except Exception:  # noqa: BLE001 - any undecodable payload: Ollama's words
+            return _error(400, "invalid image input", "invalid_request_error")
         if self.mode == "slow":
             # Short sleeps that watch the stop flag, so stop() never waits the full delay.
             end = time.monotonic() + self.delay
@@ -262,10 +338,13 @@ class LLMTestServer:
         elif self.mode == "too_long":
             text = json.dumps({"prompt": long_text(user_text), "negative_prompt": "blurry"}) \
                 if schema is not None else long_text(user_text, 400)
-        elif self.reply is not None:
-            text = self.reply(body["messages"], body)
+        elif self.reply is not None and (text := self.reply(body["messages"], body)) is not None:
+            pass                                 # a reply of None: the default answer below
         elif schema is not None:
             text = default_json(user_text, schema)
+        elif images:
+            text = ("Yes" if re.search(r"\byes\b", user_text, re.I) else
+                    f"A {colour_name(images[0])} square, {images[0].width}x{images[0].height} pixels.")
         else:
             text = default_text(user_text)
 
@@ -283,10 +362,57 @@ class LLMTestServer:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self._sse(base, text, finish, usage if include_usage else None),
                                      media_type="text/event-stream")
+        logprobs = self._logprobs(text, body) if body.get("logprobs") and self.logprobs else None
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": finish}],
+                             "logprobs": logprobs, "finish_reason": finish}],
                 "usage": usage}
+
+    def _logprobs(self, text: str, body: dict) -> dict:
+        """OpenAI's ``logprobs`` object: one entry per word-token; the first one's alternatives carry
+        ``yes_probability`` when the answer starts with yes or no."""
+        tokens = re.split(r"(?<=\s)(?=\S)|(?<=\w)(?=[^\w\s])", text) if text else []
+        top = int(body.get("top_logprobs") or 0)
+        content = []
+        for i, token in enumerate(tokens):
+            word = token.strip().lower()
+            if i == 0 and word in ("yes", "no"):
+                other = ("No" if word == "yes" else "Yes").join(token.split(token.strip()))
+                p = min(max(self.yes_probability, 1e-6), 1 - 1e-6)
+                alternatives = [(token, math.log(p)), (other, math.log(1 - p))]
+            else:
+                alternatives = [(token, -0.01), ("the", -5.0)]
+            content.append({"token": token, "logprob": alternatives[0][1], "bytes": list(token.encode()),
+                            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                             for t, lp in alternatives[:top]]})
+        return {"content": content, "refusal": None}
+
+    async def _embeddings(self, request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        self.embed_requests.append(body)
+        model, texts = body.get("model"), body.get("input")
+        if self.mode == "no_embeddings":
+            return _error(501, NO_EMBEDDINGS_TEXT, "not_supported_error", code=501)
+        if model in self.models and model not in self.embedding_models:
+            return _error(400, f'Failed to load model "{model}". Error: Model is not embedding.',
+                          code="model_not_found")                 # LM Studio
+        if model not in self.embedding_models:
+            return self._unknown_model(model)
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _error(400, "'input' field must be a string or an array of strings")   # LM Studio
+        data = []
+        for index, text in enumerate(texts):
+            vector = embed_text(text)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(t.split()) for t in texts)
+        return {"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @staticmethod
     async def _sse(base: dict, text: str, finish: str, usage: Optional[dict]):

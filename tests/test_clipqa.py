@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.clipqa import TINY_MODEL, ClipError, ClipScorer, caption_similarity, load_clip, make_tiny_checkpoint
+from helpers.clipqa import CONFIG_DIR, TINY_MODEL, ClipError, ClipScorer, load_clip, make_tiny_checkpoint
 from helpers.display import side_by_side, side_by_side_html
 
 
@@ -135,6 +135,7 @@ def test_bad_settings_name_the_fix(model, pretrained, words):
 
 def test_caption_route_with_the_kits_server(scorer, sd_server):
     from helpers.a1111 import A1111Client
+    from helpers.raters import caption_similarity
 
     client = A1111Client(sd_server.url, auth="")
     image = client.txt2img("a red fox in the snow", seed=1, width=64, height=64, steps=2).image
@@ -148,3 +149,22 @@ def test_side_by_side_html_holds_text_image_and_score(images):
     assert "A &lt;red&gt; fox." in html and "data:image/png;base64," in html
     assert "0.312" in html and "oil painting, fox" in html and "Placeholder image" in html
     assert side_by_side("t", images[0])._repr_html_().startswith("<div")
+
+
+def test_a_64_token_model_reads_62_tokens(tmp_path):
+    """SigLIP-family text towers read 64 positions, not CLIP's 77: the limit comes from the model's tokenizer."""
+    import json
+
+    import open_clip
+    config = json.loads((CONFIG_DIR / f"{TINY_MODEL}.json").read_text())
+    config["text_cfg"]["context_length"] = 64
+    (tmp_path / "tiny-64-test.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path)
+    scorer = ClipScorer("tiny-64-test", str(make_tiny_checkpoint(tmp_path / "t64.safetensors", model="tiny-64-test")),
+                        "cpu")
+    assert scorer.token_limit == 62
+    text = " ".join(["lighthouse"] * 60 + ["storm"] * 10)  # 70 tokens
+    with pytest.warns(UserWarning, match="tiny-64-test reads 62 tokens; this text has 70, so the last 8"):
+        truncated = scorer.similarity(text, [Image.new("RGB", (32, 32), "red")])
+    first_62 = " ".join(["lighthouse"] * 60 + ["storm"] * 2)
+    assert truncated == pytest.approx(scorer.similarity(first_62, [Image.new("RGB", (32, 32), "red")]), abs=1e-5)

@@ -444,7 +444,7 @@ def test_an_image_outside_the_run_folder_is_never_shown(runs, ratings, tmp_path,
     inspector.next_button.click()  # the next candidate shows normally
     assert inspector.output.outputs == () and bytes(inspector.image.value).startswith(PNG_MAGIC)
     html = inspector.export_html(tmp_path / "export.html").read_text(encoding="utf-8")
-    from helpers.display import image_data_uri
+    from helpers.images import image_data_uri
 
     assert image_data_uri(secret, 256) not in html and "outside the run folder" in html
 

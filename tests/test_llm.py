@@ -161,3 +161,76 @@ def test_bad_messages_argument(llm):
 def test_available_is_false_when_the_configured_model_is_missing(llm_server):
     assert not LLM(llm_server.base_url, model="no-such-model").available()
     assert LLM(llm_server.base_url, model="other-model").available()
+
+
+# ----- vision, embeddings, log-probabilities (issue 15) ----------------------------------------------------------
+
+def _vision_llm(llm_server, **kw):
+    return LLM(llm_server.base_url, api_key="lm-studio", timeout=10, max_retries=0, **kw)
+
+
+def test_describe_sends_the_image_as_a_data_uri_and_returns_the_reply(llm_server):
+    from PIL import Image
+    llm = _vision_llm(llm_server, vision_model="other-model")
+    caption = llm.describe(Image.new("RGB", (900, 300), "red"))
+    assert "red" in caption and "512x171" in caption  # shrunk to 512 px a side before sending
+    sent = llm_server.requests[-1]
+    assert sent["model"] == "other-model"
+    part = sent["messages"][0]["content"][0]
+    assert part["type"] == "image_url" and part["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_an_image_sent_to_a_text_only_model_names_the_fix(llm_server):
+    from PIL import Image
+    llm_server.vision = False
+    with pytest.raises(LLMError) as err:
+        _vision_llm(llm_server).describe(Image.new("RGB", (32, 32)))
+    assert "not a vision model" in err.value.message and "Model does not support images" in err.value.message
+    assert "Qwen2.5-VL" in err.value.fix and "LLM_VISION_MODEL" in err.value.fix
+
+
+@pytest.mark.parametrize("answer, p_yes, expected", [
+    ("Yes", 0.8, 0.8), ("No", 0.8, 0.2), ("yes, it does.", 0.9, 0.9), ("I cannot tell.", 0.8, None)])
+def test_ask_yes_no_reads_p_yes_from_the_logprobs(llm_server, answer, p_yes, expected):
+    from PIL import Image
+    llm_server.reply = lambda messages, body: answer
+    llm_server.yes_probability = p_yes
+    text, p = _vision_llm(llm_server).ask_yes_no(Image.new("RGB", (16, 16)), "Is it red?")
+    assert text == answer
+    assert p == (pytest.approx(expected) if expected is not None else None)
+    sent = llm_server.requests[-1]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 5
+    assert sent["messages"][0]["content"][1]["text"] == "Is it red? Please answer yes or no."
+
+
+def test_ask_yes_no_without_logprobs_gives_none(llm_server):
+    from PIL import Image
+    llm_server.logprobs = False  # LM Studio accepts the flag and sends nothing
+    assert _vision_llm(llm_server).ask_yes_no(Image.new("RGB", (16, 16)), "Is it red?") == ("Yes", None)
+
+
+def test_embed_returns_one_vector_per_text_in_order(llm_server):
+    import math
+
+    from llm_server import embed_text
+    vectors = _vision_llm(llm_server, embed_model="test-embed").embed(["a red fox", "Fox, a red!", "a blue car"])
+    assert len(vectors) == 3 and vectors[0] == pytest.approx(embed_text("a red fox"))
+    cos = [sum(a * b for a, b in zip(vectors[0], v)) for v in vectors]
+    assert cos[1] == pytest.approx(1.0) and cos[2] < 0.99 and math.isclose(cos[0], 1.0, rel_tol=1e-6)
+    assert llm_server.embed_requests[-1]["encoding_format"] == "float"
+
+
+@pytest.mark.parametrize("mode, model, words", [
+    ("ok", "test-model", "Model is not embedding"),             # LM Studio: a chat model named
+    ("no_embeddings", "test-embed", "does not support embeddings")])  # llama-server without --embeddings
+def test_embedding_errors_name_the_fix(llm_server, mode, model, words):
+    llm_server.mode = mode
+    with pytest.raises(LLMError) as err:
+        _vision_llm(llm_server, embed_model=model).embed(["a fox"])
+    assert "not an embedding model" in err.value.message and words in err.value.message
+    assert "LLM_EMBED_MODEL" in err.value.fix
+
+
+def test_embed_without_an_embedding_model_says_how_to_set_one(llm_server):
+    with pytest.raises(LLMError, match="No embedding model"):
+        _vision_llm(llm_server).embed(["a fox"])

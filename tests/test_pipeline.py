@@ -355,7 +355,7 @@ def test_a_file_outside_the_run_folder_is_never_read(tmp_path, client, no_llm, o
     with pytest.raises(PipelineError, match="outside the run folder"):
         _ = again.candidates[0].image
     html = again.report().read_text(encoding="utf-8")
-    from helpers.display import image_data_uri
+    from helpers.images import image_data_uri
 
     assert image_data_uri(private, 256) not in html and html.count("data:image/png;base64,") == 1
     assert "outside the run folder" in html
@@ -419,3 +419,60 @@ def test_images_that_arrived_before_a_broken_one_are_kept_in_the_run(tmp_path, n
     assert run.status == "failed" and "kept 2 image(s)" in run.message
     assert [c.seed for c in run.candidates] == [5, 7]
     assert [c.image.getpixel((0, 0)) for c in run.candidates] == [(255, 0, 0), (0, 0, 255)]
+
+
+# ----- any rater (issue 15) --------------------------------------------------------------------------------------
+
+def _brightness(text, image):
+    """A student's own rater: the mean brightness of the image (0 to 1)."""
+    from PIL import ImageStat
+    return ImageStat.Stat(image.convert("L")).mean[0] / 255
+
+
+def test_best_of_n_with_a_custom_rater(tmp_path, client, no_llm):
+    from helpers.raters import as_rater
+    run = _run(tmp_path, client, no_llm, None, n=3, seed=5, rater=as_rater(_brightness, "brightness"))
+    assert run.status == "done" and run.scorer == {"rater": "brightness", "meaningful": True}
+    for c in run.candidates:
+        assert c.score == pytest.approx(_brightness("", c.image), abs=1e-4)
+    assert run.best.score == max(c.score for c in run.candidates)
+    assert load_run(run.path).scorer["rater"] == "brightness"
+
+
+def test_threshold_mode_with_a_custom_rater(tmp_path, client, no_llm):
+    from helpers.raters import as_rater
+    calls = []
+    rater = as_rater(lambda text, image: calls.append(text) or (1.0 if len(calls) >= 3 else 0.0), "third")
+    run = _run(tmp_path, client, no_llm, None, mode="threshold", threshold=0.5, max_images=10, rater=rater)
+    assert run.status == "threshold met" and len(run.candidates) == 4  # two batches of two
+    assert [c.score for c in run.candidates] == [0.0, 0.0, 1.0, 1.0] and calls[0] == run.text["text"]
+
+
+def test_question_rater_in_the_pipeline_feeds_the_missing_parts_to_refine(tmp_path, client, llm, llm_server):
+    from llm_server import images_in
+
+    from helpers.raters import QUESTIONS_SYSTEM, question_rater
+
+    def reply(messages, body):
+        if messages[0].get("content") == QUESTIONS_SYSTEM:
+            return json.dumps({"questions": ["Is there a lighthouse?", "Is there a storm?"]})
+        if images_in(messages):  # the placeholder images show no storm
+            return "No." if "storm" in messages[-1]["content"][-1]["text"] else "Yes, there is."
+        return None  # text, prompt and refinement: the server's default answers
+
+    llm_server.reply = reply
+    run = _run(tmp_path, client, llm, None, mode="threshold", threshold=1.0, max_images=4, refine=True,
+               rater=question_rater(llm))
+    assert run.status == "max_images reached" and run.scorer == {"rater": "questions", "meaningful": True}
+    assert [c.score for c in run.candidates] == [0.5] * 4
+    assert load_run(run.path).candidates[0].rating["missing"] == ["Is there a storm?"]
+    refine = [r for r in llm_server.requests if "Previous prompt" in str(r["messages"][-1]["content"])]
+    assert len(refine) == 1 and "questions scores of its images: 0.500, 0.500" in refine[0]["messages"][-1]["content"]
+    assert "The best image fails these checks: Is there a storm?" in refine[0]["messages"][-1]["content"]
+
+
+def test_a_rater_that_loses_its_server_leaves_the_images_unscored_and_says_so(tmp_path, client, no_llm):
+    from helpers.raters import vqa_rater
+    run = _run(tmp_path, client, no_llm, None, n=2, rater=vqa_rater(LLM(free_url() + "/v1", model="m", timeout=2)))
+    assert run.status == "done" and len(run.candidates) == 2 and run.best is None
+    assert "unscored from candidate #0 on: vqa failed (Cannot connect" in run.message
