@@ -1,11 +1,15 @@
-"""Course tooling a student never reads: preflight, student versions, Moodle submission, the command line.
+"""The course's machinery around the notebooks: each notebook's first cell, the exercise checks, preflight,
+student versions, Moodle submission and grading, the command line.
 
-The notebooks import the student's package ``helpers``; this package holds what instructors and the
-Makefile run around them. It imports helpers (settings, clients, the pipeline, the error family) and
+The notebooks' steps live in the student's package ``helpers``; this package holds what the notebooks,
+instructors and the Makefile run around those steps (a student uses ``setup()`` and ``check()`` without
+needing to read how they work). It imports helpers (settings, clients, the pipeline, the error family) and
 never the other way round, except ``python -m helpers``, which is this command line under its old name.
 
 Module map:
 
+    notebook.py    setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)
+    exercises.py   check(): the cell after each exercise; the kit's reference while it is not done; report()
     __main__.py    the command line: ``python -m course doctor|models|pipeline|demo|submit|student|serve``
                    (``python -m helpers ...`` and the ``kit`` script run the same), used by the Makefile
     cli.py         the pipeline and demo commands: run the whole pipeline once and print a table

@@ -12,7 +12,7 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
    without network, with the instructor's files hidden and everything else read-only
    (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace);
 3. reads each exercise's result from the check cells' lines (``[x] name: done...``, ``[ ] name: not done
-   yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`helpers.exercises`);
+   yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`course.exercises`);
 4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
    order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
    as short HTML), a feedback page per student, and a class summary (``summary.html`` and ``summary.png``).

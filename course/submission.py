@@ -300,7 +300,7 @@ def submit(notebook: str | Path, name: str | None = None, max_mb: float = 2.0, e
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 CODE_STUB, ANSWER_STUB = "raise NotImplementedError()", "YOUR ANSWER HERE"  # what course/student.py leaves
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
-CHECKS_LINE = re.compile(r"^Exercises: (\d+) of (\d+) done$", re.M)  # what helpers.exercises.report() prints
+CHECKS_LINE = re.compile(r"^Exercises: (\d+) of (\d+) done$", re.M)  # what course.exercises.report() prints
 MAX_PROBLEMS = 5  # per notebook in a message: the first few are the ones to fix first
 
 
@@ -371,7 +371,7 @@ def count_progress(nb, reference=None) -> tuple[tuple[int, int], tuple[int, int]
 
 
 def checks_passed(nb) -> tuple[int, int] | None:
-    """(passed, total) from the last "Exercises: N of M done" that ``helpers.exercises.report()`` printed in
+    """(passed, total) from the last "Exercises: N of M done" that ``course.exercises.report()`` printed in
     the notebook's outputs; None when it never ran. Unlike :func:`count_progress` (is the stub gone?), this
     says whether the exercises passed their checks.
 

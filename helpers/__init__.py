@@ -22,8 +22,6 @@ and the modules follow it; each imports only modules above it in this list:
     raters.py        raters for the pipeline: CLIP, caption route, question checks, VQAScore, your own
     display.py       side_by_side(), a run's static HTML report, and the HTML pieces the inspector shares
     plots.py         image grids and parameter sweeps (matplotlib)
-    notebook.py      setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)
-    exercises.py     check(): the cell after each exercise; the kit's reference while it is not done; report()
     records.py       the run record: PipelineRun, Candidate, load_run() (run.json on disk)
     pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
     ratings.py       the inspector's ratings file (ratings.jsonl)

@@ -1,4 +1,4 @@
-"""helpers.exercises: the check after each exercise falls back to the kit's reference, and says why."""
+"""course.exercises: the check after each exercise falls back to the kit's reference, and says why."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from helpers import exercises
-from helpers.exercises import check, report, show_my_code, statuses
+from course import exercises
+from course.exercises import check, report, show_my_code, statuses
 
 
 @pytest.fixture(autouse=True)

@@ -42,7 +42,7 @@ CHECKS = [
 def _nb(*sources: str) -> bytes:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(s) for s in ("from helpers.exercises import check, report", *sources)]
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in ("from course.exercises import check, report", *sources)]
     return nbformat.writes(nb).encode()
 
 

@@ -46,7 +46,7 @@ def test_caption_route_compares_with_the_original_text():
 # Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
 # that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
 LLM_NOTEBOOKS = {"02", "03", "06"}
-# The notebooks that make images (they connect through helpers.notebook.setup or connect_a1111).
+# The notebooks that make images (they connect through course.notebook.setup or connect_a1111).
 ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "txt2img" in p.read_text(encoding="utf-8")}
 
 

@@ -445,7 +445,7 @@ def _solved():
     nb = _notebook([("x = 2", [])])
     nb.cells += [_exercise("def double(v):\n    return 2 * v"), _exercise("**Your answer:** the seed.", "markdown")]
     nb = _ran(nb)
-    # The last cell's report() as helpers.exercises prints it: the checks passed, not just stubs removed.
+    # The last cell's report() as course.exercises prints it: the checks passed, not just stubs removed.
     nb.cells += _notebook([("report()", [nbformat.v4.new_output("stream", text="Exercises: 1 of 1 done\n")])]).cells
     return _ran(nb)
 

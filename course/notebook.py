@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import connect_a1111
-from .config import Settings, load_settings
-from .plots import PLACEHOLDER_NOTE
+from helpers.backends import connect_a1111
+from helpers.config import Settings, load_settings
+from helpers.plots import PLACEHOLDER_NOTE
 
 MEANINGLESS = "TINY RANDOM TEST MODEL — scores are meaningless"
 
