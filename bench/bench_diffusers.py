@@ -8,6 +8,10 @@ decoder is an AutoencoderTiny with TAESD's architecture. Settings are SD-Turbo's
 (the engine's "auto"), else float32.
 
 It takes minutes and about 7 GB of RAM (float32); the models are built once.
+
+LoRA on vs off: a random rank-8 LoRA on every attention projection of that UNet (diffusers' format,
+made here), the same 1-step image with ``<lora:bench:0.8>`` and without, side by side over HTTP after
+the LoRA's first load (which is timed on its own).
 """
 
 from __future__ import annotations
@@ -85,6 +89,21 @@ def build_sd_turbo_shaped(dtype):
     return pipe, tiny
 
 
+def write_bench_lora(unet, folder: str, rank: int = 8) -> str:
+    """A random LoRA (diffusers' key names) on every attention projection of ``unet``; returns its name."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("to_q", "to_k", "to_v", "to_out.0")) and isinstance(module, torch.nn.Linear):
+            tensors[f"unet.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=generator) * 0.01
+            tensors[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.01
+    save_file(tensors, os.path.join(folder, "bench.safetensors"))
+    return "bench"
+
+
 def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
     """``rounds`` timed runs per setting (median), ``overhead_rounds`` alternating server/direct pairs."""
     import requests
@@ -140,7 +159,9 @@ def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
 
     engine.generate = timed_generate
     overheads = []
-    with serve_in_thread(engine=engine) as server:
+    lora_dir = tempfile.mkdtemp(prefix="bench-lora-")
+    lora = write_bench_lora(pipe.unet, lora_dir)
+    with serve_in_thread(engine=engine, lora_dir=lora_dir) as server:
         payload = {"prompt": PROMPT, "steps": 1, "cfg_scale": 0, "width": SIZE, "height": SIZE, "seed": 1,
                    "sampler_name": "Euler"}
 
@@ -151,11 +172,24 @@ def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
             overheads.append(time.perf_counter() - t0 - inside[-1])
 
         t_server, t_direct = compare(via_server, lambda: direct(1), overhead_rounds)
+
+        def with_lora(tag: str = f" <lora:{lora}:0.8>"):
+            reply = requests.post(f"{server.url}/sdapi/v1/txt2img", json={**payload, "prompt": PROMPT + tag},
+                                  timeout=600)
+            reply.raise_for_status()
+
+        t0 = time.perf_counter()
+        with_lora()  # the first use loads the file into the pipeline
+        first_load = time.perf_counter() - t0
+        t_lora, t_plain = compare(with_lora, lambda: with_lora(""), overhead_rounds)
     out.append(line(f"diffusers {SIZE}x{SIZE} 1 step, tiny decoder", "kit server (HTTP)", t_server,
                     "StableDiffusionPipeline call", t_direct))
     extra_ms = statistics.median(overheads) * 1000
     out.append(f"diffusers server: HTTP, A1111 protocol and PNG encoding add {extra_ms:.0f} ms per {SIZE}x{SIZE} image "
                "to the engine's own time (measured inside the same requests; the ratio above also holds machine noise)")
+    out.append(line(f"diffusers {SIZE}x{SIZE} 1 step, LoRA (rank 8, every attention projection) after its first load",
+                    "with <lora:bench:0.8>", t_lora, "without", t_plain)
+               + f"; the first request with it (loading the file) took {first_load:.1f} s")
     return out
 
 

@@ -12,6 +12,7 @@ partial images when you press Stop, and turns every failure into an A1111Error t
 from __future__ import annotations
 
 import copy
+import re
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,23 @@ class A1111Client(A1111Http):
         # A1111 answers 200 after an interrupt, with the images made so far.
         generation.interrupted = self._interrupted or self._server_says_interrupted(generation)
         self.last = generation
+        self._warn_about_loras(prompt, generation)
         return generation
+
+    def _warn_about_loras(self, prompt, generation: Generation) -> None:
+        """A server makes the images without a LoRA it cannot find or load (HTTP 200): say so. The kit's server
+        says it in ``info["comments"]``; A1111's answer does not, so its LoRA list is compared with the prompt."""
+        note = generation.info.get("comments")
+        wanted = set(re.findall(r"<(?:lora|lyco):([^:>]+)", prompt)) if isinstance(prompt, str) else set()
+        if not note and wanted:
+            try:
+                known = {item.get(key) for item in self.get("loras") for key in ("name", "alias")}
+            except (A1111Error, AttributeError, TypeError):
+                return  # no usable list: nothing to compare with
+            note = f"Lora not found: {', '.join(sorted(wanted - known))}" if wanted - known else ""
+        if note:
+            warnings.warn(f"{note}; the images were made without it.\nFix: use a name from client.loras() (after "
+                          "copying a file into the server's LoRA folder, call client.refresh_loras()).", stacklevel=4)
 
     def _read_generation(self, body: Any, path: str = "txt2img") -> Generation:
         """Read a txt2img answer; a partly broken one's good images go to ``err.generation`` and ``client.last``."""
@@ -281,6 +298,14 @@ class A1111Client(A1111Http):
     def models(self) -> list[str]:
         """Titles of the checkpoints the server has, e.g. ``['v1-5-pruned-emaonly.safetensors [6ce0161689]']``."""
         return self._names("sd-models", "title")
+
+    def loras(self) -> list[str]:
+        """Names of the server's LoRAs, for ``<lora:name:weight>`` in a prompt, e.g. ``['kit-demo']``."""
+        return self._names("loras", "name")
+
+    def refresh_loras(self) -> None:
+        """Make the server rescan its LoRA folder (after a file was copied in)."""
+        self.request("POST", "refresh-loras")
 
     def samplers(self) -> list[str]:
         """Sampler names to use as ``sampler_name``, e.g. ``['DPM++ 2M', 'Euler a', ...]``."""

@@ -88,6 +88,7 @@ class Settings:
     sd_connect_timeout: float = 5.0  # a server that is not there should fail fast
     sd_engine: str = "auto"  # the engine of the kit's own server: "auto", "preview" or "diffusers"
     sd_model: str | None = None  # the diffusers engine's model (None: stabilityai/sd-turbo)
+    sd_lora_dir: str | None = None  # the kit's server's LoRA folder (None: data/loras, the kit's demo LoRA)
     output_dir: Path = KIT_ROOT / "outputs"
     llm_base_url: str = "http://127.0.0.1:1234/v1"  # LM Studio's default server address
     llm_model: str | None = None  # None: the first model the server lists
@@ -147,6 +148,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         sd_connect_timeout=_seconds(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
         sd_engine=engine,
         sd_model=read("SD_MODEL") or None,
+        sd_lora_dir=read("SD_LORA_DIR") or None,
         output_dir=_path(read("OUTPUT_DIR")) if read("OUTPUT_DIR") else defaults.output_dir,
         llm_base_url=llm_url.rstrip("/"),
         llm_model=read("LLM_MODEL") or None,

@@ -38,14 +38,15 @@ __all__ = ["create_app", "serve_in_thread", "ServerHandle"]
 
 
 def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float = 0.0, limits=None,
-               webui: bool = True, **kwargs):
+               webui: bool = True, lora_dir: Optional[str] = None, **kwargs):
     """Build the server's FastAPI app.
 
     ``api_auth`` is A1111's ``--api-auth`` text (``"user:pass,user2:pass2"``) or a dict
     ``{user: password}``; None leaves the API open. ``step_delay`` is the time the preview
     engine spends on each sampling step (seconds, 0 to 10), so that progress can be watched.
     ``limits`` is a ``limits.Limits`` (what one request may cost); None: the defaults. ``webui=False``
-    serves the API alone, as A1111's ``--nowebui`` (``/`` then redirects to ``/docs``).
+    serves the API alone, as A1111's ``--nowebui`` (``/`` then redirects to ``/docs``). ``lora_dir``
+    is the folder of LoRA files for ``<lora:name:weight>`` (A1111's ``--lora-dir``; None: the kit's ``data/loras``).
 
     Other keyword arguments go to the engine, e.g. ``create_app(engine="diffusers", model="/path/to/folder",
     decoder="tiny")``; ``engine`` may also be a ready ``Engine`` instance.
@@ -63,7 +64,7 @@ def create_app(engine: str = "preview", api_auth: Any = None, step_delay: float 
 
         engine = get_engine(engine, step_delay=step_delay, **kwargs)
     return build_app(engine=engine, api_auth=api_auth, step_delay=step_delay, cmd_flags=cmd_flags, limits=limits,
-                     webui=webui)
+                     webui=webui, lora_dir=lora_dir)
 
 
 class ServerHandle:

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nowebui", action="store_true",
                         help="serve the API alone, without the web UI at / (as A1111's --nowebui)")
     parser.add_argument("--api", action="store_true", help="ignored (the API is always on)")
+    parser.add_argument("--lora-dir", default=None, metavar="DIR",
+                        help="folder of LoRA files (*.safetensors, *.pt, *.ckpt, subfolders too) for "
+                             "<lora:name:weight> in prompts, like A1111's --lora-dir (default: the SD_LORA_DIR "
+                             "setting, else the kit's data/loras with its demo LoRA 'kit-demo')")
 
     bounds = parser.add_argument_group("limits per request (a 422 names the flag when a request exceeds one)")
     defaults = Limits()
@@ -159,6 +163,13 @@ def model_of(args: argparse.Namespace) -> str | None:
     from helpers.config import load_settings
 
     return args.model or load_settings().sd_model
+
+
+def lora_dir_of(args: argparse.Namespace) -> str | None:
+    """--lora-dir, else the SD_LORA_DIR setting, else None: the kit's data/loras."""
+    from helpers.config import load_settings
+
+    return args.lora_dir or load_settings().sd_lora_dir
 
 
 def download(args: argparse.Namespace) -> int:
@@ -223,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Loading the model for the diffusers engine ({model})...", flush=True)
     try:
         app = create_app(engine=args.engine, api_auth=args.api_auth, step_delay=args.step_delay, cmd_flags=flags,
-                         limits=limits, webui=not args.nowebui, **engine_options)
+                         limits=limits, webui=not args.nowebui,
+                         lora_dir=lora_dir_of(args), **engine_options)
     except EngineUnavailable as error:
         # Say it now, with the fix, rather than serve errors or broken images later.
         print(f"The kit's server cannot start the {args.engine} engine: {error}", file=sys.stderr)

@@ -212,7 +212,7 @@ MAX_STEP_DELAY = 10.0
 
 def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, step_delay: float = 0.0,
               cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
-              webui: bool = True) -> FastAPI:
+              webui: bool = True, lora_dir: Optional[str] = None) -> FastAPI:
     """Build the server's FastAPI app (see ``sdserver.create_app``)."""
     step_delay = check_step_delay(step_delay)
     limits = limits or Limits()
@@ -224,7 +224,8 @@ def build_app(engine: str = "preview", api_auth: Union[str, dict, None] = None, 
     flags = {"api": True, "nowebui": not webui, "engine": the_engine.name, "step_delay": step_delay,
              "api_auth": None, **limits.as_flags(), **(cmd_flags or {})}
     flags["api_auth"] = "***" if credentials else None  # never the real value
-    api = SdApi(app, the_engine, auth=auth, cmd_flags=flags, limits=limits)
+    api = SdApi(app, the_engine, auth=auth, cmd_flags=flags, limits=limits, lora_dir=lora_dir)
+    flags["lora_dir"] = str(api.loras.folder)
     app.state.api = api  # tests and notebooks can reach the engine, the job state and the options
     app.state.engine = the_engine
 

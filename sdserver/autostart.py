@@ -43,11 +43,14 @@ def start_kit_server(port: int, step_delay: float, quiet: bool):
     """Start the server on 127.0.0.1:``port`` with choose_engine()'s engine, falling back to preview;
     returns ``(ServerHandle, why)``."""
     engine, options, why = choose_engine()
+    lora_dir = load_settings().sd_lora_dir  # None: the kit's data/loras
     if engine == "diffusers":
         if not quiet:
             print(f"Loading {options['model']} for the kit's diffusers engine (the first time takes a while)...")
         try:
-            return serve_in_thread(host="127.0.0.1", port=port, engine="diffusers", **options), why
+            return serve_in_thread(host="127.0.0.1", port=port, engine="diffusers", lora_dir=lora_dir,
+                                   **options), why
         except EngineUnavailable as error:
             why = f"the diffusers engine could not start: {error.message} ({error.fix})"
-    return serve_in_thread(host="127.0.0.1", port=port, engine="preview", step_delay=step_delay), why
+    return serve_in_thread(host="127.0.0.1", port=port, engine="preview", step_delay=step_delay,
+                           lora_dir=lora_dir), why

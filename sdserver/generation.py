@@ -36,6 +36,7 @@ from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .images import decode_image, encode_png_b64, open_image
 from .limits import Limits, check_request_cost, check_seeds, check_text_lengths, limit_error
+from .loras import LoraLibrary, hashes_infotext, parse_prompt
 from .models import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from .options import Options
 from .state import JobState
@@ -115,9 +116,11 @@ def preview_every(opts: dict[str, Any]) -> int:
 
 
 def txt2img(req: Txt2ImgRequest, engine: Engine, state: JobState, options: Options,
-            queue_lock: threading.Lock, limits: Limits | None = None) -> dict[str, Any]:
-    """Run one txt2img request and return A1111's reply ``{images, parameters, info}``."""
-    return process(req, engine, state, options, queue_lock, limits)
+            queue_lock: threading.Lock, limits: Limits | None = None,
+            loras: LoraLibrary | None = None) -> dict[str, Any]:
+    """Run one txt2img request and return A1111's reply ``{images, parameters, info}`` (``loras``: the
+    LoRA folder that ``<lora:name:weight>`` tags are looked up in; None: none is applied)."""
+    return process(req, engine, state, options, queue_lock, limits, loras=loras)
 
 
 # A1111's resize modes; 3 ("Just resize (latent upscale)") is treated as 0 by the kit's server.
@@ -125,7 +128,8 @@ RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3:
 
 
 def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Options,
-            queue_lock: threading.Lock, limits: Limits | None = None) -> dict[str, Any]:
+            queue_lock: threading.Lock, limits: Limits | None = None,
+            loras: LoraLibrary | None = None) -> dict[str, Any]:
     """Run one img2img request (A1111's answers for a missing, extra or unreadable init image; no
     inpainting: a ``mask`` is a 422 naming it) and return A1111's reply ``{images, parameters, info}``."""
     limits = limits or Limits()
@@ -140,7 +144,7 @@ def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Optio
                            f"{req.value('batch_size')} or less")
     for index, encoded in enumerate(req.init_images):  # headers only: bad or too large answers at once
         open_image(encoded, limits, field=f"init_images[{index}]")
-    return process(req, engine, state, options, queue_lock, limits, init_images=req.init_images)
+    return process(req, engine, state, options, queue_lock, limits, init_images=req.init_images, loras=loras)
 
 
 def prepare_init_image(image, mode: int, width: int, height: int, background: str = "#ffffff"):
@@ -197,7 +201,7 @@ def img2img_steps(steps: int, strength: float, fix_steps: bool) -> tuple[int, in
 
 def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Options,
             queue_lock: threading.Lock, limits: Limits | None = None,
-            init_images: list[str] | None = None) -> dict[str, Any]:
+            init_images: list[str] | None = None, loras: LoraLibrary | None = None) -> dict[str, Any]:
     """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given.
 
     Everything that can refuse the request (limits, scripts, settings, the engine's checks) runs
@@ -254,6 +258,15 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         out_width, out_height = req.hires_target_size()
     if init_images:
         extra["Denoising strength"] = req.value("denoising_strength")  # img2img always writes it
+    # <lora:name:weight>: the tags leave the text the model reads (the infotext keeps them); names not in
+    # the LoRA folder are left out and said in info["comments"] (A1111: "Lora not found", still a 200).
+    model_prompt, tags = parse_prompt(prompt)
+    if req.disable_extra_networks:
+        tags = []  # A1111: the tags are still removed, no LoRA is applied
+    lora_files, comments = (loras.resolve(tags) if loras is not None else ([], [tag.name for tag in tags]))
+    comments = [f"Lora not found: {', '.join(comments)}"] if comments else []
+    if lora_files:
+        extra["Lora hashes"] = hashes_infotext(lora_files)
     extra.update(engine_params)
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
@@ -310,6 +323,11 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
             if not restore:
                 options.update(options.loaded_model())
         model = {"name": engine.model_name, "hash": engine.model_hash}  # what made these images
+        failed = engine.load_loras(lora_files) if lora_files else {}  # loaded once, then cached by the engine
+        if failed:  # A1111 skips a LoRA it cannot load and makes the image without it
+            comments.append("Lora could not be loaded: " + ", ".join(f"{name} ({why})" for name, why in failed.items()))
+            lora_files = [item for item in lora_files if item.name not in failed]
+            extra["Lora hashes"] = hashes_infotext(lora_files) or None
         state.begin("scripts_img2img" if init_images else "scripts_txt2img", job_count=n_iter)
         job_timestamp = state.job_timestamp
         try:
@@ -326,7 +344,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
                 state.begin_batch(n, run_steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
                 first = n * batch_size
                 job = GenerationJob(
-                    prompt=prompt, negative_prompt=negative_prompt,
+                    prompt=model_prompt, negative_prompt=negative_prompt, loras=lora_files,
                     seeds=all_seeds[first:first + batch_size], subseeds=all_subseeds[first:first + batch_size],
                     subseed_strength=strength, width=out_width, height=out_height, steps=run_steps,
                     cfg_scale=cfg_scale, sampler_name=sampler, scheduler=scheduler,
@@ -388,6 +406,8 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         "is_using_inpainting_conditioning": False,
         "version": version,
     }
+    if comments:  # not in A1111 1.10's API answer (only its web UI shows them): the kit's client warns with it
+        info["comments"] = "\n".join(comments)
     # parameters echoes the request (seed stays -1); info is a JSON *string*, as in A1111.
     parameters = req.model_dump()
     if init_images and not req.value("include_init_images"):

@@ -29,6 +29,7 @@ from .engines import Engine
 from .generation import img2img, txt2img
 from .images import decode_image, encode_png_b64, open_image
 from .limits import Limits, limit_error, surrogate_problem
+from .loras import LoraLibrary
 from .models import (
     Img2ImgRequest,
     InterrogateRequest,
@@ -52,8 +53,10 @@ class SdApi:
     """The server's endpoints and the state they share (engine, job state, options, queue lock)."""
 
     def __init__(self, app: FastAPI, engine: Engine, auth: Optional[Callable] = None,
-                 cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None) -> None:
+                 cmd_flags: Optional[dict[str, Any]] = None, limits: Optional[Limits] = None,
+                 lora_dir: Optional[str] = None) -> None:
         self.engine = engine
+        self.loras = LoraLibrary(lora_dir)  # None: the kit's data/loras (its demo LoRA)
         self.limits = limits or Limits()
         self.state = JobState()
         self.options = Options(engine)
@@ -93,18 +96,18 @@ class SdApi:
         for path in ("unload-checkpoint", "reload-checkpoint"):
             route(path, self.empty_dict, ["POST"])
         # The Lora extension registers these straight on the app, so --api-auth does not cover them.
-        route("loras", self.empty_list, ["GET"], protected=False)
-        route("refresh-loras", self.nothing, ["POST"], protected=False)
+        route("loras", self.list_loras, ["GET"], protected=False)
+        route("refresh-loras", self.refresh_loras, ["POST"], protected=False)
 
     # --- generation -----------------------------------------------------------------------------
 
     def txt2img(self, req: Txt2ImgRequest):
         """Generate images from a prompt (A1111's txt2img, see generation.py)."""
-        return txt2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
+        return txt2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits, self.loras)
 
     def img2img(self, req: Img2ImgRequest):
         """Generate images from init images and a prompt (A1111's img2img, see generation.py)."""
-        return img2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits)
+        return img2img(req, self.engine, self.state, self.options, self.queue_lock, self.limits, self.loras)
 
     def not_supported(self):
         """Not available on the kit's server."""
@@ -219,6 +222,14 @@ class SdApi:
 
             cuda = cuda_memory(str(device))
         return {"ram": {"free": total - used, "used": used, "total": total}, "cuda": cuda}
+
+    def list_loras(self):
+        """The LoRA files of the LoRA folder (--lora-dir): ``[{name, alias, path, metadata}]``, as A1111."""
+        return self.loras.entries()
+
+    def refresh_loras(self):
+        """Rescan the LoRA folder; returns null, as A1111."""
+        self.loras.refresh()
 
     def embeddings(self):
         return {"loaded": {}, "skipped": {}}

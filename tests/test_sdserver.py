@@ -428,7 +428,7 @@ def test_api_auth_protects_every_sdapi_route_with_a1111_bodies(auth_server):
     # open, as in A1111: the docs, the schema, and the Lora extension's routes
     assert requests.get(f"{url}/docs", timeout=10).status_code == 200
     assert requests.get(f"{url}/openapi.json", timeout=10).status_code == 200
-    assert requests.get(f"{url}/sdapi/v1/loras", timeout=10).json() == []
+    assert [item["name"] for item in requests.get(f"{url}/sdapi/v1/loras", timeout=10).json()] == ["kit-demo"]
 
 
 def test_cmd_flags_never_reveal_credentials(auth_server):
@@ -500,8 +500,9 @@ def test_list_endpoints_have_a1111_shapes(server, engine, expected):
     memory = get("memory")
     assert set(memory["ram"]) == {"free", "used", "total"} and "error" in memory["cuda"]
     for path in ("sd-vae", "hypernetworks", "face-restorers", "realesrgan-models", "prompt-styles",
-                 "script-info", "extensions", "loras"):
+                 "script-info", "extensions"):
         assert get(path) == []
+    assert all(set(item) == {"name", "alias", "path", "metadata"} for item in get("loras"))  # data/loras by default
     assert requests.post(f"{server.url}/sdapi/v1/refresh-checkpoints", timeout=10).json() is None
     assert requests.get(server.url, timeout=10).headers["content-type"].startswith("text/html")  # the web UI
     assert get("cmd-flags")["nowebui"] is False

@@ -331,3 +331,49 @@ def test_model_picker_switches_real_models_in_chromium(tiny_models, tmp_path):
         assert "placeholder" not in page.locator("#result-summary").inner_text()
         _screenshot(page, tmp_path, "webui-diffusers.png")
         assert not [line for line in console if line.startswith("pageerror")], console
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_lora_list_edits_the_prompt_and_refreshes_in_chromium(tmp_path):
+    """As A1111's Lora tab: a click adds <lora:name:1> to the prompt (again: takes it out), the refresh
+    button rescans the folder, and an unknown name is said under the results."""
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from sdserver import serve_in_thread
+    from sdserver.loras import DEFAULT_LORA_DIR
+
+    assert _playwright()
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    shutil.copy(Path(DEFAULT_LORA_DIR) / "kit-demo.safetensors", folder)
+    with serve_in_thread(engine="preview", lora_dir=str(folder)) as server, \
+            _browser_page(tmp_path, "webui-lora") as (page, console):
+        page.goto(server.url)
+        loras = page.locator("#lora-list .lora")
+        expect(loras).to_have_text(["kit-demo"])
+        expect(page.locator("#lora-preview-note")).to_be_visible()  # the preview engine only tints
+        prompt = page.locator("#prompt")
+        prompt.fill("a red fox")
+        loras.first.click()
+        expect(prompt).to_have_value("a red fox <lora:kit-demo:1>")
+        for name, value in (("#width", "64"), ("#height", "64"), ("#steps", "2")):
+            page.locator(name).fill(value)
+        page.get_by_role("button", name="Generate").click()
+        card = page.locator("#gallery .card").first
+        expect(card.locator(".infotext")).to_contain_text('Lora hashes: "kit-demo: ')
+        loras.first.click()
+        expect(prompt).to_have_value("a red fox")
+
+        shutil.copy(folder / "kit-demo.safetensors", folder / "late.safetensors")
+        expect(loras).to_have_count(1)
+        page.get_by_role("button", name="Refresh the list of LoRAs").click()
+        expect(loras).to_have_text(["kit-demo", "late"])
+
+        prompt.fill("a red fox <lora:nowhere:1>")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator("#result-summary")).to_contain_text("Lora not found: nowhere (made without it)")
+        _screenshot(page, tmp_path, "webui-lora.png")
+        assert not [line for line in console if line.startswith("pageerror")]  # (a 404 for /favicon.ico is fine)

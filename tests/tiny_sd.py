@@ -101,6 +101,48 @@ def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_lora(model_folder: str | os.PathLike, folder: str | os.PathLike, name: str, seed: int = 0,
+                    kohya: bool = False) -> Path:
+    """A LoRA for build_tiny_sd's model, made with peft (rank 4 on the UNet's and the text encoder's
+    attention, random non-zero ``lora_B`` so it changes the pixels), saved as ``folder/name.safetensors``:
+    diffusers' format (``unet....lora_A.weight``) or, with ``kohya=True``, A1111/kohya's
+    (``lora_unet_..._to_q.lora_down.weight``, ``.lora_up.weight``, ``.alpha``) with the same numbers."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_folder, safety_checker=None)
+    torch.manual_seed(seed)
+    rank = alpha = 4  # scale alpha/rank = 1 (diffusers' format does not store alpha)
+    pipe.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=False,
+                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    # peft directly (transformers 5's add_adapter wants a newer peft than diffusers does)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=False,
+                                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]), pipe.text_encoder)
+    # lora_B x 8: a clear change even on the random model's flat, half-saturated images
+    unet, text = ({key: value * (8 if "lora_B" in key else 1) for key, value in get_peft_model_state_dict(part).items()}
+                  for part in (pipe.unet, pipe.text_encoder))
+    # LoRA files name CLIP's layers "text_model.encoder...", as transformers 4 did (5 has no text_model level)
+    text = {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in text.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not kohya:
+        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=unet, text_encoder_lora_layers=text,
+                                                  weight_name=f"{name}.safetensors")
+        return folder / f"{name}.safetensors"
+    tensors = {}
+    for prefix, layers in (("lora_unet_", unet), ("lora_te_", text)):
+        for key, value in layers.items():  # e.g. down_blocks.1.attentions.0....attn1.to_q.lora_A.weight
+            module, kind = key.rsplit(".lora_", 1)
+            module = prefix + module.replace(".", "_")
+            tensors[f"{module}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value.contiguous()
+            tensors[f"{module}.alpha"] = torch.tensor(float(alpha))
+    save_file(tensors, str(folder / f"{name}.safetensors"), metadata={"ss_network_module": "networks.lora"})
+    return folder / f"{name}.safetensors"
+
+
 if __name__ == "__main__":  # python tests/tiny_sd.py /tmp/tiny-sd
     import sys
 

@@ -34,6 +34,8 @@ from PIL import Image
 
 from helpers.errors import KitError
 
+from ..loras import LoraFile
+
 # The engines ``get_engine`` (engines/__init__.py) builds, by name.
 ENGINES = ("preview", "diffusers")
 
@@ -100,6 +102,9 @@ class GenerationJob:
     init_images: Optional[list[Image.Image]] = None
     denoising_strength: float = 0.0
     schedule_steps: int = 0
+    # The prompt's <lora:name:weight> files (sdserver/loras.py), found in the LoRA folder, with their
+    # weights; ``prompt`` no longer holds the tags. Empty: the base model alone.
+    loras: list[LoraFile] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -131,6 +136,12 @@ class Engine:
     def caption(self, image: Image.Image) -> str:
         """Describe an image in words (POST /sdapi/v1/interrogate)."""
         raise NotImplementedError(f"the {self.name} engine cannot caption images")
+
+    def load_loras(self, loras: list[LoraFile]) -> dict[str, str]:
+        """Called under the queue lock before a request's first batch: load what ``loras`` need (once; an
+        engine caches them) and return ``{name: why}`` for each one it cannot apply. The server then
+        leaves those out of ``job.loras`` (A1111 skips a LoRA it fails to load). Default: all fine."""
+        return {}
 
     def check_request(self, req, opts: dict[str, Any]) -> dict[str, Any]:
         """Called before a job is queued: raise an HTTPException (a 422) for what this engine cannot do,

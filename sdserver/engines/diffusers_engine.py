@@ -55,6 +55,7 @@ from .diffusers_models import (
     locate_config,
 )
 from .latents import initial_noise, latents_to_preview, watch_predictions
+from .lora import LoraAdapters
 from .prompt_weights import PromptEncoder
 from .samplers import UnknownSampler, available_samplers, available_schedules, make_scheduler, resolve
 
@@ -121,6 +122,7 @@ class DiffusersEngine(Engine):
         self._img2img_pipe = None  # built from this pipe on the first img2img (see _img2img)
         self.info = info
         self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self.lora = LoraAdapters(pipe)  # a new model starts without LoRAs (lora.py)
         self.base_scheduler_config = dict(pipe.scheduler.config)  # every sampler is built from this
         self.full_vae = pipe.vae
         self._loaded[info.title] = info
@@ -252,10 +254,15 @@ class DiffusersEngine(Engine):
             extra["VAE Decoder"] = "TAESD"  # A1111's own key when TAESD decodes the final image
         return extra
 
+    def load_loras(self, loras) -> dict[str, str]:
+        """Load the request's LoRA files into the pipeline (once per file; lora.py)."""
+        return self.lora.load(loras)
+
     def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
         import torch
 
         pipe = self.pipe
+        self.lora.activate(job.loras)  # this job's LoRAs and weights, or the base model (cheap)
         scheduler = make_scheduler(job.sampler_name, job.scheduler, self.base_scheduler_config)
         guesses = watch_predictions(scheduler)
         pipe.scheduler = scheduler

@@ -10,7 +10,10 @@ in the ways a client can observe:
   /progress, /interrupt and /skip can be watched and tried;
 * an interrupted image comes back "partly done", marked ``INTERRUPTED at step k/n``;
 * img2img: the init image shows through the placeholder pattern, more of it the lower the
-  denoising strength (0: the init image, darkened and labelled; 1: the pattern alone).
+  denoising strength (0: the init image, darkened and labelled; 1: the pattern alone);
+* LoRAs (``<lora:name:weight>``): each one lays stripes in a colour of its own (from its name) over the
+  picture, stronger with a larger weight (weight 0: the pixels without it), and the label names them.
+  That is all a LoRA does here: the preview engine has no model for it to change.
 
 Every image says in large letters that it is a placeholder, with its prompt, seed and steps.
 
@@ -58,6 +61,7 @@ class PreviewEngine(Engine):
             strength = min(max(job.denoising_strength, 0.0), 1.0)
             backgrounds = [Image.blend(init.convert("RGB").resize(bg.size), bg, strength)
                            for init, bg in zip(job.init_images, backgrounds)]
+        backgrounds = [apply_loras(bg, job) for bg in backgrounds]
         for step in range(1, job.steps + 1):
             if self.step_delay > 0:
                 time.sleep(self.step_delay)  # stands in for the work of one sampling step
@@ -141,6 +145,32 @@ def _fitted_font(draw: ImageDraw.ImageDraw, text: str, max_width: float, max_siz
     return _font(size)
 
 
+def apply_loras(image: Image.Image, job: GenerationJob) -> Image.Image:
+    """Each LoRA of the job as diagonal stripes in its own colour, blended in by its UNet weight (30% at 1,
+    at most 60%); weight 0 leaves the pixels as they are."""
+    for item in job.loras:
+        amount = min(abs(item.unet), 2.0) * 0.3
+        if amount == 0:
+            continue
+        rng = random.Random(hashlib.sha256(item.name.encode("utf-8")).hexdigest())
+        colour = _colours(rng, 1)[0]
+        stripes = Image.new("RGB", image.size, colour)
+        draw = ImageDraw.Draw(stripes)
+        width, height = image.size
+        step = max(min(width, height) // 8, 4)
+        for x in range(-height, width, 2 * step):  # stripes at 45 degrees, half of the picture covered
+            draw.polygon([(x, 0), (x + step, 0), (x + step + height, height), (x + height, height)],
+                         fill=tuple(255 - c for c in colour))
+        image = Image.blend(image, stripes, amount)
+    return image
+
+
+def lora_label(job: GenerationJob) -> str:
+    """``LoRA name:weight, ... (placeholder tint)`` for the LoRAs that change the picture; "" if none."""
+    used = [f"{item.mentioned or item.name}:{item.unet:g}" for item in job.loras if item.unet != 0]
+    return f"LoRA {', '.join(used)} (placeholder tint)" if used else ""
+
+
 def draw_label(image: Image.Image, job: GenerationJob, index: int) -> Image.Image:
     """Write PLACEHOLDER, the prompt, the seed and the steps on (a copy of) ``image``."""
     image = image.copy()
@@ -160,6 +190,8 @@ def draw_label(image: Image.Image, job: GenerationJob, index: int) -> Image.Imag
     lines = [("PLACEHOLDER", title), ("(offline preview engine)", subtitle)]
     lines += [(line, small) for line in prompt_lines]
     lines += [(details, _fitted_font(draw, details, 0.95 * width, small.size))]
+    if lora_label(job):
+        lines += [(lora_label(job), _fitted_font(draw, lora_label(job), 0.95 * width, small.size))]
     y = height * 0.08
     for text, font in lines:
         draw.text((width / 2, y), text, font=font, anchor="ma", fill="white",

@@ -15,7 +15,8 @@ same thing on both servers:
   the ``emphasis`` option also takes "No norm", "Ignore" and "None", as in A1111).
 
 Not supported (read as plain text): prompt editing ``[a:b:0.5]``, alternation ``[a|b]``,
-``AND``, ``<lora:...>`` tags and textual-inversion embeddings.
+``AND`` and textual-inversion embeddings. (``<lora:...>`` tags never get here: the server takes them out of
+the prompt first and applies the LoRA, see sdserver/loras.py.)
 
 Example:
     >>> parse_prompt_attention("a (red:1.5) fox, [blurry]")

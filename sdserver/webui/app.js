@@ -6,6 +6,7 @@
 //   GET  /sdapi/v1/progress (every 300 ms while generating)    progress bar and live preview
 //   POST /sdapi/v1/interrupt                                   Interrupt
 //   POST /sdapi/v1/options {"sd_model_checkpoint": title}      the model picker
+//   GET  /sdapi/v1/loras, POST /sdapi/v1/refresh-loras         the Lora list (a click edits the prompt)
 // With --api-auth the page asks for a user and password once and sends HTTP Basic auth. They live in
 // the variable `login` below only: never in localStorage, a cookie or the address.
 "use strict";
@@ -157,6 +158,7 @@ async function loadServer() {
   fillSelect($("scheduler"), schedulers.map((item) => item.label));  // A1111's UI sends labels ("Karras")
   engineName = (flags && flags.engine) || null;
   fillModels(models, options.sd_model_checkpoint);
+  fillLoras(await api("GET", "loras"));
   showUI(true);
   clearError();
   setBusy(false);
@@ -188,6 +190,46 @@ function updatePlaceholderBanner() {
   const label = $("engine");
   label.textContent = engineName ? `engine: ${engineName}${placeholder ? " (placeholders)" : ""}` : "";
   label.classList.toggle("placeholder", placeholder);
+}
+
+// ----- the Lora list: as A1111's Lora tab, a click adds <lora:name:1> to the prompt -------------------
+
+function fillLoras(loras) {
+  const list = $("lora-list");
+  list.replaceChildren(...loras.map((item) => {
+    const button = Object.assign(document.createElement("button"), { type: "button", className: "lora",
+      textContent: item.name, title: (item.metadata && item.metadata.description) || item.path });
+    button.dataset.name = item.name;
+    button.addEventListener("click", () => toggleLora(item.name));
+    return button;
+  }));
+  $("lora-empty").hidden = loras.length > 0;
+  $("lora-preview-note").hidden = !isPlaceholder() || loras.length === 0;
+}
+
+function loraTag(name) {  // <lora:name> or <lora:name:weight...> for this name
+  return new RegExp(`\\s*<lora:${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(:[^>]*)?>`, "g");
+}
+
+function toggleLora(name) {
+  const prompt = $("prompt");
+  const tag = loraTag(name);
+  if (tag.test(prompt.value)) {
+    prompt.value = prompt.value.replace(loraTag(name), "");
+  } else {
+    prompt.value = `${prompt.value.replace(/\s+$/, "")}${prompt.value.trim() ? " " : ""}<lora:${name}:1>`;
+  }
+  prompt.focus();
+}
+
+async function refreshLoras() {
+  clearError();
+  try {
+    await api("POST", "refresh-loras");
+    fillLoras(await api("GET", "loras"));
+  } catch (error) {
+    showError(error);
+  }
 }
 
 async function refreshModels() {
@@ -392,6 +434,7 @@ function showResults(images, info, poll, seconds) {
   const seedText = seeds.length > 1 ? `seeds ${seeds[0]}–${seeds[seeds.length - 1]}` : `seed ${info.seed}`;
   let text = `${images.length} image${images.length === 1 ? "" : "s"} in ${seconds.toFixed(1)} s · ${seedText}`;
   if (placeholder) text += " · placeholders from the preview engine, not a real model";
+  if (info.comments) text += ` · ${info.comments} (made without it)`;  // the kit's server: unknown LoRA
   summary.className = "summary";
   if (poll.interrupted) {
     const where = state && state.sampling_steps ? ` at about step ${state.sampling_step}/${state.sampling_steps}` : "";
@@ -410,6 +453,7 @@ function start() {
   $("interrupt").addEventListener("click", interrupt);
   $("model").addEventListener("change", switchModel);
   $("refresh-models").addEventListener("click", refreshModels);
+  $("refresh-loras").addEventListener("click", refreshLoras);
   $("random-seed").addEventListener("click", () => { $("seed").value = "-1"; });
   $("reuse-seed").addEventListener("click", () => { if (lastSeed !== null) $("seed").value = String(lastSeed); });
   $("login").addEventListener("submit", submitLogin);
