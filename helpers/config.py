@@ -72,12 +72,6 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _path(raw: str) -> Path:
-    path = Path(raw).expanduser()
-    # From the kit's root, so notebooks (run in notebooks/) and the command line share outputs/.
-    return path if path.is_absolute() else KIT_ROOT / path
-
-
 @dataclass(frozen=True)
 class Settings:
     """All settings of the kit. Build one with :func:`load_settings`."""
@@ -149,7 +143,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         sd_engine=engine,
         sd_model=read("SD_MODEL") or None,
         sd_lora_dir=read("SD_LORA_DIR") or None,
-        output_dir=_path(read("OUTPUT_DIR")) if read("OUTPUT_DIR") else defaults.output_dir,
+        # Relative to the kit's root, so notebooks (run in notebooks/) and the command line share outputs/
+        # (an absolute path replaces KIT_ROOT).
+        output_dir=KIT_ROOT / Path(read("OUTPUT_DIR")).expanduser() if read("OUTPUT_DIR") else defaults.output_dir,
         llm_base_url=llm_url.rstrip("/"),
         llm_model=read("LLM_MODEL") or None,
         llm_vision_model=read("LLM_VISION_MODEL") or None,

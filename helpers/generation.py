@@ -96,15 +96,20 @@ def _read_info(info) -> dict[str, Any]:
     return info
 
 
+def _list_in(info: dict[str, Any], key: str, ok, items: str, item: str, describe=lambda v: type(v).__name__) -> list:
+    """``info[key]``, a list whose every value passes ``ok`` ([] when absent), else ResponseError naming it."""
+    values = info.get(key)
+    if values is not None and not isinstance(values, list):
+        raise ResponseError(f"'{key}' is {type(values).__name__}, not a list of {items}")
+    for i, value in enumerate(values or []):
+        if not ok(value):
+            raise ResponseError(f"{key}[{i}] is {describe(value)}, not {item}")
+    return values or []
+
+
 def _read_seeds(info: dict[str, Any], count: int) -> list[int]:
     """The real seed of each of ``count`` images: ``all_seeds``, else ``seed``, ``seed + 1``, ..."""
-    seeds = info.get("all_seeds")
-    if seeds is not None and not isinstance(seeds, list):
-        raise ResponseError(f"'all_seeds' is {type(seeds).__name__}, not a list of seeds")
-    seeds = list(seeds or [])
-    for i, seed in enumerate(seeds):
-        if not _is_int(seed):
-            raise ResponseError(f"all_seeds[{i}] is {_kind(seed)}, not a whole number")
+    seeds = list(_list_in(info, "all_seeds", _is_int, "seeds", "a whole number", _kind))
     seed = info.get("seed")
     if seed is not None and not _is_int(seed):
         raise ResponseError(f"'seed' is {_kind(seed)}, not a whole number")
@@ -114,18 +119,6 @@ def _read_seeds(info: dict[str, Any], count: int) -> list[int]:
         if not seeds:
             seeds = [seed + i for i in range(count)]
     return seeds
-
-
-def _read_infotexts(info: dict[str, Any]) -> list[str]:
-    texts = info.get("infotexts")
-    if texts is None:
-        return []
-    if not isinstance(texts, list):
-        raise ResponseError(f"'infotexts' is {type(texts).__name__}, not a list of strings")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ResponseError(f"infotexts[{i}] is {type(text).__name__}, not a string")
-    return texts
 
 
 @dataclass
@@ -171,7 +164,7 @@ class Generation:
         seeds = _read_seeds(info, len(encoded))
         # Extra images after the samples (e.g. inpainting masks) have no seed of their own.
         encoded = encoded[: len(seeds)] if seeds else encoded
-        infotexts = _read_infotexts(info)
+        infotexts = _list_in(info, "infotexts", lambda text: isinstance(text, str), "strings", "a string")
 
         kept, problems = [], []
         for i, data in enumerate(encoded):

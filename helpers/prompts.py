@@ -6,6 +6,7 @@ cut (diffusers, CLIP scoring) or moved to a second chunk (A1111), so the kit cou
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import unicodedata
@@ -147,12 +148,8 @@ def _cut_phrase(phrase: str, limit: int) -> str:
 
 
 def _longest_start(size: int, fits) -> int:
-    """The largest n in 0..size with fits(n), by halving (counts grow with n; fits(0) holds)."""
-    low, high = 0, size
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle - 1)
-    return low
+    """The largest n in 0..size with fits(n), by bisection (counts grow with n; fits(0) holds)."""
+    return bisect.bisect_left(range(size + 1), True, key=lambda n: not fits(n)) - 1
 
 
 def _joins_previous(char: str) -> bool:
