@@ -88,10 +88,8 @@ def _auth_tuple(auth) -> tuple[str, str] | None:
 class A1111Http:
     """One ``requests.Session`` to ``/sdapi/v1/`` with HTTP basic auth and two timeouts.
 
-    ``auth`` is ``"user:password"`` or ``(user, password)`` for ``--api-auth``; ``timeout`` is the read timeout of
-    a generation, ``connect_timeout`` fails fast when nothing listens. Left out, they come from SD_URL, SD_AUTH,
-    SD_TIMEOUT (600 s) and SD_CONNECT_TIMEOUT (5 s).
-    """
+    ``auth``: ``"user:password"`` or ``(user, password)`` for ``--api-auth``; ``timeout``: a generation's read
+    timeout; left out, they come from SD_URL, SD_AUTH, SD_TIMEOUT and SD_CONNECT_TIMEOUT."""
 
     def __init__(self, base_url: str | None = None, auth=None, timeout: float | None = None,
                  connect_timeout: float | None = None):

@@ -2,8 +2,7 @@
 
 CLIP's encoders put a picture and a text describing it close together in one vector space; their cosine
 similarity (for real photos and captions mostly 0.1 to 0.4) measures the match (helpers/raters.py wraps
-it as one rater among others). Settings: ``CLIP_MODEL``,
-``CLIP_PRETRAINED`` (an open_clip tag, or a checkpoint file) and ``CLIP_DEVICE``.
+it). Settings: ``CLIP_MODEL``, ``CLIP_PRETRAINED`` (an open_clip tag, or a file) and ``CLIP_DEVICE``.
 """
 
 from __future__ import annotations

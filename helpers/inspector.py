@@ -33,8 +33,7 @@ class Inspector:
     Each "Save rating" appends the ``scale`` label clicked to ``ratings_path`` (default
     ``<OUTPUT_DIR>/ratings.jsonl``) at once; the latest line per candidate counts, a new Inspector resumes
     from the file, and "Undo" removes the last line THIS Inspector wrote. A button's error shows in the red
-    box under the widget (``.output``). From code: ``select(i)``, ``next()``, ``previous()``,
-    ``rate(value, note)``, ``undo()``, ``export_html(path)``, ``current``, ``run``, ``ratings``, the widgets.
+    box under the widget (``.output``). Every button is a method too: ``select(i)``, ``rate(value, note)``, ...
 
     >>> Inspector(runs, scale=("bad", "ok", "good"))         # doctest: +SKIP
     """

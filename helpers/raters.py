@@ -47,9 +47,7 @@ def parse_yes_no(answer: str) -> str | None:
 
 
 class Rater:
-    """The kit's raters: ``name``, ``score(text, images)``, ``details``, ``meaningful`` (False: a test model's
-    scores) and ``info()`` for the run record. ``fn(text, image) -> float`` scores each image, or a subclass's
-    ``score_one``."""
+    """The kit's raters (see above), plus ``meaningful`` (False: a test model) and ``info()`` for run.json."""
 
     meaningful = True
 
@@ -138,8 +136,7 @@ def caption_rater(llm: LLM | None = None, *, captioner=None, scorer: ClipScorer 
 
 def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
                        long_text: str = "truncate") -> tuple[str, float]:
-    """The caption route with A1111's captioner (or ``captioner``) and CLIP only: ``(caption, its text-text
-    cosine with text)``. Pass the ORIGINAL text, not the image prompt.
+    """caption_rater's route for one image, with A1111's captioner and CLIP only: ``(caption, cosine)``.
 
     >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
     """
