@@ -85,6 +85,19 @@ def _auth_tuple(auth) -> tuple[str, str] | None:
     return str(user), password.reveal() if isinstance(password, Secret) else str(password)
 
 
+# A connection that broke after it was made: (requests' error, what happened, the fix), the first match wins.
+_BROKEN = (
+    (requests.exceptions.ChunkedEncodingError, "The answer from {shown} was cut off before its end ({cause}).",
+     "Check the server's console for a crash (e.g. out of memory) and any proxy between you, then try again."),
+    (requests.exceptions.ContentDecodingError, "The answer from {shown} could not be decompressed ({cause}).",
+     "The server or a proxy sent a broken compressed reply: check the server's console and any proxy between you."),
+    (requests.exceptions.ConnectionError, "{shown} closed the connection before it finished answering ({cause}).",
+     "The server may have crashed or restarted (e.g. out of memory): check its console, then try again."),
+    (requests.exceptions.RequestException, "The request to {shown} failed: {cause}.",
+     "Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860."),
+)
+
+
 class A1111Http:
     """One ``requests.Session`` to ``/sdapi/v1/`` with HTTP basic auth and two timeouts.
 
@@ -141,24 +154,11 @@ class A1111Http:
         return self.request("POST", path, json=payload if payload is not None else {}, timeout=timeout)
 
     def _network_error(self, err: requests.exceptions.RequestException, shown: str) -> A1111Error:
-        cause = self._clean(_cause(err))
         if isinstance(err, requests.exceptions.ConnectionError) and _refused(err):
             return A1111Error(f"Cannot connect to {shown}: nothing is listening there.", url=shown,
                               fix=self._connection_hint())
-        if isinstance(err, requests.exceptions.ChunkedEncodingError):
-            return A1111Error(f"The answer from {shown} was cut off before its end ({cause}).", url=shown,
-                              fix="Check the server's console for a crash (e.g. out of memory) and any proxy "
-                                  "between you, then try again.")
-        if isinstance(err, requests.exceptions.ContentDecodingError):
-            return A1111Error(f"The answer from {shown} could not be decompressed ({cause}).", url=shown,
-                              fix="The server or a proxy sent a broken compressed reply: check the server's "
-                                  "console and any proxy between you.")
-        if isinstance(err, requests.exceptions.ConnectionError):
-            return A1111Error(f"{shown} closed the connection before it finished answering ({cause}).", url=shown,
-                              fix="The server may have crashed or restarted (e.g. out of memory): check its "
-                                  "console, then try again.")
-        return A1111Error(f"The request to {shown} failed: {cause}.", url=shown,
-                          fix="Check SD_URL, e.g. SD_URL=http://127.0.0.1:7860.")
+        message, fix = next((message, fix) for kind, message, fix in _BROKEN if isinstance(err, kind))
+        return A1111Error(message.format(shown=shown, cause=self._clean(_cause(err))), url=shown, fix=fix)
 
     def _clean(self, text: str) -> str:
         """``text`` with the passwords of SD_AUTH and SD_URL masked (a server may echo them).

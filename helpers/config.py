@@ -119,10 +119,13 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
     def read(name: str) -> str:
         return merged.get(name, "").strip()
 
+    def url(name: str, default: str) -> str:
+        value = read(name) or default
+        if "://" not in value:
+            raise SettingsError(f"{name}={value!r} needs a scheme.", f"use e.g. {name}=http://{value}")
+        return value.rstrip("/")
+
     defaults = Settings()
-    url = read("SD_URL") or defaults.sd_url
-    if "://" not in url:
-        raise SettingsError(f"SD_URL={url!r} needs a scheme.", f"use e.g. SD_URL=http://{url}")
     auth = read("SD_AUTH")
     if auth and ":" not in auth:
         raise SettingsError("SD_AUTH must look like user:password.",
@@ -131,12 +134,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
     if engine not in ENGINE_CHOICES:
         raise SettingsError(f"SD_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}.",
                             "use e.g. SD_ENGINE=auto")
-    llm_url = read("LLM_BASE_URL") or defaults.llm_base_url
-    if "://" not in llm_url:
-        raise SettingsError(f"LLM_BASE_URL={llm_url!r} needs a scheme.", f"use e.g. LLM_BASE_URL=http://{llm_url}")
-
     return Settings(
-        sd_url=url.rstrip("/"),
+        sd_url=url("SD_URL", defaults.sd_url),
         sd_auth=Secret(auth) if auth else None,
         sd_timeout=_seconds(merged, "SD_TIMEOUT", defaults.sd_timeout),
         sd_connect_timeout=_seconds(merged, "SD_CONNECT_TIMEOUT", defaults.sd_connect_timeout),
@@ -146,7 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         # Relative to the kit's root, so notebooks (run in notebooks/) and the command line share outputs/
         # (an absolute path replaces KIT_ROOT).
         output_dir=KIT_ROOT / Path(read("OUTPUT_DIR")).expanduser() if read("OUTPUT_DIR") else defaults.output_dir,
-        llm_base_url=llm_url.rstrip("/"),
+        llm_base_url=url("LLM_BASE_URL", defaults.llm_base_url),
         llm_model=read("LLM_MODEL") or None,
         llm_vision_model=read("LLM_VISION_MODEL") or None,
         llm_embed_model=read("LLM_EMBED_MODEL") or None,

@@ -172,14 +172,9 @@ class Generation:
                 kept.append((i, *decode_image_b64(data, what=f"images[{i + first}]")))
             except ResponseError as err:
                 problems.append(err)
-        generation = cls(
-            images=[image for _, image, _ in kept],
-            seeds=[seeds[i] for i, _, _ in kept],
-            info=info,
-            infotexts=[infotexts[i] for i, _, _ in kept if i < len(infotexts)],
-            parameters=dict(parameters or {}),
-            png=[raw for _, _, raw in kept],
-        )
+        generation = cls(images=[image for _, image, _ in kept], seeds=[seeds[i] for i, _, _ in kept], info=info,
+                         infotexts=[infotexts[i] for i, _, _ in kept if i < len(infotexts)],
+                         parameters=dict(parameters or {}), png=[raw for _, _, raw in kept])
         if problems:
             more = f" (and {len(problems) - 1} more bad image(s))" if len(problems) > 1 else ""
             kept_text = f"; {len(kept)} good image(s) kept" if kept else ""

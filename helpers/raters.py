@@ -51,8 +51,8 @@ class Rater:
 
     meaningful = True
 
-    def __init__(self, name: str, fn=None):
-        self.name, self.fn, self.details = name, fn, []
+    def __init__(self, name: str, fn=None, llm: LLM | None = None):
+        self.name, self.fn, self.llm, self.details = name, fn, llm, []
 
     def score(self, text: str, images) -> list[float]:
         self.details = []
@@ -95,8 +95,8 @@ def clip_rater(scorer: ClipScorer | None = None) -> Rater:
 
 class CaptionRater(Rater):
     def __init__(self, llm: LLM | None, captioner=None, scorer: ClipScorer | None = None, long_text: str = "chunks"):
-        super().__init__("caption")
-        self.llm, self.captioner, self.scorer, self.long_text = llm, captioner, scorer, long_text
+        super().__init__("caption", llm=llm)
+        self.captioner, self.scorer, self.long_text = captioner, scorer, long_text
 
     def score_one(self, text: str, image, detail: dict) -> float:
         detail["caption"], detail["captioned_by"] = self._caption(image)
@@ -147,8 +147,7 @@ def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | No
 
 class QuestionRater(Rater):
     def __init__(self, llm: LLM):
-        super().__init__("questions")
-        self.llm = llm
+        super().__init__("questions", llm=llm)
         self.questions: dict[str, list[str]] = {}  # per text: they do not depend on the image
 
     def questions_for(self, text: str) -> list[str]:
@@ -188,10 +187,6 @@ def question_rater(llm: LLM) -> Rater:
 
 
 class VqaRater(Rater):
-    def __init__(self, llm: LLM):
-        super().__init__("vqa")
-        self.llm = llm
-
     def score_one(self, text: str, image, detail: dict) -> float:
         answer, p_yes = self.llm.ask_yes_no(image, f'Does this figure show "{text}"?')
         detail["answer"] = answer
@@ -211,7 +206,7 @@ def vqa_rater(llm: LLM) -> Rater:
 
     >>> vqa_rater(LLM(vision_model="qwen2.5vl:3b")).score("a red fox", gen.images)   # doctest: +SKIP
     """
-    return VqaRater(llm)
+    return VqaRater("vqa", llm=llm)
 
 
 def as_rater(fn, name: str) -> Rater:
