@@ -21,7 +21,7 @@ and the modules follow it; each imports only modules above it in this list:
     clipqa.py        ClipScorer: image-text similarity with open_clip
     raters.py        raters for the pipeline: CLIP, caption route, question checks, VQAScore, your own
     display.py       side_by_side(), a run's static HTML report, and the HTML pieces the inspector shares
-    plots.py         image grids and parameter sweeps (matplotlib)
+    plots.py         image_grid(): images in a grid, a label under each (matplotlib)
     records.py       the run record: PipelineRun, Candidate, load_run() (run.json on disk)
     pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
     ratings.py       the inspector's ratings file (ratings.jsonl)

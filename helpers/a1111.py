@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -242,26 +241,6 @@ class A1111Client(A1111Http):
         if self._running:
             self._interrupted = True
         self.request("POST", "interrupt", json={}, timeout=30)
-
-    def wait_until_idle(self, timeout: float = 300, poll: float = 0.5) -> None:
-        """Wait until the server has no job running (e.g. another student's), or raise A1111Error.
-
-        >>> client.wait_until_idle(timeout=60)   # doctest: +SKIP
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self.progress(skip_current_image=True)
-            state = answer.get("state") or {}
-            job_count, job = state.get("job_count"), state.get("job")
-            if not isinstance(job_count, (int, type(None))) or not isinstance(job, (str, type(None))):
-                raise self._unexpected("progress", answer, "a 'state' with a whole-number 'job_count'")
-            if not job_count and not job:
-                return
-            if time.monotonic() > deadline:
-                raise A1111Error(f"The server was still busy after {timeout:g} s ({state.get('job')}).",
-                                 url=without_password(self.base_url),
-                                 fix="Wait longer, or stop the running job with client.interrupt().")
-            time.sleep(poll)
 
     def _unexpected(self, path: str, answer: Any, expected: str) -> A1111Error:
         shown = without_password(self._url(path))

@@ -222,10 +222,6 @@ class ClipScorer:
             return []
         return (self.encode_images(images) @ self.encode_texts([text], long_text).T).squeeze(1).tolist()
 
-    def matrix(self, texts: Sequence[str], images: Sequence) -> list[list[float]]:
-        """Cosine similarity of every text (rows) with every image (columns), e.g. for a heatmap."""
-        return (self.encode_texts(texts) @ self.encode_images(images).T).tolist()
-
     def clip_score(self, text: str, images: Sequence, long_text: str = "truncate") -> list[float]:
         """CLIP-S of Hessel et al. (2021): ``2.5 * max(cos, 0)`` per image, roughly 0 to 1 (torchmetrics'
         ``CLIPScore`` is ``100 * cos``: CLIP-S 0.75 = cosine 0.30 = torchmetrics 30)."""

@@ -1,15 +1,13 @@
-"""Pictures of results: image grids and parameter sweeps (matplotlib).
+"""Pictures of results: an image grid with a label under each image (matplotlib).
 
 Example:
     >>> fig = image_grid(gen.images, labels=[f"seed {s}" for s in gen.seeds])   # doctest: +SKIP
-    >>> fig, gens = sweep(client, "a lighthouse at dusk", "steps", [1, 5, 10, 20], seed=1)   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Sequence
+from typing import Sequence
 
 PLACEHOLDER_NOTE = "PLACEHOLDER images from the kit's offline preview engine, not a real model"
 
@@ -43,23 +41,3 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
         fig.suptitle(title)
     return fig
 
-
-def sweep(client, prompt: str, field: str, values: Sequence[Any], *, ncols: int | None = None,
-          **fields) -> tuple[Any, list]:
-    """Generate ``prompt`` once per value of ``field`` (all else fixed, ``seed`` too) and show a grid;
-    returns ``(figure, generations)``. Each label shows the seconds it took, so the cost is visible.
-
-    >>> fig, gens = sweep(client, "a red fox", "cfg_scale", [1, 4, 7, 12], seed=3, steps=20)   # doctest: +SKIP
-    """
-    if field in fields:
-        raise ValueError(f"'{field}' is the swept field; do not pass it in **fields as well")
-    fields.setdefault("seed", 1)
-    generations, labels = [], []
-    for value in values:
-        started = time.perf_counter()
-        generations.append(client.txt2img(prompt, **{field: value}, **fields))
-        labels.append(f"{field}={value}  ({time.perf_counter() - started:.1f} s)")
-    title = f"{prompt!r}, seed {fields['seed']}"
-    if any(g.is_placeholder for g in generations):
-        title += f"\n{PLACEHOLDER_NOTE}"
-    return image_grid([g.images[0] for g in generations], labels=labels, ncols=ncols, title=title), generations

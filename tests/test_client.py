@@ -115,10 +115,9 @@ def test_png_info_and_interrogate(client):
     assert "placeholder" in client.interrogate(gen.image).lower()
 
 
-def test_progress_idle_and_wait_until_idle(client):
+def test_progress_when_idle(client):
     state = client.progress()
     assert state["state"]["job_count"] == 0 and state["progress"] == 0
-    client.wait_until_idle(timeout=5)
 
 
 def test_live_progress_in_a_terminal(slow, capsys):
@@ -159,19 +158,10 @@ def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow, ctrl_c_work
         client.txt2img("a long job", seed=9, **{**SMALL, "steps": 60})
     assert err.value.generation is not None and err.value.generation.interrupted
     assert client.last is err.value.generation and client.last.seeds == [9]
-    client.wait_until_idle(timeout=5)  # the server really stopped
-
-
-def test_wait_until_idle_times_out_on_a_busy_server(slow):
-    client = slow
-    worker = threading.Thread(target=client.txt2img, args=("busy",), kwargs={**SMALL, "steps": 30})
-    worker.start()
-    try:
-        time.sleep(0.3)
-        with pytest.raises(A1111Error, match="still busy"):
-            client.wait_until_idle(timeout=0.2, poll=0.05)
-    finally:
-        worker.join()
+    deadline = time.monotonic() + 5  # the server really stopped
+    while client.progress()["state"]["job_count"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.progress()["state"]["job_count"] == 0
 
 
 def test_repr_hides_the_password(servers):

@@ -83,12 +83,6 @@ def test_clip_score_is_hessels_formula(scorer, images):
     assert scorer.clip_score("forest", images) == pytest.approx([2.5 * max(c, 0) for c in cosines], abs=1e-6)
 
 
-def test_matrix_rows_are_texts(scorer, images):
-    matrix = scorer.matrix(["red", "gold"], images[:3])
-    assert len(matrix) == 2 and len(matrix[0]) == 3
-    assert matrix[1] == pytest.approx(scorer.similarity("gold", images[:3]), abs=1e-5)
-
-
 def test_long_text_warns_with_the_number_of_dropped_tokens(scorer, images):
     text = " ".join(["lighthouse"] * 60 + ["storm"] * 40)  # 100 tokens
     with pytest.warns(UserWarning, match="has 100, so the last 25 tokens are ignored"):
