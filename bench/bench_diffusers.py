@@ -182,6 +182,8 @@ def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
         with_lora()  # the first use loads the file into the pipeline
         first_load = time.perf_counter() - t0
         t_lora, t_plain = compare(with_lora, lambda: with_lora(""), overhead_rounds)
+        engine.generate = generate  # hires fix calls the engine's own generate for its two passes
+        img2img_and_hires = second_passes(server.url, rounds)
     out.append(line(f"diffusers {SIZE}x{SIZE} 1 step, tiny decoder", "kit server (HTTP)", t_server,
                     "StableDiffusionPipeline call", t_direct))
     extra_ms = statistics.median(overheads) * 1000
@@ -190,7 +192,45 @@ def run(rounds: int = 1, overhead_rounds: int = 2) -> list[str]:
     out.append(line(f"diffusers {SIZE}x{SIZE} 1 step, LoRA (rank 8, every attention projection) after its first load",
                     "with <lora:bench:0.8>", t_lora, "without", t_plain)
                + f"; the first request with it (loading the file) took {first_load:.1f} s")
-    return out
+    return out + img2img_and_hires
+
+
+def second_passes(url: str, rounds: int = 1, size: int = 256, steps: int = 4, strength: float = 0.5,
+                  hr_steps: int = 2) -> list[str]:
+    """img2img vs txt2img at the same size and steps, and hires fix on vs off, over the same server (HTTP,
+    the tiny decoder), alternating. ``size`` is smaller than the rest of the bench to keep it to about a minute
+    on 2 cores; hires fix doubles it for its second pass (``hr_steps`` steps, as A1111 runs them)."""
+    import base64
+    import io
+
+    import requests
+    from PIL import Image
+
+    from sdserver.generation import img2img_steps
+
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").convert("RGB").resize((size, size)).save(buffer, format="PNG")
+    init = base64.b64encode(buffer.getvalue()).decode()
+    base = {"prompt": PROMPT, "steps": steps, "cfg_scale": 0, "width": size, "height": size, "seed": 1,
+            "sampler_name": "Euler"}
+
+    def post(path: str, **fields):
+        def call():
+            requests.post(f"{url}/sdapi/v1/{path}", json={**base, **fields}, timeout=900).raise_for_status()
+        return call
+
+    plain = post("txt2img")
+    t_i2i, t_t2i = compare(post("img2img", init_images=[init], denoising_strength=strength), plain, rounds, warmup=0)
+    run_steps = img2img_steps(steps, strength, False)[1]
+    hires = post("txt2img", enable_hr=True, hr_scale=2, denoising_strength=strength, hr_second_pass_steps=hr_steps,
+                 hr_upscaler="Latent")
+    t_hr, t_plain = compare(hires, plain, rounds, warmup=0)
+    return [
+        line(f"diffusers {size}x{size} {steps} steps, denoising {strength}", "img2img", t_i2i, "txt2img", t_t2i)
+        + f" (A1111's img2img runs {run_steps} of the {steps} steps, plus a full-VAE encode of the init image)",
+        line(f"diffusers {size}x{size} {steps} steps", f"hires fix on (x2, {hr_steps} steps at {2 * size}x{2 * size})",
+             t_hr, "off", t_plain) + " (the second pass has 4x the pixels)",
+    ]
 
 
 if __name__ == "__main__":  # python -m bench.bench_diffusers

@@ -106,7 +106,7 @@ class A1111Client(A1111Http):
         # allow_empty_prompt skips only the empty-prompt check: the other checks see a stand-in prompt
         validate_txt2img({**payload, "prompt": "x"} if allow_empty_prompt and isinstance(prompt, str) else payload,
                          path)
-        total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1)
+        total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1) * (1 + bool(payload.get("enable_hr")))
         self._running += 1
         self._interrupted = False
         try:

@@ -34,6 +34,7 @@ from helpers.infotext import format_infotext, infotext_to_fields
 
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
+from .engines.base import HiresPass
 from .images import decode_image, encode_png_b64, open_image
 from .limits import Limits, check_request_cost, check_seeds, check_text_lengths, limit_error
 from .loras import LoraLibrary, hashes_infotext, parse_prompt
@@ -88,9 +89,17 @@ def hires_params(req: Txt2ImgRequest) -> dict[str, Any]:
     if upscaler is not None and upscaler not in known:
         raise Exception(f"could not find upscaler named {upscaler}")
     extra: dict[str, Any] = {"Denoising strength": req.denoising_strength}
-    hr_prompt = req.value("hr_prompt")
+    hr_prompt, hr_negative = req.value("hr_prompt"), req.value("hr_negative_prompt")
     if hr_prompt and hr_prompt != req.value("prompt"):
         extra["Hires prompt"] = hr_prompt
+    if hr_negative and hr_negative != req.value("negative_prompt"):
+        extra["Hires negative prompt"] = hr_negative
+    hr_sampler = _hires_choice(req.hr_sampler_name, "Use same sampler")
+    if hr_sampler and hr_sampler != (req.sampler_name or req.value("sampler_index")):
+        extra["Hires sampler"] = hr_sampler
+    hr_scheduler = _hires_choice(req.hr_scheduler, "Use same scheduler")
+    if hr_scheduler and hr_scheduler != (req.scheduler or "Automatic"):
+        extra["Hires schedule type"] = hr_scheduler
     if req.value("hr_resize_x") == 0 and req.value("hr_resize_y") == 0:
         extra["Hires upscale"] = req.value("hr_scale")
     else:
@@ -100,6 +109,34 @@ def hires_params(req: Txt2ImgRequest) -> dict[str, Any]:
     if upscaler is not None:
         extra["Hires upscaler"] = upscaler
     return extra
+
+
+def _hires_choice(value: str | None, same: str) -> str | None:
+    """A hires-pass sampler or schedule: None for "the first pass's" (None, "" or A1111's "Use same ...")."""
+    return None if not value or value == same else value
+
+
+def hires_pass(req: Txt2ImgRequest, steps: int, sampler: str, scheduler: str, opts: dict[str, Any]) -> HiresPass:
+    """Hires fix's second pass as A1111 1.10 sets it up: ``hr_second_pass_steps`` (0: the first pass's
+    steps) run exactly, of a schedule steps / denoising strength long; the hires prompts, sampler and
+    schedule when given, else the first pass's; upscaler None is A1111's default, "Latent".
+
+    >>> req = Txt2ImgRequest(width=64, height=64, enable_hr=True, denoising_strength=0.5)
+    >>> hr = hires_pass(req, 10, "Euler", "Automatic", {})
+    >>> hr.steps, hr.schedule_steps, hr.upscaler, (hr.width, hr.height)
+    (10, 20, 'Latent', (64, 64))
+    """
+    strength = float(req.value("denoising_strength"))
+    schedule_steps, run_steps = img2img_steps(req.value("hr_second_pass_steps") or steps, strength, True)
+    hr_sampler = _hires_choice(req.hr_sampler_name, "Use same sampler")
+    hr_scheduler = _hires_choice(req.hr_scheduler, "Use same scheduler")
+    if hr_sampler or hr_scheduler:
+        sampler, scheduler = resolve_sampler(hr_sampler or sampler, hr_scheduler or scheduler)
+    return HiresPass(width=req.value("width"), height=req.value("height"), steps=run_steps,
+                     schedule_steps=schedule_steps, denoising_strength=strength,
+                     upscaler=req.hr_upscaler or "Latent", prompt=req.value("hr_prompt") or req.value("prompt"),
+                     negative_prompt=req.value("hr_negative_prompt") or req.value("negative_prompt"),
+                     sampler_name=sampler, scheduler=scheduler)
 
 
 def _as_int(value: Any, default: int) -> int:
@@ -253,9 +290,12 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
     if scheduler != "Automatic":
         extra["Schedule type"] = scheduler
     out_width, out_height = width, height
+    hires, passes = None, 1
     if req.value("enable_hr"):
         extra.update(hires_params(req))
         out_width, out_height = req.hires_target_size()
+        hires = hires_pass(req, steps, sampler, scheduler, opts)
+        passes = engine.hires_passes  # 2: A1111's /progress, each pass a job of its own
     if init_images:
         extra["Denoising strength"] = req.value("denoising_strength")  # img2img always writes it
     # <lora:name:weight>: the tags leave the text the model reads (the infotext keeps them); names not in
@@ -311,6 +351,10 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         return format_infotext(all_prompts[i], all_negative_prompts[i], params)
 
     def on_step(step: int, preview) -> bool:
+        if passes == 2 and step > run_steps:  # the engine counts on into the hires pass: A1111's next job
+            if state.job_no % 2 == 0:
+                state.begin_batch(state.job_no + 1, hires.steps)
+            step -= run_steps
         state.set_step(step, preview)
         return not state.should_stop()
 
@@ -328,7 +372,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
             comments.append("Lora could not be loaded: " + ", ".join(f"{name} ({why})" for name, why in failed.items()))
             lora_files = [item for item in lora_files if item.name not in failed]
             extra["Lora hashes"] = hashes_infotext(lora_files) or None
-        state.begin("scripts_img2img" if init_images else "scripts_txt2img", job_count=n_iter)
+        state.begin("scripts_img2img" if init_images else "scripts_txt2img", job_count=n_iter * passes)
         job_timestamp = state.job_timestamp
         try:
             inits = None
@@ -341,7 +385,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
             for n in range(n_iter):
                 if state.interrupted:
                     break  # an interrupt skips the remaining batches
-                state.begin_batch(n, run_steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
+                state.begin_batch(n * passes, run_steps, job=f"Batch {n + 1} out of {n_iter}" if n_iter > 1 else None)
                 first = n * batch_size
                 job = GenerationJob(
                     prompt=model_prompt, negative_prompt=negative_prompt, loras=lora_files,
@@ -352,7 +396,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
                     emphasis=str(opts.get("emphasis", "Original")),
                     comma_padding_backtrack=_as_int(opts.get("comma_padding_backtrack"), 20), options=opts,
                     init_images=inits, denoising_strength=float(req.value("denoising_strength") or 0),
-                    schedule_steps=schedule_steps,
+                    schedule_steps=schedule_steps, hires=hires,
                 )
                 batch = engine.generate(job, on_step)
                 if opts["live_previews_enable"] and _as_int(opts["show_progress_every_n_steps"], 1) == -1:

@@ -175,7 +175,7 @@ def test_every_listed_sampler_runs(server):
     ({"scheduler": "wobbly"}, ["schedule type 'wobbly' is not known", "Karras"]),
     ({"sampler_name": "Euler a", "scheduler": "Karras"}, ["cannot be used with sampler 'Euler a'"]),
     ({"width": 100}, ["multiples of 8"]),
-    ({"enable_hr": True, "denoising_strength": 0.5}, ["hires fix"]),
+    ({"enable_hr": True, "denoising_strength": 0.5, "hr_upscaler": "SwinIR 4x"}, ["'SwinIR 4x'", "Lanczos"]),
     ({"restore_faces": True}, ["restore_faces is not supported"]),
 ])
 def test_what_the_engine_cannot_do_is_a_clear_422(server, fields, words):

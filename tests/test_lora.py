@@ -196,6 +196,19 @@ def test_lora_in_img2img_and_a_disabled_extra_network(lora_server):
 
 
 @needs_diffusers
+def test_lora_in_both_passes_of_hires_fix(lora_server):
+    hires = {"enable_hr": True, "hr_scale": 2, "denoising_strength": 0.5, "hr_second_pass_steps": 2,
+             "hr_upscaler": "Latent"}
+    base, _ = pixels(lora_server, "a tram", **hires)
+    zero, _ = pixels(lora_server, "a tram <lora:ink:0>", **hires)
+    ink, info = pixels(lora_server, "a tram <lora:ink:1>", **hires)
+    assert base.shape[:2] == (128, 128)
+    assert np.abs(zero - base).max() <= 2  # weight 0: the base model's image (float rounding over two passes)
+    assert np.abs(ink - base).mean() > 0.5 and "Lora hashes" in info["infotexts"][0]
+    assert np.array_equal(pixels(lora_server, "a tram", **hires)[0], base)  # the base model again
+
+
+@needs_diffusers
 def test_progress_and_interrupt_work_with_a_lora(lora_server):
     engine = lora_server.app.state.engine
     box: dict = {}

@@ -270,7 +270,7 @@ def test_override_settings_apply_to_one_request_and_errors_are_a1111_500s(server
 
 
 def test_hires_fix_draws_at_the_target_size_and_needs_denoising_strength(preview_server):
-    server = preview_server  # the diffusers engine refuses hires fix with a 422 (test_diffusers_engine.py)
+    server = preview_server  # one pass at the target size; the diffusers engine runs two (test_hires.py)
     reply = txt2img(server, enable_hr=True, hr_scale=2, denoising_strength=0.5, hr_upscaler="Latent")
     info = json.loads(reply["info"])
     assert decode_b64(reply["images"][0]).size == (128, 128)

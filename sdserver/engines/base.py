@@ -68,6 +68,28 @@ def model_not_found(name: Any, titles: list[str], shown: int = 5) -> str:
 
 
 @dataclass
+class HiresPass:
+    """Hires fix's second pass (txt2img ``enable_hr``), for an engine that runs it (``Engine.hires_passes``).
+
+    The job's ``width`` x ``height`` is the final size; the first pass draws at ``width`` x ``height`` of
+    this object, is upscaled by ``upscaler``, then sampled again as img2img: ``steps`` steps of a
+    ``schedule_steps`` schedule (A1111 runs exactly the hires steps asked for), with its own prompts and
+    sampler (the first pass's unless the request named others).
+    """
+
+    width: int  # the first pass's size
+    height: int
+    steps: int  # steps the second pass runs
+    schedule_steps: int
+    denoising_strength: float
+    upscaler: str  # "Latent" (and its variants), "None", "Lanczos" or "Nearest"
+    prompt: str
+    negative_prompt: str
+    sampler_name: str
+    scheduler: str
+
+
+@dataclass
 class GenerationJob:
     """One batch: ``len(seeds)`` images generated together, with the settings that shape them.
 
@@ -105,6 +127,10 @@ class GenerationJob:
     # The prompt's <lora:name:weight> files (sdserver/loras.py), found in the LoRA folder, with their
     # weights; ``prompt`` no longer holds the tags. Empty: the base model alone.
     loras: list[LoraFile] = field(default_factory=list)
+    # Hires fix (txt2img enable_hr): the first pass's size and the second pass; None without hires fix.
+    # An engine with ``hires_passes = 2`` runs both passes and counts steps across them (on_step gets
+    # 1..steps, then steps+1..steps+hires.steps); other engines draw at width x height directly.
+    hires: Optional[HiresPass] = None
 
     @property
     def batch_size(self) -> int:
@@ -127,6 +153,9 @@ class Engine:
     device: str | None = None  # the torch device it runs on (GET /memory reports CUDA's); None: no GPU
     # True: switch_model loads another model, and the server calls it only between jobs (queue lock).
     switches_models = False
+    # 2: generate() runs hires fix as A1111 does (first pass, upscale, second pass), and the server
+    # shows the passes as two jobs in /progress; 1: the engine draws hires images in one pass.
+    hires_passes = 1
 
     def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
         """Make ``job.batch_size`` images. Call ``on_step`` after every step; when it returns

@@ -22,11 +22,14 @@ It plugs into the same server as the preview engine, so every /sdapi/v1 request,
   no copy); the init images are encoded with the full VAE (its mean: deterministic), noised with the
   seeds' own noise (variations included) to the level where A1111 starts, and sampled for the steps
   A1111 runs (the server works them out: ``GenerationJob.steps`` of ``schedule_steps``);
+* **hires fix** (``enable_hr``): first pass, upscale (latent or Pillow), second pass as img2img at the
+  denoising strength, as A1111 runs it (hires.py);
 * **speed on a CPU**: a tiny decoder (TAESD) instead of the full VAE, and bfloat16 where the CPU
   computes it natively.
 
-What it cannot do is a clear 422 before the job starts: hires fix, restore_faces, a sampler or
-schedule diffusers does not have, a size that is not a multiple of 8 (inpainting: the server's 422).
+What it cannot do is a clear 422 before the job starts: hires fix with a model upscaler (ESRGAN...),
+restore_faces, a sampler or schedule diffusers does not have, a size that is not a multiple of 8
+(inpainting: the server's 422).
 
 Devices: CUDA, then Apple's MPS, then the CPU. Precision ("auto"): float16 on a GPU, bfloat16 on a
 CPU with native bf16 (AVX512-BF16 or AMX), float32 otherwise.
@@ -42,6 +45,7 @@ from typing import Any
 
 from PIL import Image
 
+from . import hires
 from .base import Engine, EngineUnavailable, GenerationJob, StepCallback, model_not_found
 from .devices import pick_device, pick_dtype
 from .diffusers_models import (
@@ -79,6 +83,7 @@ class DiffusersEngine(Engine):
 
     name = "diffusers"
     switches_models = True  # switch_model loads another listed model
+    hires_passes = 2  # hires fix runs as A1111's two passes (hires.py)
 
     def __init__(self, model: str | None = None, decoder: str = "auto", dtype: str = "auto", device: str = "auto",
                  config: str | None = None, step_delay: float = 0.0, pipeline=None,
@@ -241,8 +246,7 @@ class DiffusersEngine(Engine):
             raise HTTPException(status_code=422, detail=f"width and height must be multiples of 8 for Stable "
                                                         f"Diffusion (got {width}x{height}); e.g. 512x512 or 512x768")
         if req.value("enable_hr"):
-            raise HTTPException(status_code=422, detail="hires fix (enable_hr) is not supported by the kit's "
-                                                        "diffusers engine: ask for the final width and height directly")
+            hires.check(req, self.base_scheduler_config)
         restore_faces = req.restore_faces if req.restore_faces is not None else opts.get("face_restoration")
         if restore_faces:  # the infotext would claim a face restoration that never happened
             raise HTTPException(status_code=422, detail="restore_faces is not supported by the kit's diffusers "
@@ -258,8 +262,13 @@ class DiffusersEngine(Engine):
         """Load the request's LoRA files into the pipeline (once per file; lora.py)."""
         return self.lora.load(loras)
 
-    def generate(self, job: GenerationJob, on_step: StepCallback) -> list[Image.Image]:
+    def generate(self, job: GenerationJob, on_step: StepCallback, output_type: str = "pil", init_latents=None):
+        """The job's images (PIL). ``output_type="latent"``: the latents instead; ``init_latents``: img2img
+        from these latents (both for hires fix's two passes, hires.py)."""
         import torch
+
+        if job.hires is not None:
+            return hires.generate(self, job, on_step, set_tiling)
 
         pipe = self.pipe
         self.lora.activate(job.loras)  # this job's LoRAs and weights, or the base model (cheap)
@@ -307,23 +316,23 @@ class DiffusersEngine(Engine):
 
         eta = float(job.eta) if job.eta is not None else float(job.options.get("eta_ddim", 0.0) or 0.0)
         common = dict(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=job.cfg_scale,
-                      num_images_per_prompt=job.batch_size, generator=generators, eta=eta, output_type="pil",
+                      num_images_per_prompt=job.batch_size, generator=generators, eta=eta, output_type=output_type,
                       callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
         tiling = job.tiling
         set_tiling(pipe, tiling)
         try:
             with torch.inference_mode():
-                if job.init_images:
-                    result = self._img2img(job, scheduler, noise, common)
+                if job.init_images or init_latents is not None:
+                    result = self._img2img(job, scheduler, noise, common, init_latents)
                 else:
                     result = pipe(num_inference_steps=job.steps, width=job.width, height=job.height, latents=noise,
                                   **common)
         finally:
             if tiling:
                 set_tiling(pipe, False)
-        return list(result.images)
+        return list(result.images) if output_type == "pil" else result.images
 
-    def _img2img(self, job: GenerationJob, scheduler, noise, common: dict):
+    def _img2img(self, job: GenerationJob, scheduler, noise, common: dict, latents=None):
         """img2img with the loaded weights: A1111's start (init latent plus the seed's noise at the level of
         the first step run), then the last ``job.steps`` steps of a ``job.schedule_steps`` schedule."""
         from diffusers import StableDiffusionImg2ImgPipeline
@@ -333,11 +342,13 @@ class DiffusersEngine(Engine):
             self._img2img_pipe.set_progress_bar_config(disable=True)
         i2i = self._img2img_pipe
         i2i.scheduler, i2i.vae = scheduler, self.pipe.vae  # this job's sampler; the decoder in use
-        vae = self.full_vae  # encode with the full VAE, as A1111 does (also when TAESD decodes)
-        pixels = self.pipe.image_processor.preprocess(job.init_images).to(device=self.device, dtype=vae.dtype)
-        latents = vae.encode(pixels).latent_dist.mean
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        latents = ((latents - shift) * vae.config.scaling_factor).to(noise.dtype)
+        if latents is None:  # encode with the full VAE, as A1111 does (also when TAESD decodes)
+            vae = self.full_vae
+            pixels = self.pipe.image_processor.preprocess(job.init_images).to(device=self.device, dtype=vae.dtype)
+            latents = vae.encode(pixels).latent_dist.mean
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            latents = (latents - shift) * vae.config.scaling_factor
+        latents = latents.to(device=noise.device, dtype=noise.dtype)
         # The pipeline would draw its own noise; the seeds' noise (with variations) goes in instead.
         i2i.prepare_latents = lambda image, timestep, *args, **kwargs: scheduler.add_noise(image, noise, timestep)
         schedule = max(job.schedule_steps, job.steps)
