@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import zlib
 from pathlib import Path
 
 import nbformat
@@ -41,13 +43,35 @@ def test_caption_route_compares_with_the_original_text():
     calls = [line for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells
              if cell.cell_type == "code" for line in cell.source.splitlines() if "caption_similarity(" in line]
     assert calls and all("caption_similarity(text.text," in line for line in calls), calls
+    raters = [line for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells
+              if cell.cell_type == "code" and "caption_rater(" in cell.source
+              for line in cell.source.splitlines() if ".score(" in line]
+    assert raters and all(".score(text.text," in line for line in raters), raters
 
 
 # Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
 # that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
-LLM_NOTEBOOKS = {"02", "03", "06"}
+LLM_NOTEBOOKS = {"02", "03", "05", "06"}
 # The notebooks that make images (they connect through course.notebook.setup or connect_a1111).
 ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "txt2img" in p.read_text(encoding="utf-8")}
+
+
+def vision_stand_in(messages: list, body: dict):
+    """The test server's "vision model" for the notebooks: it writes yes/no questions about a text, and
+    answers a yes/no question about an image by a hash of both, so raters' scores differ between images
+    (None: the server's default answer)."""
+    from llm_server import images_in
+
+    content = [m.get("content") for m in messages if m.get("role") == "user"][-1]
+    user = " ".join(p.get("text", "") for p in content if isinstance(p, dict)) if isinstance(content, list) \
+        else str(content)
+    if ((body.get("response_format") or {}).get("json_schema") or {}).get("name") == "questions":
+        words = [w for w in re.findall(r"[a-z]{4,}", user.lower()) if w != "text"][:4]
+        return json.dumps({"questions": [f"Does the picture show {w}?" for w in words + ["a scene"] * 3][:4]})
+    images = images_in(messages)
+    if images and "yes or no" in user.lower():
+        return "Yes." if zlib.crc32(user.encode() + images[0].tobytes()[:4096]) % 3 else "No."
+    return None
 
 
 def _modes(path: Path) -> tuple[str, ...]:
@@ -80,13 +104,16 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
     else:
         server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
     uses_llm = mode == "llm" or (mode == "diffusers" and path.name[:2] in LLM_NOTEBOOKS)
-    llm_server = LLMTestServer(models=["test-model"]).start() if uses_llm else None
+    llm_server = LLMTestServer(models=["test-model"], reply=vision_stand_in).start() if uses_llm else None
     try:
         # The kernel is a child process: it inherits these settings from the environment.
         monkeypatch.setenv("SD_URL", server.url)
         monkeypatch.setenv("SD_AUTH", "")
         monkeypatch.setenv("LLM_BASE_URL", llm_server.base_url if llm_server else free_url() + "/v1")
         monkeypatch.setenv("LLM_MODEL", "")
+        # The test server's chat model sees images too; its embedding model serves the caption route.
+        monkeypatch.setenv("LLM_VISION_MODEL", "")
+        monkeypatch.setenv("LLM_EMBED_MODEL", "test-embed" if uses_llm else "")
         monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
         monkeypatch.delenv("MPLBACKEND", raising=False)  # the inline backend turns figures into image/png
         nb = nbformat.read(path, as_version=4)
@@ -115,6 +142,18 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         assert "distilled few-step model" in shown, "the notebook must say which settings suit a turbo model"
     if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"
+    if path.name[:2] == "05":
+        # Every available rater is compared with the student's ratings; those that need a vision model
+        # run when the server takes images, and are named as skipped when there is none.
+        assert "Spearman with you" in shown and "clip:" in shown, "05 must compare the raters with your ratings"
+        if uses_llm:
+            compared = re.findall(r"^(\w+) +scores .*Spearman with you", shown, re.M)
+            assert {"caption", "questions", "vqa"} <= set(compared), compared
+            assert "compared by embeddings (test-embed)" in shown, "the caption route uses the server's embeddings"
+            assert "answered no:" in shown and any(body.get("logprobs") for body in llm_server.requests)
+        else:
+            assert "skipped the caption, question and VQA raters, because no LLM answered" in shown
+            assert "Question checks skipped: no LLM answered" in shown
     # The solutions pass their own checks: the last cell reports every code exercise done.
     last = "".join(str(o.get("text", "")) for o in nb.cells[-1].outputs)
     report = re.search(r"Exercises: (\d+) of (\d+) done", last)
