@@ -134,17 +134,6 @@ def caption_rater(llm: LLM | None = None, *, captioner=None, scorer: ClipScorer 
     return CaptionRater(llm, captioner, scorer)
 
 
-def caption_similarity(text: str, image, captioner=None, scorer: ClipScorer | None = None,
-                       long_text: str = "truncate") -> tuple[str, float]:
-    """caption_rater's route for one image, with A1111's captioner and CLIP only: ``(caption, cosine)``.
-
-    >>> caption, score = caption_similarity("a red fox in snow", gen.image)   # doctest: +SKIP
-    """
-    rater = CaptionRater(None, captioner, scorer, long_text)
-    score = rater.score(text, [image])[0]
-    return rater.details[0]["caption"], score
-
-
 class QuestionRater(Rater):
     def __init__(self, llm: LLM):
         super().__init__("questions", llm=llm)

@@ -129,11 +129,13 @@ def test_bad_settings_name_the_fix(model, pretrained, words):
 
 def test_caption_route_with_the_kits_server(scorer, sd_server):
     from helpers.a1111 import A1111Client
-    from helpers.raters import caption_similarity
+    from helpers.raters import caption_rater
 
     client = A1111Client(sd_server.url, auth="")
     image = client.txt2img("a red fox in the snow", seed=1, width=64, height=64, steps=2).image
-    caption, score = caption_similarity("a red fox in the snow", image, captioner=client.interrogate, scorer=scorer)
+    rater = caption_rater(None, captioner=client.interrogate, scorer=scorer)
+    score = rater.score("a red fox in the snow", [image])[0]
+    caption = rater.details[0]["caption"]
     assert "placeholder" in caption.lower()
     assert score == pytest.approx(scorer.text_similarity("a red fox in the snow", caption))
 
