@@ -49,6 +49,9 @@ def test_caption_route_compares_with_the_original_text():
 # Notebooks that use an LLM run twice: against the test LLM server, and with no LLM at all. Those
 # that make images run once more on the diffusers engine (tiny random-weight model, real pixels).
 LLM_NOTEBOOKS = {"02", "03", "05", "06"}
+# Notebooks that switch models and sweep a LoRA: on the diffusers engine their server gets a second model and
+# a LoRA named as the notebook's (kit-demo), made to fit the tiny model (the kit's SD-sized demo LoRA does not).
+LORA_NOTEBOOKS = {"04"}
 # The notebooks that make images (they connect through course.notebook.setup or connect_a1111).
 ENGINE_NOTEBOOKS = {p.name[:2] for p in NOTEBOOKS if "txt2img" in p.read_text(encoding="utf-8")}
 
@@ -96,8 +99,15 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         # (1 step at CFG 1, from client.hints) and the classic ones on the preview engine.
         models = request.getfixturevalue("tiny_models")
         turbo = shutil.copytree(models["a"], tmp_path / "tiny-sd-turbo")
+        extra = {}
+        if path.name[:2] in LORA_NOTEBOOKS:
+            from tiny_sd import build_tiny_lora
+
+            build_tiny_lora(models["a"], tmp_path / "loras", "kit-demo", seed=1)
+            shutil.copytree(models["b"], tmp_path / "checkpoints" / "tiny-sd-b")
+            extra = {"lora_dir": str(tmp_path / "loras"), "ckpt_dir": str(tmp_path / "checkpoints")}
         server = serve_in_thread(host="127.0.0.1", port=0, engine="diffusers", model=str(turbo),
-                                 decoder=str(models["taesd"]))
+                                 decoder=str(models["taesd"]), **extra)
     else:
         server = serve_in_thread(host="127.0.0.1", port=0, engine="preview", step_delay=0.02)
     uses_llm = mode == "llm" or (mode == "diffusers" and path.name[:2] in LLM_NOTEBOOKS)
@@ -137,6 +147,10 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         called = [line for line in shown.splitlines() if "PLACEHOLDER" in line and "caption" not in line]
         assert not called, f"real images must not be called placeholders: {called}"
         assert "distilled few-step model" in shown, "the notebook must say which settings suit a turbo model"
+        if path.name[:2] in LORA_NOTEBOOKS:
+            assert "tiny-sd-b" in shown and "includes loading the other model" in shown, "the notebook switches models"
+            assert "LoRAs on the server: ['kit-demo']" in shown and "not checked" not in shown, \
+                "the LoRA sweep runs with a LoRA that fits the model"
     if makes_images:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook shows its images"
     if path.name[:2] == "05":
