@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found. Install Python 3.11 (python.org, pyenv or conda), or run: make setup PYTHON=python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,course,diffusers]'
+	$(PY) -m pip install --quiet -e '.[test,course,diffusers,openvino]'
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the kit with its test and course tools
