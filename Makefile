@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found. Install Python 3.11 (python.org, pyenv or conda), or run: make setup PYTHON=python3.12"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,course,diffusers]'
+	$(PY) -m pip install --quiet -e '.[test,course,diffusers,openvino]'
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the kit with its test and course tools
@@ -37,8 +37,8 @@ test: $(STAMP)  ## run the linter (ruff) and the whole test suite (unit, HTTP, n
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, MODEL=, CONFIG=, PORT=7860)
-	$(PY) -m sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
+serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, BACKEND=auto|pytorch|openvino, MODEL=, CONFIG=, PORT=7860)
+	$(PY) -m sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)") $(if $(BACKEND),--backend $(BACKEND))
 
 doctor: $(STAMP)  ## preflight checks with a fix for each failure
 	$(PY) -m course doctor
@@ -55,8 +55,9 @@ submission: $(STAMP)  ## one Moodle zip of all your notebooks: make submission N
 grade: $(STAMP)  ## grade a Moodle download: make grade SUBMISSIONS=download.zip WORKSHEET=worksheet.csv [OUT=outputs/grading] [POINTS=file]
 	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)")
 
-models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet)
+models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet); OPENVINO=1 [INT8=1]: then convert it to OpenVINO (faster on a CPU)
 	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")
+	$(if $(OPENVINO),$(PY) -m sdserver --engine diffusers --convert-openvino $(if $(INT8),--int8) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)"))
 
 bench: $(STAMP)  ## benchmarks: print ratios measured side by side
 	$(PY) -m bench

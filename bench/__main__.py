@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import platform
 
-from . import bench_client, bench_clip, bench_diffusers, bench_grading, bench_import, bench_pipeline, bench_raters
+from . import (
+    bench_client,
+    bench_clip,
+    bench_diffusers,
+    bench_grading,
+    bench_import,
+    bench_openvino,
+    bench_pipeline,
+    bench_raters,
+)
 
 
 def main() -> None:
@@ -20,6 +29,14 @@ def main() -> None:
         print("diffusers: not installed (pip install -e '.[diffusers]'), skipped")
         return
     for text in bench_diffusers.run():
+        print(text, flush=True)
+    # OpenVINO against PyTorch (the openvino extra): minutes more, ~10 GB of RAM.
+    from sdserver.engines.openvino_backend import is_installed
+
+    if not is_installed():
+        print("openvino: not installed (pip install -e '.[diffusers,openvino]'), skipped")
+        return
+    for text in bench_openvino.run():
         print(text, flush=True)
 
 

@@ -13,6 +13,8 @@ Examples:
     python -m sdserver --port 7860 --step-delay 0.1 --api-auth teacher:s3cret
     python -m sdserver --engine diffusers --model stabilityai/sd-turbo --download   # once, online
     python -m sdserver --engine diffusers                                           # then offline
+    python -m sdserver --engine diffusers --convert-openvino       # once, offline: faster on an Intel/AMD CPU
+    python -m sdserver --engine diffusers --backend openvino       # (--backend auto picks it when converted)
     python -m sdserver --engine diffusers --model ~/models/my-sd15-folder --decoder full
     python -m sdserver --host 0.0.0.0 --api-auth teacher:s3cret --max-images 16   # for a class
 """
@@ -143,8 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                       help="precision: auto (default: float16 on a GPU, bfloat16 on a CPU with native bf16, "
                            "else float32)")
-    real.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
-                      help="where to run: auto (default: cuda, then mps, then cpu)")
+    real.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps|gpu",
+                      help="where to run: auto (default: cuda, then mps, then cpu; with --backend openvino: an "
+                           "Intel GPU when OpenVINO finds one, else cpu); gpu, GPU.1, NPU: OpenVINO's devices")
+    real.add_argument("--backend", default="auto", choices=("auto", "pytorch", "openvino"),
+                      help="auto (default: a CUDA or MPS GPU with PyTorch, else OpenVINO when it is installed and "
+                           "the model converted, else PyTorch on the CPU), pytorch, or openvino (the model "
+                           "converted once with --convert-openvino; needs the openvino extra)")
+    real.add_argument("--int8", action="store_true",
+                      help="OpenVINO with 8-bit weights (about half the memory of float32): with "
+                           "--convert-openvino, convert so; with --backend openvino, serve that conversion")
+    real.add_argument("--convert-openvino", action="store_true",
+                      help="convert the downloaded model to OpenVINO (the kit's cache next to the Hugging Face "
+                           "cache), then exit; offline; what `make models-sd OPENVINO=1` runs after the download")
     real.add_argument("--download", action="store_true",
                       help="download the model (fp16 weights, ~2.6 GB for sd-turbo), the tiny decoder and any "
                            "--config files into the Hugging Face cache, then exit (needs internet; what `make "
@@ -154,8 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def diffusers_options(args: argparse.Namespace) -> dict:
     """The engine options given on the command line (only those of the diffusers engine)."""
-    return {"model": model_of(args), "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
-            "device": args.device, "ckpt_dir": args.ckpt_dir}
+    options = {"model": model_of(args), "config": args.config, "decoder": args.decoder, "dtype": args.dtype,
+               "device": args.device, "ckpt_dir": args.ckpt_dir}
+    if args.backend != "pytorch":
+        options.update(backend=args.backend, int8=args.int8)  # resolved by engines.get_engine
+    return options
 
 
 def model_of(args: argparse.Namespace) -> str | None:
@@ -214,9 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "diffusers":
         if args.download:
             return download(args)
+        if args.convert_openvino:
+            from .engines.openvino_backend import convert_command
+
+            return convert_command(model_of(args), config=args.config, int8=args.int8)
         engine_options = diffusers_options(args)
-    elif args.model or args.config or args.download or args.ckpt_dir:
-        parser.error("--model, --config, --ckpt-dir and --download go with --engine diffusers")
+        if engine_options.get("backend") == "auto":
+            from .engines.openvino_backend import choose_backend
+
+            engine_options["backend"], why = choose_backend(engine_options["model"], args.device, args.int8)
+            print(f"Backend: {engine_options['backend']} ({why}).", flush=True)
+    elif args.model or args.config or args.download or args.ckpt_dir or args.convert_openvino:
+        parser.error("--model, --config, --ckpt-dir, --download and --convert-openvino go with --engine diffusers")
     limits = Limits(**{name: getattr(args, name) for name in LIMIT_HELP})
 
     import uvicorn

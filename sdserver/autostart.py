@@ -19,6 +19,8 @@ def choose_engine(settings=None) -> tuple[str, dict, str]:
 
     ``SD_ENGINE=auto`` takes the diffusers engine when it is installed and its model (``SD_MODEL``, default
     sd-turbo) is on this machine (after ``make models-sd``), else the preview engine; nothing is loaded to decide.
+    The diffusers engine's backend is the fastest there is (openvino_backend.choose_backend: CUDA > MPS >
+    OpenVINO, installed and the model converted > PyTorch on the CPU); ``why`` says which and why.
 
     >>> from helpers.config import load_settings
     >>> choose_engine(load_settings(env={"SD_ENGINE": "preview"}, dotenv=False))
@@ -36,7 +38,11 @@ def choose_engine(settings=None) -> tuple[str, dict, str]:
         locate(model)  # looks at files only: no torch, no network
     except EngineUnavailable as error:
         return "preview", {}, f"{error.message} ({error.fix})"
-    return "diffusers", {"model": model}, f"its model {model} is on this machine"
+    from .engines.openvino_backend import choose_backend
+
+    backend, because = choose_backend(model)
+    why = f"its model {model} is on this machine; {backend}: {because}"
+    return "diffusers", {"model": model, "backend": backend}, why
 
 
 def start_kit_server(port: int, step_delay: float, quiet: bool):
@@ -46,7 +52,7 @@ def start_kit_server(port: int, step_delay: float, quiet: bool):
     lora_dir = load_settings().sd_lora_dir  # None: the kit's data/loras
     if engine == "diffusers":
         if not quiet:
-            print(f"Loading {options['model']} for the kit's diffusers engine (the first time takes a while)...")
+            print(f"Loading {options['model']} for the kit's diffusers engine ({why}; the first time takes a while)...")
         try:
             return serve_in_thread(host="127.0.0.1", port=port, engine="diffusers", lora_dir=lora_dir,
                                    **options), why

@@ -26,7 +26,12 @@ os.environ["SD_ENGINE"] = "preview"
 
 AUTH = ("student", "s3cret-pass")
 HAS_DIFFUSERS = all(importlib.util.find_spec(name) for name in ("diffusers", "transformers"))
-ENGINES = ["preview"] + (["diffusers"] if HAS_DIFFUSERS else [])
+try:  # the diffusers engine's OpenVINO backend (the openvino extra; CI installs it)
+    HAS_OPENVINO = HAS_DIFFUSERS and all(importlib.util.find_spec(name) for name in ("openvino", "optimum.intel"))
+except ModuleNotFoundError:
+    HAS_OPENVINO = False
+# "openvino": the diffusers engine with --backend openvino, on tiny_sd's model converted (ov_models).
+ENGINES = ["preview"] + (["diffusers"] if HAS_DIFFUSERS else []) + (["openvino"] if HAS_OPENVINO else [])
 
 
 def free_port() -> int:
@@ -125,6 +130,17 @@ def tiny_models(tmp_path_factory):
             "taesd": build_tiny_taesd(root / "tiny-taesd")}
 
 
+@pytest.fixture(scope="session")
+def ov_models(tiny_models, tmp_path_factory):
+    """tiny_models' model "a" converted to OpenVINO (float32), once per session: ``{"a": folder, "taesd": ...}``."""
+    pytest.importorskip("optimum.intel", reason="the openvino extra is not installed (pip install -e "
+                                                "'.[diffusers,openvino]'; CI installs it)")
+    from sdserver.engines.openvino_backend import convert
+
+    folder = convert(str(tiny_models["a"]), out=tmp_path_factory.mktemp("tiny-openvino") / "tiny-sd-ov")
+    return {"a": folder, "taesd": tiny_models["taesd"]}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Torch on one thread for a module: tiny models run fastest so, and a busy 2-core CI machine
@@ -138,7 +154,7 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory, request):
     """``servers(engine, auth=False, step_delay=0.0)``: the kit's server with that engine, started
     on first use and shared by the whole session (``auth=True`` turns on --api-auth student:s3cret-pass;
     a string is used as the --api-auth text).
@@ -152,7 +168,11 @@ def servers(tmp_path_factory):
         key = (engine, auth, step_delay)
         if key not in started:
             options = {}
-            if engine == "diffusers":
+            if engine == "openvino":  # the diffusers engine's OpenVINO backend (see ov_models)
+                converted = request.getfixturevalue("ov_models")
+                engine, options = "diffusers", {"model": str(converted["a"]), "decoder": str(converted["taesd"]),
+                                                "backend": "openvino"}
+            elif engine == "diffusers":
                 if not models:  # the same folders as the tiny_models fixture would build
                     from tiny_sd import build_tiny_sd, build_tiny_taesd
 

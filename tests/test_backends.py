@@ -66,7 +66,7 @@ def test_a_remote_address_is_never_replaced(monkeypatch):
 def test_auto_takes_the_diffusers_engine_when_its_model_is_here(tiny_models, dead_sd_url, monkeypatch, capsys):
     monkeypatch.setenv("SD_ENGINE", "auto")
     monkeypatch.setenv("SD_MODEL", str(tiny_models["a"]))
-    assert choose_engine()[:2] == ("diffusers", {"model": str(tiny_models["a"])})
+    assert choose_engine()[:2] == ("diffusers", {"model": str(tiny_models["a"]), "backend": "pytorch"})
     client = connect_a1111()
     said = capsys.readouterr().out
     assert not client.placeholder and "diffusers engine" in said and "PLACEHOLDER" not in said

@@ -3,7 +3,8 @@
 * ``preview``: labelled placeholder images drawn with Pillow (no model, no GPU);
 * ``diffusers``: real images from a Stable Diffusion 1.x/2.x model with Hugging Face diffusers
   (an optional extra: ``pip install -e '.[diffusers]'``). It is imported only when asked for,
-  so the preview engine never imports torch or diffusers.
+  so the preview engine never imports torch or diffusers. ``backend="openvino"`` runs the same engine's
+  model with OpenVINO (openvino_backend.py; the ``openvino`` extra and a converted model).
 
     >>> get_engine("preview").model_name
     'offline-preview'
@@ -25,6 +26,15 @@ def get_engine(name="preview", **options) -> Engine:
 
         return PreviewEngine(**options)
     if name == "diffusers":
+        backend, int8 = options.pop("backend", "pytorch"), options.pop("int8", False)
+        if backend == "auto":
+            from .openvino_backend import choose_backend
+
+            backend = choose_backend(options.get("model"), options.get("device", "auto"), int8)[0]
+        if backend == "openvino":
+            from .openvino_backend import OpenVINOEngine
+
+            return OpenVINOEngine(int8=int8, **options)
         from .diffusers_engine import DiffusersEngine  # light: torch and diffusers are imported inside
 
         try:

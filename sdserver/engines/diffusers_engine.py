@@ -373,7 +373,7 @@ def set_tiling(pipe, on: bool) -> None:
     import torch
 
     for model in (pipe.unet, pipe.vae):
-        for layer in model.modules():
+        for layer in getattr(model, "modules", list)():  # OpenVINO's models (openvino_backend.py) have none
             if isinstance(layer, torch.nn.Conv2d):
                 layer.padding_mode = "circular" if on else "zeros"
 
