@@ -7,6 +7,7 @@ interrupt, img2img, what it refuses, the conversion into the cache, the auto cho
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -128,6 +129,12 @@ def test_img2img_runs_on_the_converted_model(ov, torch_server):
     assert [reply.status_code for reply in replies] == [200, 200], replies[0].text
     a, b = (pixel_array(reply.json()["images"][0]).astype(np.int16) for reply in replies)
     assert np.abs(a - b).mean() < 1.5
+
+
+def test_a_lora_is_skipped_with_the_reason(ov):
+    answer = txt2img(ov, prompt="a red fox <lora:kit-demo:1>", seed=5)
+    assert "kit-demo (LoRAs are not supported by the OpenVINO backend" in json.loads(answer["info"])["comments"]
+    assert same_pixels(pixel_array(answer["images"][0]), pixel_array(txt2img(ov, seed=5)["images"][0]), 0)
 
 
 @pytest.mark.parametrize("fields, words", [

@@ -285,6 +285,10 @@ class OpenVINOEngine(DiffusersEngine):
             raise HTTPException(status_code=422, detail="tiling is not supported by the diffusers engine's OpenVINO "
                                                         "backend: send tiling=false, or start the server with "
                                                         "--backend pytorch")
+        if req.value("enable_hr"):
+            raise HTTPException(status_code=422, detail="hires fix (enable_hr) is not supported by the OpenVINO "
+                                                        "backend yet: send enable_hr=false, or start the server with "
+                                                        "--backend pytorch")
         try:
             clip_skip = int(opts.get("CLIP_stop_at_last_layers", 1))
         except (TypeError, ValueError):
@@ -295,7 +299,7 @@ class OpenVINOEngine(DiffusersEngine):
         extra["Backend"] = f"OpenVINO {self.ov_device}" + (" int8" if self.int8 else "")
         return extra
 
-    def _img2img(self, job, scheduler, noise, common: dict):
+    def _img2img(self, job, scheduler, noise, common: dict, latents=None):
         """The PyTorch path's img2img; its pipeline is built around the OpenVINO models here (optimum-intel's
         pipelines have no ``from_pipe``): the same models, no second copy."""
         if self._img2img_pipe is None:
@@ -306,7 +310,12 @@ class OpenVINOEngine(DiffusersEngine):
                 vae=self.full_vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
                 scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
             self._img2img_pipe.set_progress_bar_config(disable=True)
-        return super()._img2img(job, scheduler, noise, common)
+        return super()._img2img(job, scheduler, noise, common, latents)
+
+    def load_loras(self, loras) -> dict[str, str]:
+        """LoRAs need PEFT layers in a PyTorch UNet; a converted model has none. As A1111 does with a LoRA it
+        cannot apply, the image is made without it and the answer's comments say why."""
+        return {item.name: "LoRAs are not supported by the OpenVINO backend; use --backend pytorch" for item in loras}
 
     def switch_model(self, name: str) -> None:
         self.find_model(name)  # the one model: nothing to load; any other name is "not found" (a 500, as A1111)
