@@ -61,7 +61,9 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module", params=ENGINES)
+# The OpenVINO backend's protocol is tested in test_client.py and test_openvino.py (its answers differ
+# where it refuses with a 422, e.g. Clip skip), so this module runs the engines it has expectations for.
+@pytest.fixture(scope="module", params=[engine for engine in ENGINES if engine in EXPECTED])
 def engine(request) -> str:
     """The engine of this module's servers; each protocol test runs once per engine."""
     return request.param
