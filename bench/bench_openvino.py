@@ -7,6 +7,7 @@ steps, tiny decoder (TAESD architecture). Each variant runs in its own process, 
 this run, so that its peak memory (resident set, loading included) is its own.
 
     python -m bench.bench_openvino     # minutes; about 10 GB of RAM and 12 GB of temporary disk
+    BENCH_OV_DIR=/tmp/ov python -m bench.bench_openvino   # keeps the models there; a rerun skips the conversions
 """
 
 from __future__ import annotations
@@ -61,13 +62,18 @@ def run(rounds: int = 1) -> list[str]:
     out = [f"OpenVINO vs PyTorch on {platform.machine()} CPU ({os.cpu_count()} cores, load average "
            f"{os.getloadavg()[0]:.1f}): SD-Turbo-shaped model, random weights, {SIZE}x{SIZE}, tiny decoder, "
            "float32 compute"]
+    keep = os.environ.get("BENCH_OV_DIR")
     with tempfile.TemporaryDirectory(prefix="bench-openvino-") as scratch:
-        root = Path(scratch)
-        pipe, tiny = build_sd_turbo_shaped(torch.float32)
-        pipe.save_pretrained(root / "sd")
-        tiny.save_pretrained(root / "taesd")
-        del pipe, tiny
+        root = Path(keep or scratch)
+        if not (root / "taesd").is_dir():
+            pipe, tiny = build_sd_turbo_shaped(torch.float32)
+            pipe.save_pretrained(root / "sd")
+            tiny.save_pretrained(root / "taesd")
+            del pipe, tiny
         for int8, name in ((False, "ov"), (True, "ov-int8")):
+            if (root / name / "model_index.json").is_file():
+                out.append(f"conversion to OpenVINO {'int8' if int8 else 'float32'}: kept from a run before, in {root}")
+                continue
             t0 = time.perf_counter()
             # In a child process: the export's memory is returned to the system before the timings.
             _child(["export", str(root / "sd"), str(root / name), "1" if int8 else "0"])

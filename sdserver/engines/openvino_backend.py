@@ -10,8 +10,8 @@ swapped per request), seeds (the same CPU float32 starting noise and generators:
 same image as the PyTorch path, within float rounding), progress with previews and interrupt (diffusers'
 step callback), emphasis and long prompts, img2img, and the tiny decoder (TAESD, in PyTorch: a few
 hundredths of the time). What OpenVINO cannot do answers a 422: tiling (no convolution to switch to
-circular padding), Clip skip (the converted text encoder has no final layer norm of its own), other models
-than the one converted.
+circular padding), Clip skip (the converted text encoder has no final layer norm of its own), hires fix,
+LoRAs (a converted UNet has no PEFT layers to load them into), other models than the one converted.
 
 Where conversions live: ``<Hugging Face cache>/../kit-openvino/<model>[-int8]`` (next to the downloaded
 models, see :func:`converted_folder`); ``--model`` may also name a converted folder directly.
@@ -289,6 +289,13 @@ class OpenVINOEngine(DiffusersEngine):
             raise HTTPException(status_code=422, detail="hires fix (enable_hr) is not supported by the OpenVINO "
                                                         "backend yet: send enable_hr=false, or start the server with "
                                                         "--backend pytorch")
+        from ..loras import parse_prompt
+
+        tags = [f"<lora:{tag.name}>" for tag in parse_prompt(req.prompt or "")[1]]
+        if tags:  # a converted UNet has no PEFT layers to put a LoRA in
+            raise HTTPException(status_code=422, detail=f"LoRAs ({', '.join(tags)}) are not supported by the OpenVINO "
+                                                        "backend: remove the tag from the prompt, or start the server "
+                                                        "with --backend pytorch")
         try:
             clip_skip = int(opts.get("CLIP_stop_at_last_layers", 1))
         except (TypeError, ValueError):
@@ -313,8 +320,8 @@ class OpenVINOEngine(DiffusersEngine):
         return super()._img2img(job, scheduler, noise, common, latents)
 
     def load_loras(self, loras) -> dict[str, str]:
-        """LoRAs need PEFT layers in a PyTorch UNet; a converted model has none. As A1111 does with a LoRA it
-        cannot apply, the image is made without it and the answer's comments say why."""
+        """Never reached through the API (check_request answers a LoRA tag with a 422); a guard, so that no path
+        tries PEFT on a converted model."""
         return {item.name: "LoRAs are not supported by the OpenVINO backend; use --backend pytorch" for item in loras}
 
     def switch_model(self, name: str) -> None:
