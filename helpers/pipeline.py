@@ -22,13 +22,6 @@ from .urls import without_password
 MODES = ("best", "threshold")
 THRESHOLD_BATCH = 2  # images per call in threshold mode: small, so the run can stop early
 
-REFINE_SYSTEM = (
-    "You improve prompts for the Stable Diffusion image generator. You get a text, the previous prompt "
-    "and how well the images matched the text (scores, higher is better; maybe the checks they fail). Write a "
-    "better prompt that shows the text's main subject and setting more clearly: comma-separated phrases, medium "
-    "first, no negation, at most 60 words. Answer with a JSON object with the fields prompt and negative_prompt."
-)
-
 
 def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: float | None = None,
                  max_images: int = 20, text_source: str = "auto", refine: bool = False,
@@ -48,18 +41,30 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} must be 'best' or 'threshold'")
-    if mode == "threshold" and threshold is None:
-        raise ValueError("mode='threshold' needs a threshold on the rater's scale, e.g. threshold=0.3 (CLIP's cosine)")
     if n < 1 or max_images < 1:
         raise ValueError("n and max_images must be at least 1")
     if "prompt" in generation_fields:
         raise ValueError("the prompt is written by the pipeline; pass keywords as user_input instead")
+    threshold_from = "given"
+    if mode == "threshold" and threshold is None:  # the one calibrated for the rater in use, if any
+        from .config import load_settings
+        from .raters import clip_rater_name, stored_threshold
+        settings = load_settings()  # the default rater is the configured CLIP: its name without loading it
+        name = rater.name if rater else None if scorer is False else clip_rater_name(
+            getattr(scorer, "model_name", settings.clip_model), getattr(scorer, "pretrained", settings.clip_pretrained))
+        stored = stored_threshold(name) if name else None
+        if stored is None:
+            raise ValueError(f"mode='threshold' needs a threshold, and none is stored for {name}: pass "
+                             "threshold=... (e.g. 0.3 for CLIP's cosine), or calibrate_threshold(rater, pairs) first")
+        threshold = stored["threshold"]
+        threshold_from = f"calibrated on {stored.get('pairs')} pairs on {stored.get('date')}"
     keywords, notes = _clean_input(user_input)
     record = PipelineRun(user_input=keywords, path=new_run_folder(keywords, out_dir), mode=mode, n=n,
                          threshold=threshold, max_images=max_images, refine=refine,
                          created=datetime.now().isoformat(timespec="seconds"))
     runner = PipelineRunner(record, text_source=text_source, progress=progress, client=client, llm=llm,
-                            scorer=scorer, rater=rater, fields=generation_fields, notes=notes)
+                            scorer=scorer, rater=rater, fields=generation_fields, notes=notes,
+                            threshold_from=threshold_from)
     return runner.run()
 
 
@@ -81,7 +86,7 @@ class PipelineRunner:
     """Runs the stages of one run (``record``, whose folder exists) and records each in run.json."""
 
     def __init__(self, record: PipelineRun, *, text_source: str, progress: bool, client, llm, scorer,
-                 fields: dict[str, Any], notes: list[str] = (), rater=None):
+                 fields: dict[str, Any], notes: list[str] = (), rater=None, threshold_from: str = "given"):
         self.run_record = record
         self.text_source = text_source
         self.progress = progress
@@ -89,6 +94,7 @@ class PipelineRunner:
         self.llm = llm
         self.scorer = scorer
         self.rater = rater
+        self.threshold_from = threshold_from  # "given", or "calibrated on N pairs on DATE": run.json says which
         self.fields = dict(fields)
         self._notes: list[str] = list(notes)  # what the run says it did differently, in its message
         self.image_prompt = None
@@ -201,6 +207,8 @@ class PipelineRunner:
         if self.rater:
             self.run_record.scorer = self.rater.info() if hasattr(self.rater, "info") else \
                 {"rater": self.rater.name, "meaningful": True}
+            if self.run_record.mode == "threshold":
+                self.run_record.scorer["threshold_from"] = self.threshold_from
 
     def generate_and_score(self) -> None:
         record = self.run_record
@@ -287,6 +295,7 @@ class PipelineRunner:
         """Let the LLM revise the prompt from the text, the previous prompt and its scores."""
         from .llm import LLMError
         from .prompts import CLIP_TOKEN_LIMIT, PROMPT_SCHEMA, ImagePrompt, fit_prompt, parse_prompt_reply
+        from .text import load_system_prompt
         if not self.llm_available:
             self._notes.append("refine needs an LLM: kept the same prompt")
             self.run_record.refine = False
@@ -308,7 +317,7 @@ class PipelineRunner:
                 fit = self.rater.scorer.text_similarity(self.text.text, caption, long_text="chunks")
                 message += f"\nCLIP cosine of that caption with the text: {fit:.3f}"
         try:
-            reply = self.llm.chat(message, system=REFINE_SYSTEM, temperature=0.7, max_tokens=400,
+            reply = self.llm.chat(message, system=load_system_prompt("refine_system"), temperature=0.7, max_tokens=400,
                                   json_schema=PROMPT_SCHEMA, schema_name="image_prompt")
         except LLMError as err:
             self._notes.append(f"refine failed ({_first_line(err)}); kept the prompt")

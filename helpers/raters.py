@@ -11,19 +11,22 @@ where it could not judge); ``run_pipeline(..., rater=...)`` takes any. The kit's
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import warnings
+from datetime import datetime
 from pathlib import Path
 
 from .clipqa import ClipScorer
+from .config import load_settings
 from .errors import KitError
 from .images import as_rgb
 from .llm import LLM, LLMError
+from .text import load_system_prompt
 
-QUESTIONS_SYSTEM = (
-    "You check pictures against a text. Write 3 to 6 short yes/no questions about what a picture of the text "
-    "must show (objects, their colours and counts, actions, positions, the setting), one fact each, each "
-    "answered 'yes' by a faithful picture. Answer with a JSON object with the field questions.")
+QUESTIONS_SYSTEM = load_system_prompt("questions_system")  # data/prompts/: edit it freely
+THRESHOLDS_FILE = "thresholds.json"  # in OUTPUT_DIR: {rater's name: calibrate_threshold's record}
 QUESTIONS_SCHEMA = {"type": "object", "required": ["questions"], "properties": {
     "questions": {"type": "array", "minItems": 3, "maxItems": 6, "items": {"type": "string", "maxLength": 150}}}}
 
@@ -72,7 +75,7 @@ class Rater:
 
 class ClipRater(Rater):
     def __init__(self, scorer: ClipScorer):
-        super().__init__(f"clip:{scorer.model_name}")
+        super().__init__(clip_rater_name(scorer.model_name, scorer.pretrained))
         self.scorer, self.meaningful = scorer, scorer.meaningful
 
     def score(self, text: str, images) -> list[float]:  # all images in one CLIP batch
@@ -82,6 +85,11 @@ class ClipRater(Rater):
 
     def info(self) -> dict:
         return {**super().info(), "model": self.scorer.model_name, "pretrained": str(self.scorer.pretrained)}
+
+
+def clip_rater_name(model: str, weights) -> str:
+    """"clip:<model>/<weights' tag or checkpoint file name>": a threshold holds for those weights only."""
+    return f"clip:{model}/{Path(str(weights)).name}"
 
 
 def clip_rater(scorer: ClipScorer | None = None) -> Rater:
@@ -208,3 +216,56 @@ def as_rater(fn, name: str) -> Rater:
         raise KitError(f"as_rater needs a function fn(text, image) -> float, not {type(fn).__name__}.",
                        "Pass the function itself, without calling it: as_rater(my_score, 'mine').")
     return Rater(name, fn)
+
+
+def calibrate_threshold(rater, pairs, *, save: bool = True) -> dict:
+    """The threshold that best tells good from bad ``pairs`` (text, image or path, good) for ``rater``, stored by
+    its name in <OUTPUT_DIR>/thresholds.json (a threshold holds for one model only): the highest of those with the
+    best balanced accuracy (mean of the shares of good pairs accepted, score >= threshold, and bad ones rejected),
+    halfway between two scores. Pairs scored NaN are dropped. ``calibrate_threshold(clip_rater(), pairs)``
+    """
+    by_text: dict[str, list] = {}
+    for text, image, good in pairs:
+        by_text.setdefault(text, []).append((image, bool(good)))
+    kept = []
+    for text, items in by_text.items():  # one call per text: a CLIP rater scores its images in one batch
+        scores = rater.score(text, [image for image, _ in items])
+        kept += [(float(s), good) for s, (_, good) in zip(scores, items) if math.isfinite(float(s))]
+    good, bad, values = [s for s, g in kept if g], [s for s, g in kept if not g], sorted({s for s, _ in kept})
+    if min(len(good), len(bad), len(values)) < 2:
+        raise KitError(f"Calibrating {rater.name} needs 2 good and 2 bad pairs with different scores; it got "
+                       f"{len(good)} good and {len(bad)} bad with a score, {len(values)} distinct score(s).",
+                       "Label more pairs by eye: texts with their own images (good=True) and with others' (False).")
+
+    def balanced(cut: float) -> float:
+        return (sum(s >= cut for s in good) / len(good) + sum(s < cut for s in bad) / len(bad)) / 2
+    cut = max(reversed([(a + b) / 2 for a, b in zip(values, values[1:])]), key=balanced)
+    record = {"rater": rater.name, "threshold": cut, "pairs": len(kept), "good": len(good), "bad": len(bad),
+              "dropped": sum(map(len, by_text.values())) - len(kept), "balanced_accuracy": round(balanced(cut), 4),
+              "false_accepts": sum(s >= cut for s in bad), "false_rejects": sum(s < cut for s in good),
+              "meaningful": getattr(rater, "meaningful", True), "date": datetime.now().date().isoformat()}
+    if save:
+        path = load_settings().output_dir / THRESHOLDS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")  # renamed over the file: never half a file
+        temporary.write_text(json.dumps({**_stored(path, move_damaged=True), rater.name: record}, indent=1))
+        temporary.replace(path)
+    return record
+
+
+def stored_threshold(rater) -> dict | None:
+    """calibrate_threshold's record for ``rater`` (or its name), or None: ``stored_threshold(clip_rater())``."""
+    record = _stored(load_settings().output_dir / THRESHOLDS_FILE).get(getattr(rater, "name", rater))
+    return record if isinstance(record, dict) and isinstance(record.get("threshold"), (int, float)) else None
+
+
+def _stored(path: Path, move_damaged: bool = False) -> dict:
+    """The thresholds file; one that is not a JSON object (edited by hand) is said, and before a save kept aside."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:  # not UTF-8 or not JSON
+        data = None
+    if not isinstance(data, dict):
+        aside = path.rename(f"{path}.damaged-{datetime.now():%Y%m%d-%H%M%S}") if move_damaged else None
+        warnings.warn(f"{path} is not a JSON object of thresholds: {f'moved to {aside}' if aside else 'ignored'}")
+    return data if isinstance(data, dict) else {}

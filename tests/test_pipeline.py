@@ -463,7 +463,8 @@ def test_question_rater_in_the_pipeline_feeds_the_missing_parts_to_refine(tmp_pa
     llm_server.reply = reply
     run = _run(tmp_path, client, llm, None, mode="threshold", threshold=1.0, max_images=4, refine=True,
                rater=question_rater(llm))
-    assert run.status == "max_images reached" and run.scorer == {"rater": "questions", "meaningful": True}
+    assert run.status == "max_images reached"
+    assert run.scorer == {"rater": "questions", "meaningful": True, "threshold_from": "given"}
     assert [c.score for c in run.candidates] == [0.5] * 4
     assert load_run(run.path).candidates[0].rating["missing"] == ["Is there a storm?"]
     refine = [r for r in llm_server.requests if "Previous prompt" in str(r["messages"][-1]["content"])]

@@ -163,7 +163,7 @@ def test_caption_rater_embedding_error_falls_back_to_clip_and_says_why(llm_serve
 def test_clip_rater_is_the_clip_cosine(tiny_scorer):
     rater = clip_rater(tiny_scorer)
     assert rater.score(TEXT, [RED, WHITE]) == pytest.approx(tiny_scorer.similarity(TEXT, [RED, WHITE], "chunks"))
-    assert rater.name == f"clip:{TINY_MODEL}" and rater.info()["meaningful"] is False
+    assert rater.name == f"clip:{TINY_MODEL}/t.safetensors" and rater.info()["meaningful"] is False
 
 
 def test_as_rater_wraps_a_function(tmp_path):
