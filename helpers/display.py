@@ -95,13 +95,17 @@ def card_html(run, candidate, record: dict | None = None) -> str:
              else f"<img src='{image_data_uri(candidate.path, 256)}' width='200' alt='candidate {candidate.index}'>")
     rating = (f"rating <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
               if record else "not rated")
+    score = f"{rater_name(run)} {score_text(candidate.score)}".strip()
     return (f"<figure class='{'best' if is_best else ''}'>{image}<figcaption>#{candidate.index}"
             f"{' <b>★ best</b>' if is_best else ''}<br>seed {candidate.seed}, round {candidate.round}"
-            f"<br>{escape(rater_label(run) + score_text(candidate.score))}<br>{rating}</figcaption></figure>")
+            f"<br>{escape(score)}<br>{rating}</figcaption></figure>")
 
 
-def rater_label(run) -> str:  # "clip:ViT-B-32 " (the rater that scored the run) or "" for an unscored run
-    return f"{run.scorer['rater']} " if run.scorer else ""
+def rater_name(run) -> str:
+    """The rater that scored ``run`` ("" when unscored); a record without one was scored by CLIP (notebook 06's
+    own pipeline writes the model only)."""
+    scorer = run.scorer or {}
+    return scorer.get("rater") or (f"clip:{scorer['model']}" if scorer.get("model") else "CLIP" if scorer else "")
 
 
 def agreement_html(result: dict[str, dict], rated: int, doubtful: bool = False) -> str:
@@ -122,7 +126,7 @@ def agreement_html(result: dict[str, dict], rated: int, doubtful: bool = False) 
     table = (f"<table>{''.join(rows)}</table>" if rows
              else "<p>No scores to compare with: the runs are unscored and no rater was given.</p>")
     return (f"<div><b>Which rater agrees with you?</b> Spearman's rho of each rater's scores with your {rated} ratings:"
-            f" +1 your order, 0 none, -1 the reverse (NaN: —).{warning}{table}</div>")
+            f" +1 your order, 0 none, -1 the reverse, — none (see why).{warning}{table}</div>")
 
 
 def write_page(path: str | Path, title: str, body: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .display import agreement_html, card_html, rater_label, score_text, text_side_html, write_page
+from .display import agreement_html, card_html, rater_name, score_text, text_side_html, write_page
 from .images import png_thumbnail
 from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line, spearman
 from .records import Candidate, PipelineRun, load_run
@@ -203,7 +203,7 @@ class Inspector:
         rating = (f"<br>Your rating: <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
                   if record else "<br>Not rated yet.")
         return (f"<b>Candidate #{candidate.index}</b>{mark} · seed {candidate.seed} · round {candidate.round}"
-                f" · {escape(rater_label(self.run) + score)}{rating}")
+                f" · {escape(f'{rater_name(self.run)} {score}'.strip())}{rating}")
 
     def rate(self, value, note: str = "") -> dict:
         """Rate the shown candidate: append one line to the ratings file now, and show it."""
@@ -251,7 +251,7 @@ class Inspector:
         rated, pairs = self._rated(), {}
         for run, candidate, mine in rated:
             if run.scorer and candidate.score is not None:
-                pairs.setdefault(f"{run.scorer['rater']} (in the runs)", []).append((mine, candidate.score))
+                pairs.setdefault(f"{rater_name(run)} (in the runs)", []).append((mine, candidate.score))
         for rater in self.raters if raters is None else raters:
             try:  # the text the run's images were scored against
                 pairs[rater.name] = [(mine, float(rater.score(run.text.get("text", ""), [candidate.path])[0]))

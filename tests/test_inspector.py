@@ -630,3 +630,17 @@ def test_the_caption_names_the_rater(runs, ratings):
     assert f"{scored.scorer['rater']} {scored.candidates[0].score:.3f}" in inspector.caption.value
     html = inspector.export_html(ratings.parent / "export.html").read_text(encoding="utf-8")
     assert f"{scored.scorer['rater']} {scored.candidates[0].score:.3f}" in html
+
+
+def test_a_run_scored_without_a_rater_name_is_named_by_its_clip_model(runs, ratings, tmp_path):
+    # Notebook 06's own pipeline records {"model", "pretrained", "meaningful"}: CLIP, without "rater".
+    run = copy_run(runs["scored"], tmp_path)
+    record = json.loads((run.path / "run.json").read_text(encoding="utf-8"))
+    record["scorer"] = {"model": "ViT-B-32", "pretrained": "openai", "meaningful": True}
+    (run.path / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    inspector = Inspector(run.path, ratings_path=ratings)
+    assert f"clip:ViT-B-32 {run.candidates[0].score:.3f}" in inspector.caption.value
+    rate_all(inspector, inspector.run, {0: "1", 1: "2", 2: "3"})
+    assert list(inspector.agreement()) == ["clip:ViT-B-32 (in the runs)"]
+    html = inspector.export_html(tmp_path / "export.html").read_text(encoding="utf-8")
+    assert f"clip:ViT-B-32 {run.candidates[2].score:.3f}" in html
