@@ -3,6 +3,7 @@ ipywidgets only, so it works in any JupyterLab or Notebook without extensions).
 
 Example (in a notebook, as the last line of a cell):
     >>> Inspector(list_runs()[-3:])              # the last three runs, with a run selector   # doctest: +SKIP
+    >>> Inspector(runs, raters=[clip_rater(scorer)]).agreement()   # which rater orders them as you do  # doctest: +SKIP
     >>> Inspector(run).export_html("inspector.html")   # a static copy that needs no kernel  # doctest: +SKIP
 """
 
@@ -17,9 +18,9 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import load_settings
-from .display import card_html, score_text, text_side_html, write_page
+from .display import agreement_html, card_html, rater_name, score_text, text_side_html, write_page
 from .images import png_thumbnail
-from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line
+from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line, spearman
 from .records import Candidate, PipelineRun, load_run
 
 THUMB_SIDE = 96  # pixels of a thumbnail in the strip
@@ -32,20 +33,22 @@ class Inspector:
     ``run_or_runs`` is a PipelineRun, a run folder, or a list of either (a drop-down selects the run).
     Each "Save rating" appends the ``scale`` label clicked to ``ratings_path`` (default
     ``<OUTPUT_DIR>/ratings.jsonl``) at once; the latest line per candidate counts, a new Inspector resumes
-    from the file, and "Undo" removes the last line THIS Inspector wrote. A button's error shows in the red
-    box under the widget (``.output``). Every button is a method too: ``select(i)``, ``rate(value, note)``, ...
+    from the file, and "Undo" removes the last line THIS Inspector wrote. "Which rater agrees with me?" compares
+    your ratings with the runs' scores and ``raters``' (``agreement()``). A button's error shows in the red box
+    under the widget (``.output``). Every button is a method too: ``select(i)``, ``rate(value, note)``, ...
 
     >>> Inspector(runs, scale=("bad", "ok", "good"))         # doctest: +SKIP
     """
 
     def __init__(self, run_or_runs, ratings_path: str | Path | None = None,
-                 scale=("1", "2", "3", "4", "5")):
+                 scale=("1", "2", "3", "4", "5"), raters=()):
         items = [run_or_runs] if isinstance(run_or_runs, (PipelineRun, str, Path)) else list(run_or_runs)
         self.runs = [item if isinstance(item, PipelineRun) else load_run(item) for item in items]
         if not self.runs:
             raise ValueError("Inspector needs at least one run, e.g. Inspector(list_runs()[-1]).")
         self.ratings_path = Path(ratings_path) if ratings_path else load_settings().output_dir / RATINGS_FILE
         self.scale = tuple(str(value) for value in scale)
+        self.raters = list(raters)  # for the agreement button
         self.ratings, skipped = read_ratings(self.ratings_path)
         self._written: list[str] = []  # the exact lines this Inspector appended, for undo
         self.run_index = 0
@@ -72,6 +75,8 @@ class Inspector:
         self.save_button = widgets.Button(description="Save rating", button_style="success", icon="check")
         self.undo_button = widgets.Button(description="Undo last rating", icon="undo")
         self.message = widgets.Label()  # what the last action did
+        self.agreement_button = widgets.Button(description="Which rater agrees with me?", layout={"width": "auto"})
+        self.agreement_box = widgets.HTML()
         # Callbacks run outside any cell (JupyterLab shows their errors nowhere): _guard writes them here.
         self.output = widgets.Output()  # framed in red only while it shows an error
 
@@ -80,13 +85,14 @@ class Inspector:
         self.save_button.on_click(self._guard(
             lambda: self.rate(self.rating_buttons.value, self.note_box.value), "Save rating"))
         self.undo_button.on_click(self._guard(self.undo, "Undo"))
+        self.agreement_button.on_click(self._guard(self.show_agreement, "Agreement"))
 
         right = widgets.VBox([
             self.caption, self.image,
             widgets.HBox([self.prev_button, self.position, self.next_button]),
             self.strip, self.rating_buttons, self.note_box,
-            widgets.HBox([self.save_button, self.undo_button]), self.message,
-        ], layout=widgets.Layout(width="55%"))
+            widgets.HBox([self.save_button, self.undo_button]), self.message, self.agreement_button,
+            self.agreement_box], layout=widgets.Layout(width="55%"))
         top = [self.run_selector] if self.run_selector else []
         self.widget = widgets.VBox(top + [widgets.HBox([self.text_html, right]), self.output])
 
@@ -197,7 +203,7 @@ class Inspector:
         rating = (f"<br>Your rating: <b>{escape(str(record['rating']))}</b> {escape(record.get('note', ''))}"
                   if record else "<br>Not rated yet.")
         return (f"<b>Candidate #{candidate.index}</b>{mark} · seed {candidate.seed} · round {candidate.round}"
-                f" · CLIP {escape(score)}{rating}")
+                f" · {escape(f'{rater_name(self.run)} {score}'.strip())}{rating}")
 
     def rate(self, value, note: str = "") -> dict:
         """Rate the shown candidate: append one line to the ratings file now, and show it."""
@@ -238,6 +244,36 @@ class Inspector:
             self.message.value = f"{done}; showing it failed: {error}"
         return record
 
+    def agreement(self, raters=None) -> dict[str, dict]:
+        """Spearman's rho (ratings.spearman) of your ratings (their place on the scale) with the runs' own scores and
+        with each of ``raters`` (default: the Inspector's), which score each rated image against its run's text
+        now; ``n``: images compared; NaN with the ``reason`` when a rater fails. ``insp.agreement([clip_rater()])``"""
+        rated, pairs = self._rated(), {}
+        for run, candidate, mine in rated:
+            if run.scorer and candidate.score is not None:
+                pairs.setdefault(f"{rater_name(run)} (in the runs)", []).append((mine, candidate.score))
+        for rater in self.raters if raters is None else raters:
+            try:  # the text the run's images were scored against
+                pairs[rater.name] = [(mine, float(rater.score(run.text.get("text", ""), [candidate.path])[0]))
+                                     for run, candidate, mine in rated]
+            except Exception as error:  # noqa: BLE001 - a failing rater is reported, the others still count
+                pairs[rater.name] = f"{type(error).__name__}: {error}"
+        return {name: _agreement(found) for name, found in pairs.items()}
+
+    def _rated(self) -> list[tuple[PipelineRun, Candidate, int]]:
+        """(run, candidate, place of its rating on the scale) for each candidate rated on this scale."""
+        return [(run, c, self.scale.index(record["rating"])) for run in self.runs for c in run.candidates
+                if (record := self.ratings.get((run.path.name, c.index))) and record["rating"] in self.scale]
+
+    def show_agreement(self) -> dict[str, dict]:
+        """The button: :meth:`agreement` as bars under it (the raters score nothing before 3 images are rated)."""
+        rated = self._rated()
+        doubtful = any(run.placeholder or not (run.scorer or {}).get("meaningful", True) for run, _, _ in rated)
+        result = self.agreement() if len(rated) >= 3 else {}
+        self.agreement_box.value = agreement_html(result, len(rated), doubtful or any(
+            not getattr(rater, "meaningful", True) for rater in self.raters))
+        return result
+
     def _guard(self, action, what: str):
         """Wrap a callback so that an exception is shown in ``self.output`` instead of being lost."""
         def callback(*_ignored):  # buttons pass themselves, observers pass a change: not needed
@@ -271,6 +307,15 @@ class Inspector:
             sections.append(f"<section><h2>{escape(run.path.name)}</h2>{text_side_html(run)}"
                             f"<div>{''.join(cards) or '<p>No images in this run.</p>'}</div></section>")
         return write_page(path, "Inspector", f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}")
+
+
+def _agreement(pairs: list[tuple[int, float]] | str) -> dict:
+    """rho, n and why rho is NaN ("" when it is not) of (rating, score) pairs, or of a rater's error."""
+    if isinstance(pairs, str):
+        return {"rho": float("nan"), "n": 0, "reason": pairs}
+    n, rho = sum(s == s for _, s in pairs), spearman([m for m, _ in pairs], [s for _, s in pairs])  # NaN: not judged
+    reason = "" if rho == rho else "rate 3 or more images" if n < 3 else "no order: ratings or scores all equal"
+    return {"rho": rho, "n": n, "reason": reason}
 
 
 def _thumbnail_png(candidate: Candidate) -> bytes:

@@ -9,7 +9,9 @@ records are appended, and undo rewrites it atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 
 from .records import write_atomic
@@ -89,3 +91,21 @@ def _ends_without_newline(path: Path) -> bool:
     with open(path, "rb") as file:
         file.seek(-1, os.SEEK_END)
         return file.read(1) != b"\n"
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two equally long lists: 1 the same order, -1 the reverse. Equal values share
+    their mean rank, pairs with a NaN are left out; NaN when fewer than 3 pairs remain or a side is all equal.
+
+    >>> spearman([1, 2, 3, 4], [10, 30, 20, 40]), round(spearman([1, 1, 2], [5, 6, 7]), 3), spearman([1, 2], [1, 2])
+    (0.8, 0.866, nan)
+    """
+    pairs = [(x, y) for x, y in zip(map(float, a), map(float, b), strict=True) if x == x and y == y]  # NaN != NaN
+    if len(pairs) < 3:
+        return math.nan
+    # Pearson's correlation of the ranks, each minus the mean rank (n - 1) / 2. A rank counts from 0; equal
+    # values share the mean of their positions, (first + last) / 2.
+    sides = [(side, sorted(side)) for side in zip(*pairs)]
+    ra, rb = ([(bisect_left(s, v) + bisect_right(s, v) - len(s)) / 2 for v in side] for side, s in sides)
+    cov, var_a, var_b = sum(x * y for x, y in zip(ra, rb)), sum(x * x for x in ra), sum(y * y for y in rb)
+    return cov / math.sqrt(var_a * var_b) if var_a and var_b else math.nan

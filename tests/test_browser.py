@@ -275,6 +275,8 @@ def test_inspector_in_jupyterlab(request, tmp_path):
                 expect(large).to_have_attribute("src", BLOB)
                 _wait_for_png(page, files[1], "candidate #1")
                 expect(page.get_by_role("button", name="rated 4")).to_be_visible()  # thumbnail #0's label
+                page.get_by_role("button", name="Which rater agrees with me?").click()
+                expect(page.get_by_text("Rate at least 3 images first")).to_be_visible()  # one rated so far
                 _screenshot(page, tmp_path, "inspector-after-next.png")
                 errors = page.locator(".jp-Notebook [data-mime-type='application/vnd.jupyter.stderr']")
                 assert errors.count() == 0, f"the notebook or the widget's error box shows: {errors.all_inner_texts()}"

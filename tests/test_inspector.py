@@ -7,6 +7,7 @@ Two real runs are made once for the module with the real pipeline against the ki
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from datetime import datetime
 
@@ -454,3 +455,192 @@ def test_a_damaged_run_json_is_a_clear_error(runs, ratings, tmp_path):
     (run.path / "run.json").write_text("[]", encoding="utf-8")
     with pytest.raises(PipelineError, match="run.json: the record is a JSON list, not an object"):
         Inspector(run.path, ratings_path=ratings)
+
+
+# ----- which rater agrees with you (issue 15) -----------------------------------------------------
+
+def test_spearman_against_hand_computed_values():
+    from helpers.ratings import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    assert spearman([1, 2, 3], [9, 5, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (0, 1.5, 1.5, 3) and (0, 1, 2, 3): 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    assert spearman(["1", "3", "2"], [0.1, 0.3, 0.2]) == pytest.approx(1.0)  # ratings read from the file are text
+    assert spearman([1, 2, 3, 4], [1, math.nan, 2, 3]) == pytest.approx(1.0)  # the unjudged image is left out
+    for a, b in (([3, 3, 3], [1, 2, 3]), ([1, 2, 3], [5, 5, 5]), ([1, 2], [1, 2]), ([1, 2, 3], [1, math.nan, 2]),
+                 ([], [])):  # a constant side, fewer than 3 pairs
+        assert math.isnan(spearman(a, b)), (a, b)
+    with pytest.raises(ValueError):
+        spearman([1, 2, 3], [1, 2])
+
+
+def pixel_rater(values, texts=None):
+    """A deterministic rater: the score of each image is ``values[its pixels]``; it records the texts it got."""
+    from helpers.raters import as_rater
+
+    def score(text, image):
+        if texts is not None:
+            texts.append(text)
+        return values[image.tobytes()]
+    return as_rater(score, "pixels")
+
+
+def pixels(candidate):
+    from PIL import Image
+
+    with Image.open(candidate.path) as image:
+        return image.convert("RGB").tobytes()
+
+
+def rate_all(inspector, run, ratings):
+    """Rate candidates of ``run`` as ``ratings`` ({index: label}) through the Inspector."""
+    for index, value in ratings.items():
+        inspector.select(index, run=run.path.name)
+        inspector.rate(value)
+
+
+def test_agreement_with_a_rater_and_the_runs_own_scores(runs, ratings):
+    from helpers.ratings import spearman
+
+    scored, unscored = runs["scored"], runs["unscored"]
+    # (run, candidate, your rating, the rater's score): one swapped pair, so rho = 1 - 6 * 2 / (5 * 24) = 0.9
+    rated = [(scored, 0, "2", 0.2), (scored, 1, "5", 0.5), (scored, 2, "1", 0.1), (unscored, 0, "4", 0.3),
+             (unscored, 1, "3", 0.4)]
+    values = {pixels(run.candidates[index]): value for run, index, _, value in rated}
+    assert len(values) == 5  # five different pictures
+    texts = []
+    rater = pixel_rater(values, texts)
+    inspector = Inspector([scored, unscored], ratings_path=ratings, raters=[rater])
+    for run, index, rating, _ in rated:
+        inspector.select(index, run=run.path.name)
+        inspector.rate(rating)
+
+    result = Inspector([scored, unscored], ratings_path=ratings).agreement([rater])  # from the file
+    assert result["pixels"] == {"rho": pytest.approx(0.9), "n": 5, "reason": ""}
+    assert texts == [scored.text["text"]] * 3 + [unscored.text["text"]] * 2  # what each run scored against
+    own = result[f"{scored.scorer['rater']} (in the runs)"]  # the unscored run has no own scores
+    expected = spearman([1, 4, 0], [c.score for c in scored.candidates])
+    assert own["n"] == 3 and own["rho"] == pytest.approx(expected) and set(result) == {"pixels", *[
+        f"{scored.scorer['rater']} (in the runs)"]}
+    assert inspector.agreement()["pixels"]["rho"] == pytest.approx(0.9)  # the raters given to the Inspector
+    assert list(inspector.agreement(raters=())) == [f"{scored.scorer['rater']} (in the runs)"]
+
+
+def test_agreement_on_a_word_scale_and_a_rater_that_fails(runs, ratings):
+    from helpers.llm import LLMError
+    from helpers.raters import as_rater
+
+    run = runs["unscored"]
+    values = {pixels(c): value for c, value in zip(run.candidates, [0.7, 0.1, 0.4])}
+
+    def broken(text, image):
+        raise LLMError("the vision model is not loaded (test)", "load it in LM Studio")
+
+    class NoScore:  # any object with a name and score() is a rater; this one answers None
+        name = "none"
+
+        def score(self, text, images):
+            return [None for _ in images]
+
+    inspector = Inspector(run, ratings_path=ratings, scale=("bad", "ok", "good"),
+                          raters=[as_rater(broken, "questions"), pixel_rater(values), NoScore()])
+    rate_all(inspector, run, {0: "good", 1: "bad", 2: "ok"})  # positions 2, 0, 1: the rater's order
+
+    result = inspector.agreement()
+    assert list(result) == ["questions", "pixels", "none"]  # an unscored run has no own scores
+    assert result["pixels"] == {"rho": pytest.approx(1.0), "n": 3, "reason": ""}  # the failure stops nothing
+    assert math.isnan(result["questions"]["rho"]) and result["questions"]["n"] == 0
+    assert "LLMError: the vision model is not loaded (test)" in result["questions"]["reason"]
+    assert "load it in LM Studio" in result["questions"]["reason"]
+    assert math.isnan(result["none"]["rho"]) and result["none"]["reason"].startswith("TypeError")
+
+    with open(ratings, "a", encoding="utf-8") as file:  # ratings not on this scale are left out
+        for candidate in (1, 7):
+            file.write(json.dumps({"run": run.path.name, "candidate": candidate, "rating": "5"}) + "\n")
+    again = Inspector(run, ratings_path=ratings, scale=("bad", "ok", "good")).agreement([pixel_rater(values)])
+    assert math.isnan(again["pixels"]["rho"]) and again["pixels"]["n"] == 2
+    assert again["pixels"]["reason"] == "rate 3 or more images"
+
+
+def test_agreement_leaves_out_unjudged_images_and_says_when_there_is_no_order(runs, ratings):
+    run = runs["unscored"]
+    values = {pixels(c): value for c, value in zip(run.candidates, [0.7, math.nan, 0.4])}
+    inspector = Inspector(run, ratings_path=ratings, raters=[pixel_rater(values)])
+    rate_all(inspector, run, {0: "5", 1: "1", 2: "4"})
+    result = inspector.agreement()["pixels"]
+    assert math.isnan(result["rho"]) and result["n"] == 2 and result["reason"] == "rate 3 or more images"
+    rate_all(inspector, run, {0: "3", 1: "3", 2: "3"})
+    same = Inspector(run, ratings_path=ratings).agreement([pixel_rater({pixels(c): 1.0 for c in run.candidates})])
+    assert same["pixels"]["n"] == 3 and "no order" in same["pixels"]["reason"]
+
+
+def test_the_agreement_button(runs, ratings):
+    scored = runs["scored"]
+    calls = []
+    values = {pixels(c): value for c, value in zip(scored.candidates, [0.1, 0.2, 0.3])}
+    rater = pixel_rater(values, calls)
+    inspector = Inspector(scored, ratings_path=ratings, raters=[rater])
+    button = inspector.agreement_button
+    assert button.description == "Which rater agrees with me?"
+    assert button in inspector.widget.children[0].children[1].children  # under the rating buttons
+
+    rate_all(inspector, scored, {0: "1", 1: "2"})
+    button.click()
+    assert "Rate at least 3 images first" in inspector.agreement_box.value
+    assert "2 rated so far" in inspector.agreement_box.value
+    assert calls == []  # the raters score nothing before 3 images are rated
+    assert inspector.show_agreement() == {}
+
+    inspector.select(2)
+    inspector.rate("3")
+    button.click()
+    shown = inspector.agreement_box.value
+    assert inspector.output.outputs == ()
+    assert "<td>pixels</td>" in shown and "+1.00" in shown and "n=3" in shown and "█" * 20 in shown
+    assert f"{scored.scorer['rater']} (in the runs)" in shown
+    assert "PLACEHOLDER" in shown and "MEANINGLESS" in shown  # preview images, tiny test CLIP
+    assert inspector.show_agreement()["pixels"]["rho"] == pytest.approx(1.0)
+
+
+def test_the_agreement_button_shows_an_error_in_the_red_box(runs, ratings, monkeypatch):
+    run = runs["unscored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    rate_all(inspector, run, {0: "1", 1: "2", 2: "3"})
+
+    def broken(raters=None):
+        raise RuntimeError("agreement broke (test)")
+
+    monkeypatch.setattr(inspector, "agreement", broken)
+    inspector.agreement_button.click()  # does not raise
+    assert "Agreement failed: RuntimeError: agreement broke (test)" in inspector.output.outputs[0]["text"]
+
+
+def test_unscored_runs_and_no_raters_say_so(runs, ratings):
+    run = runs["unscored"]
+    inspector = Inspector(run, ratings_path=ratings)
+    rate_all(inspector, run, {0: "1", 1: "2", 2: "3"})
+    assert inspector.show_agreement() == {}
+    assert "No scores to compare with" in inspector.agreement_box.value
+
+
+def test_the_caption_names_the_rater(runs, ratings):
+    scored = runs["scored"]
+    inspector = Inspector(scored, ratings_path=ratings)
+    assert f"{scored.scorer['rater']} {scored.candidates[0].score:.3f}" in inspector.caption.value
+    html = inspector.export_html(ratings.parent / "export.html").read_text(encoding="utf-8")
+    assert f"{scored.scorer['rater']} {scored.candidates[0].score:.3f}" in html
+
+
+def test_a_run_scored_without_a_rater_name_is_named_by_its_clip_model(runs, ratings, tmp_path):
+    # Notebook 06's own pipeline records {"model", "pretrained", "meaningful"}: CLIP, without "rater".
+    run = copy_run(runs["scored"], tmp_path)
+    record = json.loads((run.path / "run.json").read_text(encoding="utf-8"))
+    record["scorer"] = {"model": "ViT-B-32", "pretrained": "openai", "meaningful": True}
+    (run.path / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    inspector = Inspector(run.path, ratings_path=ratings)
+    assert f"clip:ViT-B-32 {run.candidates[0].score:.3f}" in inspector.caption.value
+    rate_all(inspector, inspector.run, {0: "1", 1: "2", 2: "3"})
+    assert list(inspector.agreement()) == ["clip:ViT-B-32 (in the runs)"]
+    html = inspector.export_html(tmp_path / "export.html").read_text(encoding="utf-8")
+    assert f"clip:ViT-B-32 {run.candidates[2].score:.3f}" in html
