@@ -1,5 +1,5 @@
-"""The course's machinery around the notebooks: each notebook's first cell, the exercise checks, preflight,
-student versions, Moodle submission and grading, the command line.
+"""The course's machinery around the notebooks: each notebook's first cell, the exercise checks, the
+Inspector, preflight, student versions, Moodle submission and grading, the command line.
 
 The notebooks' steps live in the student's package ``helpers``; this package holds what the notebooks,
 instructors and the Makefile run around those steps (a student uses ``setup()`` and ``check()`` without
@@ -10,6 +10,8 @@ Module map:
 
     notebook.py    setup(): the first cell of every notebook (output folder, A1111 client, placeholder note)
     exercises.py   check(): the cell after each exercise; the kit's reference while it is not done; report()
+    ratings.py     the Inspector's ratings file (ratings.jsonl: tolerant reading, atomic undo); spearman()
+    inspector.py   Inspector: a run's images next to its text, rated by hand; which rater agrees with you
     __main__.py    the command line: ``python -m course doctor|models|pipeline|demo|submit|student|serve``
                    (``python -m helpers ...`` and the ``kit`` script run the same), used by the Makefile
     cli.py         the pipeline and demo commands: run the whole pipeline once and print a table

@@ -1,7 +1,7 @@
 """helpers: the small package the course notebooks share. Read it top to bottom, one file at a time.
 
-The lesson's data path is keywords -> text -> image prompt -> images -> scores -> run.json -> inspector,
-and the modules follow it; each imports only modules above it in this list:
+The lesson's data path is keywords -> text -> image prompt -> images -> scores -> run.json, and the
+modules follow it; each imports only modules above it in this list:
 
     errors.py        KitError: every error of the kit says the cause and, on a "Fix:" line, what to do
     config.py        settings from the environment or .env (SD_URL, LLM_BASE_URL, CLIP_MODEL, ...); Secret
@@ -24,13 +24,12 @@ and the modules follow it; each imports only modules above it in this list:
     plots.py         image_grid(): images in a grid, a label under each (matplotlib)
     records.py       the run record: PipelineRun, Candidate, load_run() (run.json on disk)
     pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
-    ratings.py       the inspector's ratings file (ratings.jsonl)
-    inspector.py     Inspector: browse and rate a run's images next to the text (ipywidgets)
     __main__.py      `python -m helpers ...`, kept as a pass-through to the course command line
 
 Not here, on purpose: the kit's A1111-compatible server is the package ``sdserver`` (students run it, they
 do not need to read it), and the course tooling (preflight, student versions, Moodle submission, the
-command line) is the package ``course``.
+command line) is the package ``course``, and so is the Inspector (course/inspector.py), the widget that
+shows and rates a run's images: a tool to look at results with, not a step of the pipeline.
 
 Importing ``helpers`` is cheap: it loads no torch, open_clip or openai, so notebooks start fast.
 Import the part you need:

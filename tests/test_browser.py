@@ -69,7 +69,7 @@ def _write_notebook(path: Path, run_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(
-        f"from helpers.inspector import Inspector\ninsp = Inspector({str(run_path)!r})\ninsp")]
+        f"from course.inspector import Inspector\ninsp = Inspector({str(run_path)!r})\ninsp")]
     nbformat.write(nb, path)
 
 

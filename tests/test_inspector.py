@@ -14,7 +14,7 @@ from datetime import datetime
 import ipywidgets
 import pytest
 
-from helpers.inspector import Inspector
+from course.inspector import Inspector
 from helpers.records import PipelineError, load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -460,7 +460,7 @@ def test_a_damaged_run_json_is_a_clear_error(runs, ratings, tmp_path):
 # ----- which rater agrees with you (issue 15) -----------------------------------------------------
 
 def test_spearman_against_hand_computed_values():
-    from helpers.ratings import spearman
+    from course.ratings import spearman
 
     assert spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
     assert spearman([1, 2, 3], [9, 5, 1]) == pytest.approx(-1.0)
@@ -501,7 +501,7 @@ def rate_all(inspector, run, ratings):
 
 
 def test_agreement_with_a_rater_and_the_runs_own_scores(runs, ratings):
-    from helpers.ratings import spearman
+    from course.ratings import spearman
 
     scored, unscored = runs["scored"], runs["unscored"]
     # (run, candidate, your rating, the rater's score): one swapped pair, so rho = 1 - 6 * 2 / (5 * 24) = 0.9

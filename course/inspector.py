@@ -17,11 +17,12 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .config import load_settings
-from .display import agreement_html, card_html, rater_name, score_text, text_side_html, write_page
-from .images import png_thumbnail
+from helpers.config import load_settings
+from helpers.display import card_html, rater_name, score_text, text_side_html, write_page
+from helpers.images import png_thumbnail
+from helpers.records import Candidate, PipelineRun, load_run
+
 from .ratings import RATINGS_FILE, append_rating, read_ratings, remove_rating_line, spearman
-from .records import Candidate, PipelineRun, load_run
 
 THUMB_SIDE = 96  # pixels of a thumbnail in the strip
 IMAGE_WIDTH = "384px"  # the selected image; small test images are scaled up to this
@@ -307,6 +308,27 @@ class Inspector:
             sections.append(f"<section><h2>{escape(run.path.name)}</h2>{text_side_html(run)}"
                             f"<div>{''.join(cards) or '<p>No images in this run.</p>'}</div></section>")
         return write_page(path, "Inspector", f"<h1>Inspector: {len(self.runs)} run(s)</h1>{''.join(sections)}")
+
+
+def agreement_html(result: dict[str, dict], rated: int, doubtful: bool = False) -> str:
+    """Inspector.agreement's ``result`` (``rated``: how many images you rated) as a table with a bar per rater:
+    green when it orders the images as you do, red the other way round. ``doubtful``: placeholders or a test model."""
+    if rated < 3:
+        return f"<p><b>Rate at least 3 images first</b> ({rated} rated so far): a rank correlation needs 3 or more.</p>"
+    rows = []
+    for name, entry in result.items():
+        rho, known = entry["rho"], entry["rho"] == entry["rho"]  # NaN: no rho (the reason says why)
+        color = "#2a2" if rho >= 0 else "#c22"
+        bar = f"<span style='color:{color}'>{'█' * round(abs(rho) * 20)}</span>" if known else ""
+        rows.append(f"<tr><td>{escape(name)}</td><td style='min-width:170px'>{bar}</td>"
+                    f"<td>{f'{rho:+.2f}' if known else '—'}</td><td>n={entry['n']}</td>"
+                    f"<td><small>{escape(entry['reason'])}</small></td></tr>")
+    warning = ("<p class='warn' style='color:#b00'>⚠ PLACEHOLDER images or a tiny test model's MEANINGLESS scores: "
+               "this agreement says nothing about real raters.</p>" if doubtful else "")
+    table = (f"<table>{''.join(rows)}</table>" if rows
+             else "<p>No scores to compare with: the runs are unscored and no rater was given.</p>")
+    return (f"<div><b>Which rater agrees with you?</b> Spearman's rho of each rater's scores with your {rated} ratings:"
+            f" +1 your order, 0 none, -1 the reverse, — none (see why).{warning}{table}</div>")
 
 
 def _agreement(pairs: list[tuple[int, float]] | str) -> dict:

@@ -14,7 +14,7 @@ import os
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 
-from .records import write_atomic
+from helpers.records import write_atomic
 
 RATINGS_FILE = "ratings.jsonl"
 
