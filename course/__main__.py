@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     doctor = sub.add_parser("doctor", help="check Python, packages and the A1111 server, with a fix for each failure")
     doctor.add_argument("--no-a1111", action="store_true", help="skip the A1111 server checks")
     doctor.add_argument("--no-llm", action="store_true", help="skip the LLM server check")
-    sub.add_parser("models", help="download the configured CLIP weights into the cache (needs internet)")
+    sub.add_parser("models", help="download the configured CLIP weights (and a SigLIP tokenizer) into the cache "
+                   "(needs internet)")
     pipe = sub.add_parser("pipeline", help="keywords -> text -> prompt -> images -> CLIP scores -> best image")
     pipe.add_argument("keywords", help='a few keywords, e.g. "lighthouse, storm"')
     pipe.add_argument("--n", type=int, default=5, help="candidates in best mode (default 5)")
@@ -118,7 +119,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
         except KitError as err:
             print(err)
             return 1
-        print(f"CLIP ready: {scorer!r} (loaded in {scorer.load_seconds:.1f} s)")
+        # Loading is the download: the weights and, for SigLIP models, the Hugging Face tokenizer land in the
+        # Hub's cache, where a class without internet finds them.
+        print(f"CLIP ready: {scorer!r}, reads {scorer.token_limit} tokens of text "
+              f"(loaded in {scorer.load_seconds:.1f} s)")
         return 0
     return 2
 

@@ -74,6 +74,9 @@ def _cached(model: str, tag: str) -> bool:
     if cfg.get("hf_hub"):
         repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" or "org/name/file.bin", as open_clip reads it
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        hf_tokenizer = open_clip.get_model_config(model)["text_cfg"].get("hf_tokenizer_name")
+        if hf_tokenizer and not isinstance(try_to_load_from_cache(hf_tokenizer, "tokenizer_config.json"), str):
+            return False  # SigLIP: the tokenizer comes from the Hub too, and `make models` fetches it
         return any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
     if cfg.get("url"):
         return (Path.home() / ".cache" / "clip" / Path(cfg["url"]).name).is_file()
@@ -130,14 +133,18 @@ def load_clip(model: str | None = None, pretrained: str | None = None, device: s
     hub_was_offline = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = hub_was_offline or offline
     try:
+        tokenizer = open_clip.get_tokenizer(model)  # SigLIP: a Hugging Face tokenizer, from the Hub's cache
         clip_model, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=weights, device=device)
-    except RuntimeError as err:
+    except ImportError as err:  # only the Hugging Face tokenizers (SigLIP) need transformers
+        raise ClipError(f"{model}'s tokenizer needs the transformers package ({err}).",
+                        "pip install transformers, then restart the kernel.") from None
+    except (RuntimeError, OSError) as err:
         raise ClipError(f"Could not load CLIP {model}/{pretrained}: {str(err).splitlines()[0]}",
                         MAKE_MODELS_FIX) from None
     finally:
         constants.HF_HUB_OFFLINE = hub_was_offline
     clip_model.eval()  # open_clip returns the model in training mode
-    loaded = LoadedClip(clip_model, preprocess, open_clip.get_tokenizer(model), device, time.perf_counter() - started)
+    loaded = LoadedClip(clip_model, preprocess, tokenizer, device, time.perf_counter() - started)
     _LOADED[key] = loaded
     return loaded
 
@@ -155,7 +162,7 @@ class ClipScorer:
         self.pretrained = pretrained if pretrained is not None else settings.clip_pretrained
         self._clip = load_clip(self.model_name, self.pretrained, device or settings.clip_device)
         self.device = self._clip.device
-        self.meaningful = self.model_name != TINY_MODEL and str(self.pretrained).lower() not in ("", "none")
+        self.meaningful = not self.model_name.startswith("tiny-") and str(self.pretrained).lower() not in ("", "none")
 
     def __repr__(self) -> str:
         note = "" if self.meaningful else ", TEST MODEL: scores are meaningless"
@@ -175,15 +182,15 @@ class ClipScorer:
         return features / features.norm(dim=-1, keepdim=True)
 
     def encode_texts(self, texts: Sequence[str], long_text: str = "truncate"):
-        """L2-normalised text embeddings. The model reads ``token_limit`` tokens (75 for CLIP, 62 for a 64-token
-        model such as SigLIP): ``long_text="truncate"`` drops the rest (with a warning), ``"chunks"`` averages
-        the embeddings of all pieces of that size."""
+        """L2-normalised text embeddings. The model reads ``token_limit`` tokens (75 for CLIP, 63 for SigLIP 2):
+        ``long_text="truncate"`` drops the rest (with a warning), ``"chunks"`` averages the embeddings of all
+        pieces of that size."""
         import torch
         if long_text not in ("truncate", "chunks"):
             raise ValueError("long_text must be 'truncate' or 'chunks'")
         limit, rows = self.token_limit, []
         for text in texts:
-            ids = list(self._clip.tokenizer.encode(text))  # without start/end markers, never truncated
+            ids = self._text_ids(text)  # without start/end markers, never truncated
             if len(ids) > limit and long_text == "truncate":
                 warnings.warn(f"{self.model_name} reads {limit} tokens; this text has {len(ids)}, so the last "
                               f"{len(ids) - limit} tokens are ignored. Pass long_text='chunks' to use all of it.",
@@ -194,16 +201,36 @@ class ClipScorer:
 
     @property
     def token_limit(self) -> int:
-        """The text tokens this model reads: its tokenizer's context length less the start and end markers."""
-        return self._clip.tokenizer.context_length - 2
+        """The text tokens this model reads: its context length less the markers its tokenizer adds (CLIP: 77 - 2
+        for start and end; SigLIP 2: 64 - 1, an end marker only)."""
+        before, after, _, _ = self._markers()
+        return self._clip.tokenizer.context_length - len(before) - len(after)
+
+    def _text_ids(self, text: str) -> list[int]:
+        tokenizer = self._clip.tokenizer
+        if hasattr(tokenizer, "tokenizer"):  # open_clip's wrapper of a Hugging Face tokenizer (SigLIP)
+            return tokenizer.tokenizer(tokenizer.clean_fn(text), add_special_tokens=False)["input_ids"]
+        return list(tokenizer.encode(text))  # open_clip's own CLIP tokenizer
+
+    def _markers(self) -> tuple[list[int], list[int], int, str]:
+        """The ids the tokenizer puts before and after a text, its padding id and side, as open_clip pads."""
+        tokenizer = self._clip.tokenizer
+        if not hasattr(tokenizer, "tokenizer"):
+            return [tokenizer.sot_token_id], [tokenizer.eot_token_id], 0, "right"
+        hf = tokenizer.tokenizer  # a Hugging Face tokenizer: let it show where its markers go around one word
+        plain, marked = hf("a", add_special_tokens=False)["input_ids"], hf("a")["input_ids"]
+        start = marked.index(plain[0])
+        return marked[:start], marked[start + len(plain):], hf.pad_token_id, hf.padding_side
 
     def _encode_token_pieces(self, pieces: list[list[int]]):
         import torch
-        tokenizer = self._clip.tokenizer
-        tokens = torch.zeros(len(pieces), tokenizer.context_length, dtype=torch.long)
-        for row, piece in enumerate(pieces):
-            ids = [tokenizer.sot_token_id, *piece, tokenizer.eot_token_id]
-            tokens[row, : len(ids)] = torch.tensor(ids)
+        before, after, pad, side = self._markers()
+        rows = []
+        for piece in pieces:
+            ids = [*before, *piece, *after]
+            padding = [pad] * (self._clip.tokenizer.context_length - len(ids))
+            rows.append(padding + ids if side == "left" else ids + padding)
+        tokens = torch.tensor(rows, dtype=torch.long)
         with torch.inference_mode():
             features = self._clip.model.encode_text(tokens.to(self.device))
         features = features / features.norm(dim=-1, keepdim=True)
