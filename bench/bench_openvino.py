@@ -51,6 +51,7 @@ def measure(backend: str, model: str, decoder: str, rounds: int = 1) -> dict:
     for steps in (1, 4):
         result[steps] = statistics.median(one(steps, seed) for seed in range(1, rounds + 1))
     result["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+    result["loadavg"] = os.getloadavg()[0]  # other jobs on the machine slow every timing: say how busy it was
     return result
 
 
@@ -88,7 +89,8 @@ def run(rounds: int = 1) -> list[str]:
         ratios = "" if result is base else (f" -> ratio {result['1'] / base['1']:.2f} (1 step), "
                                             f"{result['4'] / base['4']:.2f} (4 steps) against PyTorch float32")
         out.append(f"{label}: 1 step {result['1']:.1f} s, 4 steps {result['4']:.1f} s per image, peak memory "
-                   f"{result['peak_gb']:.1f} GB, load {result['load']:.0f} s{ratios}")
+                   f"{result['peak_gb']:.1f} GB, load {result['load']:.0f} s, machine's load average "
+                   f"{result['loadavg']:.1f}{ratios}")
     return out
 
 
