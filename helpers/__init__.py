@@ -28,15 +28,12 @@ and the modules follow it; each imports only modules above it in this list:
     inspector.py     Inspector: browse and rate a run's images next to the text (ipywidgets)
     __main__.py      `python -m helpers ...`, kept as a pass-through to the course command line
 
-Not here, on purpose: the kit's A1111-compatible server is the package ``sdserver`` (students run it, they
-do not need to read it), and the course tooling (preflight, student versions, Moodle submission, the
-command line) is the package ``course``.
+Not here, on purpose: the kit's A1111-compatible server (package ``sdserver``: students run it, not read
+it) and the course tooling (package ``course``: preflight, student versions, submission, the command line).
 
-Importing ``helpers`` is cheap: it loads no torch, open_clip or openai, so notebooks start fast.
-Import the part you need:
+Importing ``helpers`` loads no torch, open_clip or openai, so notebooks start fast; import the part you need:
 
-    >>> from helpers.a1111 import A1111Client          # doctest: +SKIP
-    >>> from helpers.config import load_settings
+    >>> from helpers.a1111 import A1111Client
 """
 
 __version__ = "0.1.0"

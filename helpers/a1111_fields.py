@@ -11,6 +11,7 @@ import difflib
 from typing import Any
 
 from .a1111_http import InvalidRequest
+from .generation import _is_int
 
 # name -> default, in A1111's schema order. The API's defaults are not the UI's: 50 steps, sampler "Euler".
 TXT2IMG_DEFAULTS: dict[str, Any] = {
@@ -44,10 +45,6 @@ FIELD_ALIASES: dict[str, str] = {
 }
 
 
-def _is_whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def validate_txt2img(fields: dict[str, Any], endpoint: str = "txt2img") -> None:
     """Check a txt2img (or ``endpoint="img2img"``) request before sending it; raises InvalidRequest with the fix.
 
@@ -79,20 +76,20 @@ def validate_txt2img(fields: dict[str, Any], endpoint: str = "txt2img") -> None:
                                  "mean it.")
     for name in ("width", "height"):
         value = fields.get(name)
-        if value is not None and (not _is_whole(value) or value < 64 or value % 8):
+        if value is not None and (not _is_int(value) or value < 64 or value % 8):
             raise InvalidRequest(f"{name}={value!r} is not usable: Stable Diffusion needs a whole number of pixels "
                                  "that is a multiple of 8 (64 or more)",
                                  fix=f"Use e.g. {name}=512 (SD 1.5) or {name}=1024 (SDXL).")
     for name, example in (("steps", 20), ("batch_size", 1), ("n_iter", 1)):
         value = fields.get(name)
-        if value is not None and (not _is_whole(value) or value < 1):
+        if value is not None and (not _is_int(value) or value < 1):
             raise InvalidRequest(f"{name}={value!r} must be a whole number >= 1", fix=f"Use e.g. {name}={example}.")
     cfg = fields.get("cfg_scale")
     if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0 <= cfg <= 30):
         raise InvalidRequest(f"cfg_scale={cfg!r} must be a number from 0 to 30",
                              fix="Use e.g. cfg_scale=7 (SD 1.5/SDXL) or cfg_scale=1 (turbo/LCM models).")
     seed = fields.get("seed")
-    if seed is not None and (not _is_whole(seed) or not -1 <= seed < 2**32):
+    if seed is not None and (not _is_int(seed) or not -1 <= seed < 2**32):
         raise InvalidRequest(f"seed={seed!r} must be -1 (random) or a whole number from 0 to 4294967295",
                              fix="Use e.g. seed=42, or seed=-1 for a new random seed.")
     if fields.get("enable_hr") and fields.get("denoising_strength") is None:

@@ -194,9 +194,8 @@ class A1111Http:
                              url=shown, fix=NOT_A1111) from None
         except ValueError:
             body, is_json = None, False
-        detail = ""
-        if isinstance(body, dict):
-            detail = self._clean(_short(body.get("errors") or body.get("detail") or "", 1000))
+        detail = (body.get("errors") or body.get("detail")) if isinstance(body, dict) else ""
+        detail = self._clean(_short(detail or "", 1000))
         text = self._clean(response.text[:200]) if not is_json or status != 200 else ""
         if status == 200:
             if not is_json:

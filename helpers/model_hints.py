@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ModelHints", "hints_for", "model_hints"]
-
 
 @dataclass(frozen=True)
 class ModelHints:

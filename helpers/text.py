@@ -64,19 +64,15 @@ class Document:
 
 def parse_document(path: Path) -> Document:
     """Read one corpus file (``# Title``, ``Topic:``, ``Keywords:``, a blank line, the paragraph)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    head, *body = re.split(r"\n\s*\n", path.read_text(encoding="utf-8"), maxsplit=1)
     header = {}
-    body_start = 0
-    for index, line in enumerate(lines):
-        if not line.strip():
-            body_start = index + 1
-            break
+    for line in head.splitlines():
         if line.startswith("# "):
             header["title"] = line[2:].strip()
         elif ":" in line:
             key, _, value = line.partition(":")
             header[key.strip().lower()] = value.strip()
-    text = " ".join(line.strip() for line in lines[body_start:] if line.strip())
+    text = " ".join(line.strip() for line in "".join(body).splitlines() if line.strip())
     if "title" not in header or not text:
         raise TextError(f"{path} is not a corpus text: it needs a '# Title' line, a blank line and a paragraph "
                         "(see data/corpus/README.md).")

@@ -25,6 +25,7 @@ import requests  # noqa: E402
 from conftest import pixel_array, same_pixels, txt2img_reply  # noqa: E402
 
 from helpers.a1111 import A1111Client, A1111Error  # noqa: E402
+from helpers.images import encode_b64  # noqa: E402
 from helpers.infotext import parse_infotext  # noqa: E402
 from sdserver import serve_in_thread  # noqa: E402
 from sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
@@ -96,7 +97,7 @@ def test_real_images_with_infotext_through_the_client(server, tiny_models):
     assert settings["Model"] == "tiny-sd" and settings["VAE Decoder"] == "TAESD"
     assert settings["Model hash"] == gen.info["sd_model_hash"] and len(settings["Model hash"]) == 10
     assert settings["Version"].startswith("kit-diffusers-")
-    assert client.png_info(gen.png[0])["info"] == gen.infotexts[0]
+    assert client.post("png-info", {"image": encode_b64(gen.png[0])})["info"] == gen.infotexts[0]
     # Real pixels: not a flat image, and the two images of the batch differ.
     first, second = (np.asarray(image, dtype=np.int16) for image in gen.images)
     assert first.std() > 1 and np.abs(first - second).max() > 10
