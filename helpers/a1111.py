@@ -40,8 +40,7 @@ MAX_POLL_FAILURES = 5
 
 
 class GenerationInterrupted(KeyboardInterrupt):
-    """You stopped a generation (Ctrl-C / Stop): the server was told to stop, and what it had made so far
-    is in ``.generation`` and ``client.last``."""
+    """You stopped a generation (Ctrl-C / Stop); what the server made is in ``.generation`` and ``client.last``."""
 
     def __init__(self, generation: Generation | None):
         self.generation = generation
@@ -152,10 +151,9 @@ class A1111Client(A1111Http):
         """Did someone else interrupt the job? A1111's answer does not say; two signs do: fewer images than
         seeds, and /progress's ``interrupted`` flag (kept until the next job) with our ``job_timestamp``."""
         info = generation.info
-        if info.get("interrupted") is True:  # a server that marks it in info (not A1111 1.10)
-            return True
         seeds = info.get("all_seeds")
-        if isinstance(seeds, list) and 0 < len(generation.images) < len(seeds):
+        # A server that marks it in info (not A1111 1.10), or fewer images than seeds:
+        if info.get("interrupted") is True or (isinstance(seeds, list) and 0 < len(generation.images) < len(seeds)):
             return True
         try:
             answer = self.request("GET", "progress", params={"skip_current_image": "true"}, timeout=10)
@@ -293,7 +291,6 @@ class A1111Client(A1111Http):
     def interrogate(self, image, model: str = "clip", timeout: float | None = None) -> str:
         """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption.
         A1111 downloads its captioning model on first use, so the first call can take minutes."""
-        payload = {"image": encode_b64(image), "model": model}
-        answer = self.request("POST", "interrogate", json=payload, timeout=timeout)
+        answer = self.request("POST", "interrogate", json={"image": encode_b64(image), "model": model}, timeout=timeout)
         ok = isinstance(answer, dict) and isinstance(answer.get("caption"), str)
         return self._expect("interrogate", answer, ok, "an object with a 'caption' text")["caption"]

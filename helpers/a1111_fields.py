@@ -15,20 +15,17 @@ from .generation import _is_int
 
 # name -> default, in A1111's schema order. The API's defaults are not the UI's: 50 steps, sampler "Euler".
 TXT2IMG_DEFAULTS: dict[str, Any] = {
-    "prompt": "", "negative_prompt": "", "styles": None,
-    "seed": -1, "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
-    "sampler_name": None, "scheduler": None, "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0,
-    "width": 512, "height": 512, "restore_faces": None, "tiling": None,
-    "do_not_save_samples": False, "do_not_save_grid": False,
-    "eta": None, "denoising_strength": None, "s_min_uncond": None, "s_churn": None, "s_tmax": None, "s_tmin": None,
-    "s_noise": None, "override_settings": None, "override_settings_restore_afterwards": True,
-    "refiner_checkpoint": None, "refiner_switch_at": None, "disable_extra_networks": False,
-    "firstpass_image": None, "comments": None,
-    "enable_hr": False, "firstphase_width": 0, "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None,
-    "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": None,
-    "hr_sampler_name": None, "hr_scheduler": None, "hr_prompt": "", "hr_negative_prompt": "",
-    "force_task_id": None, "sampler_index": "Euler", "script_name": None, "script_args": [],
-    "send_images": True, "save_images": False, "alwayson_scripts": {}, "infotext": None,
+    "prompt": "", "negative_prompt": "", "styles": None, "seed": -1, "subseed": -1, "subseed_strength": 0.0,
+    "seed_resize_from_h": -1, "seed_resize_from_w": -1, "sampler_name": None, "scheduler": None, "batch_size": 1,
+    "n_iter": 1, "steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512, "restore_faces": None, "tiling": None,
+    "do_not_save_samples": False, "do_not_save_grid": False, "eta": None, "denoising_strength": None,
+    "s_min_uncond": None, "s_churn": None, "s_tmax": None, "s_tmin": None, "s_noise": None, "override_settings": None,
+    "override_settings_restore_afterwards": True, "refiner_checkpoint": None, "refiner_switch_at": None,
+    "disable_extra_networks": False, "firstpass_image": None, "comments": None, "enable_hr": False,
+    "firstphase_width": 0, "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None, "hr_second_pass_steps": 0,
+    "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": None, "hr_sampler_name": None, "hr_scheduler": None,
+    "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": None, "sampler_index": "Euler", "script_name": None,
+    "script_args": [], "send_images": True, "save_images": False, "alwayson_scripts": {}, "infotext": None,
 }
 
 # img2img's fields: txt2img's without hires fix, and its own (sdserver/models.py has A1111's order and defaults).

@@ -112,11 +112,7 @@ def png_bytes(image, infotext: str | None) -> bytes:
 
     meta = PngInfo()
     if infotext:
-        try:  # tEXt when it can (as A1111), iTXt for text beyond Latin-1
-            infotext.encode("latin-1")
-            meta.add_text(PNG_KEY, infotext)
-        except UnicodeEncodeError:
-            meta.add_itxt(PNG_KEY, infotext)
+        meta.add_text(PNG_KEY, infotext)  # tEXt as A1111 writes it; Pillow makes it iTXt beyond Latin-1
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=meta)
     return buffer.getvalue()

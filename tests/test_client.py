@@ -45,7 +45,7 @@ def test_txt2img_returns_images_real_seeds_and_infotext(client):
     assert len(gen.images) == 2 and gen.images[0].size == (128, 96)
     assert gen.seeds[0] != -1 and gen.seeds[1] == gen.seeds[0] + 1
     assert gen.parameters["seed"] == -1  # the echo of the request, which is why seeds come from info
-    settings = gen.settings(1)
+    settings = parse_infotext(gen.infotexts[1])
     assert settings["Prompt"] == "a lighthouse at dusk" and settings["Negative prompt"] == "blurry"
     assert settings["Seed"] == str(gen.seeds[1]) and settings["Steps"] == "3"
     assert (settings["Size-1"], settings["Size-2"]) == ("128", "96")
