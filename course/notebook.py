@@ -17,7 +17,9 @@ from typing import Any
 
 from helpers.backends import connect_a1111
 from helpers.config import Settings, load_settings
-from helpers.plots import PLACEHOLDER_NOTE
+
+# What placeholder_note() adds to a figure's title when the images come from the preview engine.
+PLACEHOLDER_NOTE = "PLACEHOLDER images from the kit's offline preview engine, not a real model"
 
 MEANINGLESS = "TINY RANDOM TEST MODEL — scores are meaningless"
 

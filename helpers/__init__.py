@@ -26,16 +26,13 @@ modules follow it; each imports only modules above it in this list:
     pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
     __main__.py      `python -m helpers ...`, kept as a pass-through to the course command line
 
-Not here, on purpose: the kit's A1111-compatible server is the package ``sdserver`` (students run it, they
-do not need to read it), and the course tooling (preflight, student versions, Moodle submission, the
-command line) is the package ``course``, and so is the Inspector (course/inspector.py), the widget that
-shows and rates a run's images: a tool to look at results with, not a step of the pipeline.
+Not here, on purpose: the kit's A1111-compatible server (package ``sdserver``: students run it, not read
+it) and the course tooling (package ``course``: preflight, student versions, submission, the command line,
+and the Inspector, the widget that shows and rates a run's images: a tool, not a step of the pipeline).
 
-Importing ``helpers`` is cheap: it loads no torch, open_clip or openai, so notebooks start fast.
-Import the part you need:
+Importing ``helpers`` loads no torch, open_clip or openai, so notebooks start fast; import the part you need:
 
-    >>> from helpers.a1111 import A1111Client          # doctest: +SKIP
-    >>> from helpers.config import load_settings
+    >>> from helpers.a1111 import A1111Client
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,4 @@
-"""``python -m helpers ...``: the course's command line under the name the README and students use.
-
-It lives in course/__main__.py (``python -m course -h`` lists the commands).
-"""
+"""``python -m helpers ...``: the course's command line (course/__main__.py; ``python -m course -h`` lists it)."""
 
 import sys
 

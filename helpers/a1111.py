@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -40,8 +40,7 @@ MAX_POLL_FAILURES = 5
 
 
 class GenerationInterrupted(KeyboardInterrupt):
-    """You stopped a generation (Ctrl-C / Stop): the server was told to stop, and what it had made so far
-    is in ``.generation`` and ``client.last``."""
+    """You stopped a generation (Ctrl-C / Stop); what the server made is in ``.generation`` and ``client.last``."""
 
     def __init__(self, generation: Generation | None):
         self.generation = generation
@@ -152,10 +151,9 @@ class A1111Client(A1111Http):
         """Did someone else interrupt the job? A1111's answer does not say; two signs do: fewer images than
         seeds, and /progress's ``interrupted`` flag (kept until the next job) with our ``job_timestamp``."""
         info = generation.info
-        if info.get("interrupted") is True:  # a server that marks it in info (not A1111 1.10)
-            return True
         seeds = info.get("all_seeds")
-        if isinstance(seeds, list) and 0 < len(generation.images) < len(seeds):
+        # A server that marks it in info (not A1111 1.10), or fewer images than seeds:
+        if info.get("interrupted") is True or (isinstance(seeds, list) and 0 < len(generation.images) < len(seeds)):
             return True
         try:
             answer = self.request("GET", "progress", params={"skip_current_image": "true"}, timeout=10)
@@ -176,13 +174,7 @@ class A1111Client(A1111Http):
         finished = False
         failures = 0  # unusable /progress answers in a row
         try:
-            while True:
-                try:
-                    body = future.result(timeout=0.5)
-                    finished = True
-                    return body
-                except FutureTimeout:
-                    pass
+            while not wait([future], timeout=0.5).done:
                 if bar and failures < MAX_POLL_FAILURES:
                     problem = self._poll_progress(bar, poll_session)
                     failures = failures + 1 if problem else 0
@@ -190,6 +182,9 @@ class A1111Client(A1111Http):
                         warnings.warn(f"Live progress stopped polling {without_password(self._url('progress'))} "
                                       f"after {failures} unusable answers in a row (last: {problem}); the "
                                       "generation itself goes on.", stacklevel=4)
+            body = future.result()
+            finished = True
+            return body
         except KeyboardInterrupt:
             raise GenerationInterrupted(self._stop_and_collect(future, path)) from None
         finally:
@@ -232,9 +227,8 @@ class A1111Client(A1111Http):
         """
         answer = self.request("GET", "progress", params={"skip_current_image": str(skip_current_image).lower()},
                               timeout=30)
-        if not isinstance(answer, dict) or not isinstance(answer.get("state", {}), dict):
-            raise self._unexpected("progress", answer, "an object with a 'state' object")
-        return answer
+        ok = isinstance(answer, dict) and isinstance(answer.get("state", {}), dict)
+        return self._expect("progress", answer, ok, "an object with a 'state' object")
 
     def interrupt(self) -> None:
         """Stop the running generation (on a shared server, whoever's it is); txt2img still returns what was made."""
@@ -242,25 +236,25 @@ class A1111Client(A1111Http):
             self._interrupted = True
         self.request("POST", "interrupt", json={}, timeout=30)
 
-    def _unexpected(self, path: str, answer: Any, expected: str) -> A1111Error:
+    def _expect(self, path: str, answer: Any, ok: bool, expected: str) -> Any:
+        """``answer`` when ``ok``, else an A1111Error saying what GET/POST ``path`` answered instead."""
+        if ok:
+            return answer
         shown = without_password(self._url(path))
-        return A1111Error(f"{shown} answered {self._clean(_short(repr(answer), 80))}, not {expected}.", url=shown,
-                          fix=f"{NOT_A1111} If it is, its console or log may show what went wrong.")
+        raise A1111Error(f"{shown} answered {self._clean(_short(repr(answer), 80))}, not {expected}.", url=shown,
+                         fix=f"{NOT_A1111} If it is, its console or log may show what went wrong.")
 
     def _names(self, path: str, key: str) -> list[str]:
         """The ``key`` of each object in the list that GET ``path`` answers (models, samplers, ...)."""
         answer = self.get(path)
-        if not isinstance(answer, list) or not all(isinstance(item, dict) and isinstance(item.get(key), str)
-                                                   for item in answer):
-            raise self._unexpected(path, answer, f"a list of objects that each have a '{key}' text")
-        return [item[key] for item in answer]
+        ok = isinstance(answer, list) and all(isinstance(item, dict) and isinstance(item.get(key), str)
+                                              for item in answer)
+        return [item[key] for item in self._expect(path, answer, ok, f"a list of objects with a '{key}' text")]
 
     def options(self) -> dict:
         """All server settings, e.g. ``client.options()["sd_model_checkpoint"]``."""
         answer = self.get("options")
-        if not isinstance(answer, dict):
-            raise self._unexpected("options", answer, "an object of settings")
-        return answer
+        return self._expect("options", answer, isinstance(answer, dict), "an object of settings")
 
     def set_options(self, **options) -> None:
         """Change server settings for everyone, e.g. ``client.set_options(CLIP_stop_at_last_layers=2)``."""
@@ -294,18 +288,9 @@ class A1111Client(A1111Http):
         """Scheduler labels to use as ``scheduler``, e.g. ``['Automatic', 'Karras', ...]`` (A1111 1.9+)."""
         return self._names("schedulers", "label")
 
-    def png_info(self, image) -> dict:
-        """The server's reading of a PNG's infotext (PIL image, path or bytes): ``{"info", "items", "parameters"}``."""
-        answer = self.request("POST", "png-info", json={"image": encode_b64(image)}, timeout=60)
-        if not isinstance(answer, dict):
-            raise self._unexpected("png-info", answer, "an object with 'info'")
-        return answer
-
     def interrogate(self, image, model: str = "clip", timeout: float | None = None) -> str:
         """Ask the server to caption an image (``model`` "clip" or "deepdanbooru"); returns the caption.
         A1111 downloads its captioning model on first use, so the first call can take minutes."""
-        payload = {"image": encode_b64(image), "model": model}
-        answer = self.request("POST", "interrogate", json=payload, timeout=timeout)
-        if not isinstance(answer, dict) or not isinstance(answer.get("caption"), str):
-            raise self._unexpected("interrogate", answer, "an object with a 'caption' text")
-        return answer["caption"]
+        answer = self.request("POST", "interrogate", json={"image": encode_b64(image), "model": model}, timeout=timeout)
+        ok = isinstance(answer, dict) and isinstance(answer.get("caption"), str)
+        return self._expect("interrogate", answer, ok, "an object with a 'caption' text")["caption"]

@@ -3,9 +3,6 @@
 A refused connection, a cut-off answer, a 404 (no ``--api``), a 401 (``--api-auth``), a 422 (a typo), a 500:
 ``A1111Http.request`` turns each into an ``A1111Error`` naming the URL, the cause and the fix, with passwords
 masked even when a server echoes them back.
-
-    >>> A1111Http("http://127.0.0.1:7860").request("GET", "sd-models")   # doctest: +SKIP
-    [{'title': 'v1-5-pruned-emaonly.safetensors [6ce0161689]', ...}]
 """
 
 from __future__ import annotations
@@ -21,10 +18,8 @@ from .errors import KitError
 from .generation import NOT_A1111
 from .urls import localhost_hint, without_password
 
-START_HINT = (
-    "Start A1111 with the --api flag (on Windows add it to COMMANDLINE_ARGS in webui-user.bat, "
-    "on Linux/macOS to COMMANDLINE_ARGS in webui-user.sh), or run `make serve` for the kit's offline server."
-)
+START_HINT = ("Start A1111 with the --api flag (on Windows add it to COMMANDLINE_ARGS in webui-user.bat, on "
+              "Linux/macOS to COMMANDLINE_ARGS in webui-user.sh), or run `make serve` for the kit's offline server.")
 
 
 class A1111Error(KitError, RuntimeError):
@@ -99,10 +94,9 @@ _BROKEN = (
 
 
 class A1111Http:
-    """One ``requests.Session`` to ``/sdapi/v1/`` with HTTP basic auth and two timeouts.
-
-    ``auth``: ``"user:password"`` or ``(user, password)`` for ``--api-auth``; ``timeout``: a generation's read
-    timeout; left out, they come from SD_URL, SD_AUTH, SD_TIMEOUT and SD_CONNECT_TIMEOUT."""
+    """One ``requests.Session`` to ``/sdapi/v1/`` with HTTP basic auth (``auth``: ``"user:password"`` or
+    ``(user, password)`` for ``--api-auth``) and two timeouts (``timeout``: a generation's read timeout); left
+    out, they come from SD_URL, SD_AUTH, SD_TIMEOUT and SD_CONNECT_TIMEOUT."""
 
     def __init__(self, base_url: str | None = None, auth=None, timeout: float | None = None,
                  connect_timeout: float | None = None):
@@ -194,9 +188,8 @@ class A1111Http:
                              url=shown, fix=NOT_A1111) from None
         except ValueError:
             body, is_json = None, False
-        detail = ""
-        if isinstance(body, dict):
-            detail = self._clean(_short(body.get("errors") or body.get("detail") or "", 1000))
+        detail = (body.get("errors") or body.get("detail")) if isinstance(body, dict) else ""
+        detail = self._clean(_short(detail or "", 1000))
         text = self._clean(response.text[:200]) if not is_json or status != 200 else ""
         if status == 200:
             if not is_json:

@@ -16,13 +16,10 @@ _started = {}  # url -> server handle, so a notebook re-run does not start a sec
 
 
 def connect_a1111(start_server: bool = True, step_delay: float = 0.05, quiet: bool = False) -> A1111Client:
-    """Return a client for ``SD_URL``; start the kit's own server there if nothing answers.
-
-    With ``start_server=False`` the connection error is raised instead (``sdserver.autostart`` picks the
-    engine); ``step_delay`` is the preview engine's seconds per step, so progress can be watched. The client's
-    ``.placeholder`` is True for the preview engine; ``.hints`` (a ModelHints) for the loaded model are in
-    ``.defaults``.
-    """
+    """Return a client for ``SD_URL``; start the kit's own server there if nothing answers (``sdserver.autostart``
+    picks its engine), or with ``start_server=False`` raise the connection error. ``step_delay``: the preview
+    engine's seconds per step, so progress can be watched. ``client.placeholder`` is True for the preview engine;
+    the loaded model's ``client.hints`` (a ModelHints) are in ``client.defaults``."""
     client = A1111Client()
     try:
         model = client.options().get("sd_model_checkpoint", "?")

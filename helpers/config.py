@@ -39,20 +39,12 @@ class Secret:
     def reveal(self) -> str:
         return self._value
 
-    def masked(self) -> str:  # the user name of "user:password" is not secret
+    def __str__(self) -> str:  # the user name of "user:password" is not secret
         user, sep, _ = self._value.partition(":")
         return f"{user}:********" if sep else "********"
 
     def __repr__(self) -> str:
-        return f"Secret({self.masked()!r})"
-
-    __str__ = masked
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+        return f"Secret({str(self)!r})"
 
     def __bool__(self) -> bool:
         return bool(self._value)

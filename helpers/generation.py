@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import KitError
 from .images import ImageDataError, encode_b64, load_pixels, open_b64
-from .infotext import parse_infotext, png_bytes
+from .infotext import png_bytes
 
 # The kit's own server marks its images so no placeholder is ever taken for a real result.
 PLACEHOLDER_MODEL = "offline-preview"
@@ -52,8 +52,7 @@ def _is_int(value) -> bool:
 
 
 def decode_image_b64(data: str, what: str = "an image in the response"):
-    """Decode one base64 image to ``(PIL image, its bytes)``; ResponseError unless readable and within
-    MAX_IMAGE_PIXELS.
+    """Decode one base64 image to ``(PIL image, its bytes)``; ResponseError unless readable and within MAX_IMAGE_PIXELS.
 
     >>> decode_image_b64("%%%")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -67,15 +66,12 @@ def decode_image_b64(data: str, what: str = "an image in the response"):
         image, raw = open_b64(data, MAX_IMAGE_PIXELS)
         return load_pixels(image, raw), raw
     except ImageDataError as err:
-        if err.size:
-            width, height = err.size
-            raise ResponseError(f"{what} is {width}x{height} = {width * height:,} pixels, more than the client's "
-                                f"limit of {MAX_IMAGE_PIXELS:,} (helpers.generation.MAX_IMAGE_PIXELS)",
-                                fix=_PIXELS_FIX) from None
-        if err.kind == "too-large":  # above twice PIL's own limit
-            raise ResponseError(f"{what} {err.message}", fix=_PIXELS_FIX.replace(
-                "raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS and the client's limit")) from None
-        raise ResponseError(f"{what} {err.message}", fix=CUT_OFF) from None
+        if err.kind != "too-large":
+            raise ResponseError(f"{what} {err.message}", fix=CUT_OFF) from None
+        # No size: above twice PIL's own limit, which must be raised too.
+        fix = _PIXELS_FIX if err.size else _PIXELS_FIX.replace(
+            "raise the client's limit", "raise PIL.Image.MAX_IMAGE_PIXELS and the client's limit")
+        raise ResponseError(f"{what} {err.message} (helpers.generation.MAX_IMAGE_PIXELS)", fix=fix) from None
 
 
 def _read_info(info) -> dict[str, Any]:
@@ -195,14 +191,6 @@ class Generation:
         """True when the images come from the kit's offline preview engine, not a real model."""
         return str(self.info.get("sd_model_name") or "").startswith(PLACEHOLDER_MODEL)
 
-    def settings(self, index: int = 0) -> dict[str, str]:
-        """The parsed infotext of image ``index`` (Prompt, Steps, Sampler, Seed, Size-1, ...).
-
-        >>> gen.settings(0)["Sampler"]   # doctest: +SKIP
-        'Euler a'
-        """
-        return parse_infotext(self.infotexts[index]) if index < len(self.infotexts) else {}
-
     def png_data(self, index: int) -> bytes:
         """Image ``index`` as PNG bytes with its infotext (the bytes as received when the server sent a PNG)."""
         if index < len(self.png) and self.images[index].format == "PNG":
@@ -240,9 +228,7 @@ class Generation:
 
         label = ("<b style='color:#b00'>Placeholder images from the kit's offline preview engine</b><br>"
                  if self.is_placeholder else "")
-        thumbs = "".join(
-            f"<figure style='display:inline-block;margin:4px'><img width=160 src='data:image/png;base64,"
-            f"{encode_b64(self.png_data(i))}'><figcaption>seed {self.seeds[i]}</figcaption></figure>"
-            for i in range(len(self.images))
-        )
+        thumbs = "".join(f"<figure style='display:inline-block;margin:4px'><img width=160 src='data:image/png;base64,"
+                         f"{encode_b64(self.png_data(i))}'><figcaption>seed {self.seeds[i]}</figcaption></figure>"
+                         for i in range(len(self.images)))
         return f"<div>{label}{thumbs}<br><small>{escape(repr(self))}</small></div>"

@@ -7,7 +7,6 @@ images in a chat message (vision models: ``describe``, ``ask_yes_no``) and makes
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,10 +213,9 @@ class LLM:
             if handle is not None:
                 handle.update(Markdown("".join(pieces)))
             else:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+                print(piece, end="", flush=True)
         if handle is None and pieces:
-            sys.stdout.write("\n")
+            print()
         return "".join(pieces)
 
     def _translate(self, err: Exception) -> LLMError:
@@ -273,12 +271,9 @@ class LLM:
 
     @staticmethod
     def _error_message(err) -> str:
-        body = getattr(err, "body", None)
+        body = getattr(err, "body", None)  # the openai package has already unwrapped {"error": ...}
         if isinstance(body, dict):
-            inner = body.get("error", body)
-            if isinstance(inner, dict):
-                return str(inner.get("message") or inner.get("detail") or inner)
-            return str(body.get("message") or body.get("detail") or inner)
+            return str(body.get("message") or body.get("detail") or body)
         return str(body or err)
 
     def _models_hint(self) -> str:

@@ -3,8 +3,7 @@
 Classic Stable Diffusion checkpoints want 20-30 steps at CFG scale 5-9; *distilled* models (sd-turbo, LCM,
 Lightning, Hyper-SD) 1-8 steps with little guidance. A1111 does not say which kind it has: we go by the name.
 
-    >>> hints = hints_for("sd_turbo [e4f8c2d1a0]")
-    >>> hints.defaults
+    >>> hints_for("sd_turbo [e4f8c2d1a0]").defaults
     {'steps': 1, 'cfg_scale': 1.0, 'sampler_name': 'Euler a'}
     >>> hints_for("v1-5-pruned-emaonly.safetensors [6ce0161689]").family
     'sd'
@@ -15,9 +14,7 @@ Lightning, Hyper-SD) 1-8 steps with little guidance. A1111 does not say which ki
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
-__all__ = ["ModelHints", "hints_for", "model_hints"]
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -46,8 +43,7 @@ class ModelHints:
         return self.family in ("turbo", "lcm", "lightning")
 
     def __str__(self) -> str:
-        low, high = self.steps_range
-        cfg_low, cfg_high = self.cfg_range
+        (low, high), (cfg_low, cfg_high) = self.steps_range, self.cfg_range
         return (f"{self.model}: {self.note} Use {low}-{high} steps (default {self.steps}), CFG scale "
                 f"{cfg_low:g}-{cfg_high:g} (default {self.cfg_scale:g}), sampler {self.sampler_name!r}, "
                 f"{self.size}x{self.size} pixels.")
@@ -110,8 +106,6 @@ def model_hints(client) -> ModelHints:
         except Exception:  # an old or unusual server: keep the hint, the request will say if it is wrong
             offered = [hints.sampler_name]
         if hints.sampler_name not in offered:
-            from dataclasses import replace
-
             hints = replace(hints, sampler_name="Euler a",
                             note=f"{hints.note} (This server has no {hints.sampler_name!r} sampler, so 'Euler a'.)")
     return hints

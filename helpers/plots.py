@@ -1,6 +1,5 @@
 """Pictures of results: an image grid with a label under each image (matplotlib).
 
-Example:
     >>> fig = image_grid(gen.images, labels=[f"seed {s}" for s in gen.seeds])   # doctest: +SKIP
 """
 
@@ -8,8 +7,6 @@ from __future__ import annotations
 
 import math
 from typing import Sequence
-
-PLACEHOLDER_NOTE = "PLACEHOLDER images from the kit's offline preview engine, not a real model"
 
 
 def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int | None = None,

@@ -26,9 +26,7 @@ def _whole(value) -> int | None:
     """
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class LiveProgress:

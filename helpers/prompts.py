@@ -24,13 +24,9 @@ MAX_PROMPT_CHARS = 1000  # of an LLM's prompt; a 75-token prompt is a few hundre
 DEFAULT_NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text, deformed, oversaturated"
 
 # JSON Schema for the LLM's answer; servers that support structured output hold the model to it.
-PROMPT_SCHEMA = {
-    "type": "object",
-    "properties": {"prompt": {"type": "string", "maxLength": 400},
-                   "negative_prompt": {"type": "string", "maxLength": 200}},
-    "required": ["prompt", "negative_prompt"],
-    "additionalProperties": False,
-}
+PROMPT_SCHEMA = {"type": "object", "required": ["prompt", "negative_prompt"], "additionalProperties": False,
+                 "properties": {"prompt": {"type": "string", "maxLength": 400},
+                                "negative_prompt": {"type": "string", "maxLength": 200}}}
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,14 @@ from typing import Any
 from .config import load_settings
 from .display import write_report
 from .errors import KitError
+from .images import as_rgb
 from .prompts import ImagePrompt
 
 RUN_FILE = "run.json"
 
 
 class PipelineError(KitError, RuntimeError):
-    """The pipeline stopped on an error; ``.run`` holds the record of everything made so far
-    (None when there is no run, e.g. a run.json that cannot be read)."""
+    """The pipeline stopped on an error; ``.run`` records all made so far (None without a run, e.g. a bad run.json)."""
 
     def __init__(self, message: str, run: PipelineRun | None = None):
         self.run = run
@@ -99,13 +99,10 @@ class Candidate:
     @property
     def image(self):
         """The image, read from disk (so a reopened run shows the same thing)."""
-        from PIL import Image
-        with Image.open(self.path) as image:
-            return image.convert("RGB")
+        return as_rgb(self.path)
 
     def fields(self) -> dict[str, Any]:
-        """The txt2img fields that regenerate this image (from its infotext), e.g.
-        ``fields = cand.fields(); client.txt2img(fields.pop("prompt"), **fields)``."""
+        """The txt2img fields that remake this image: ``f = cand.fields(); client.txt2img(f.pop("prompt"), **f)``."""
         from .infotext import infotext_to_fields
         return infotext_to_fields(self.infotext)
 
@@ -192,12 +189,11 @@ def load_run(path: str | Path) -> PipelineRun:
     if not record_file.is_file():
         raise FileNotFoundError(f"No {RUN_FILE} in {folder}. Pass a folder from outputs/runs/.")
     data = _read_record(record_file)
-    # Keys this version does not know (a newer kit wrote the file) are ignored, not fatal.
-    known_candidate = {f.name for f in fields(Candidate)} - {"run_path"}
     candidates = []
     for number, item in enumerate(data.get("candidates", [])):
         _check_fields(item, CANDIDATE_TYPES, record_file, f"candidates[{number}]", ("index", "seed", "file"))
-        candidate = Candidate(**{k: v for k, v in item.items() if k in known_candidate}, run_path=folder)
+        # Keys this version does not know (a newer kit wrote the file) are ignored, not fatal.
+        candidate = Candidate(**{k: v for k, v in item.items() if k in CANDIDATE_TYPES}, run_path=folder)
         try:
             file_in_folder(folder, candidate.file)
         except PipelineError as err:
@@ -217,6 +213,7 @@ RUN_TYPES = {"user_input": _TEXT, "path": _TEXT, "mode": _TEXT, "n": _INT, "thre
              "max_images": _INT, "refine": (bool,), "status": _TEXT, "message": _TEXT, "created": _TEXT,
              "text": (dict,), "prompt": (dict, type(None)), "rounds": (list,), "generation": (dict,),
              "server": (dict,), "scorer": (dict, type(None)), "candidates": (list,), "timings": (dict,)}
+# CANDIDATE_TYPES names every field of Candidate that run.json holds (all but run_path).
 CANDIDATE_TYPES = {"index": _INT, "seed": _INT, "file": _TEXT, "round": _INT, "score": _NUMBER + _NONE,
                    "infotext": _TEXT, "rating": (dict,)}
 PROMPT_TYPES = {"prompt": _TEXT, "negative_prompt": _TEXT, "source": _TEXT, "tokens": _INT, "note": _TEXT}

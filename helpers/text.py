@@ -64,19 +64,15 @@ class Document:
 
 def parse_document(path: Path) -> Document:
     """Read one corpus file (``# Title``, ``Topic:``, ``Keywords:``, a blank line, the paragraph)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    head, *body = re.split(r"\n\s*\n", path.read_text(encoding="utf-8"), maxsplit=1)
     header = {}
-    body_start = 0
-    for index, line in enumerate(lines):
-        if not line.strip():
-            body_start = index + 1
-            break
+    for line in head.splitlines():
         if line.startswith("# "):
             header["title"] = line[2:].strip()
         elif ":" in line:
             key, _, value = line.partition(":")
             header[key.strip().lower()] = value.strip()
-    text = " ".join(line.strip() for line in lines[body_start:] if line.strip())
+    text = " ".join(line.strip() for line in "".join(body).splitlines() if line.strip())
     if "title" not in header or not text:
         raise TextError(f"{path} is not a corpus text: it needs a '# Title' line, a blank line and a paragraph "
                         "(see data/corpus/README.md).")
@@ -190,33 +186,23 @@ def _corpus_text(query: str, note: str = "") -> Text:
     return Text(hits[0].text, "corpus", query, title=hits[0].title, hits=hits, note=note)
 
 
-def generate_text(keywords: str | list[str], llm=None, *, temperature: float = 0.8, max_tokens: int = 300,
-                  stream: bool = False, system: str | None = None) -> Text:
-    """Have the LLM write a short scene description from the keywords.
-
-    >>> generate_text("owl, moonlit forest", temperature=0.7).text   # doctest: +SKIP
-    'Under a full moon, a barn owl glides between silver birches ...'
-    """
-    from .llm import LLM
-    query = keywords_to_query(keywords)
-    llm = llm or LLM()
+def _llm_text(query: str, llm, *, temperature: float = 0.8, max_tokens: int = 300, stream: bool = False,
+              system: str | None = None) -> Text:
+    """The LLM writes a short scene description from the keywords."""
     reply = llm.chat(f"Keywords: {query}", system=system or load_system_prompt("text_system"),
                      temperature=temperature, max_tokens=max_tokens, stream=stream)
     return Text(reply.strip(), "llm", query, model=llm.model)
 
 
-def rag_text(keywords: str | list[str], llm=None, *, k: int = 3, temperature: float = 0.7, max_tokens: int = 300,
-             stream: bool = False) -> Text:
-    """Retrieve ``k`` texts, then have the LLM write one new text grounded in them (RAG)."""
-    from .llm import LLM
-    query = keywords_to_query(keywords)
+def _rag_text(query: str, llm, *, k: int = 3, temperature: float = 0.7, max_tokens: int = 300,
+              stream: bool = False) -> Text:
+    """Retrieve ``k`` texts, then the LLM writes one new text grounded in them (RAG)."""
     hits = retrieve_text(query, k=k)
     if not hits:
-        text = generate_text(query, llm, temperature=temperature, max_tokens=max_tokens, stream=stream)
+        text = _llm_text(query, llm, temperature=temperature, max_tokens=max_tokens, stream=stream)
         text.note = "no corpus text matched, so the LLM wrote the text without sources"
         return text
     sources = "\n\n".join(f"[{i}] {hit.title}\n{hit.text}" for i, hit in enumerate(hits, start=1))
-    llm = llm or LLM()
     reply = llm.chat(f"Keywords: {query}\n\nSource texts:\n\n{sources}", system=load_system_prompt("rag_system"),
                      temperature=temperature, max_tokens=max_tokens, stream=stream)
     return Text(reply.strip(), "rag", query, title=hits[0].title, model=llm.model, hits=hits)
@@ -236,12 +222,8 @@ def get_text(keywords: str | list[str], source: str = "auto", llm=None, **option
     query = keywords_to_query(keywords)
     if source == "corpus":
         return _corpus_text(query)
-    if source == "auto":
-        from .llm import LLM
-        llm = llm or LLM()
-        if not llm.available():
-            return _corpus_text(query, note=f"no LLM answered at {llm.base_url}, so the text was retrieved")
-        source = "llm"
-    if source == "rag":
-        return rag_text(query, llm, **options)
-    return generate_text(query, llm, **options)
+    from .llm import LLM
+    llm = llm or LLM()
+    if source == "auto" and not llm.available():
+        return _corpus_text(query, note=f"no LLM answered at {llm.base_url}, so the text was retrieved")
+    return _rag_text(query, llm, **options) if source == "rag" else _llm_text(query, llm, **options)

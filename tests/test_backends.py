@@ -14,6 +14,7 @@ from helpers import backends
 from helpers.a1111 import A1111Error
 from helpers.backends import connect_a1111
 from helpers.config import load_settings
+from helpers.infotext import parse_infotext
 from sdserver.autostart import choose_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_auto_takes_the_diffusers_engine_when_its_model_is_here(tiny_models, dea
     said = capsys.readouterr().out
     assert not client.placeholder and "diffusers engine" in said and "PLACEHOLDER" not in said
     gen = client.txt2img("a lighthouse", seed=1, width=64, height=64, steps=2)
-    assert not gen.is_placeholder and gen.settings()["Model"] == "tiny-sd"
+    assert not gen.is_placeholder and parse_infotext(gen.infotexts[0])["Model"] == "tiny-sd"
 
 
 def test_auto_falls_back_to_the_preview_engine_and_says_why(tmp_path, dead_sd_url, monkeypatch, capsys):

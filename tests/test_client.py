@@ -15,6 +15,7 @@ import pytest
 from conftest import AUTH, ENGINES, same_pixels
 
 from helpers.a1111 import A1111Client, A1111Error, GenerationInterrupted
+from helpers.images import encode_b64
 from helpers.infotext import infotext_to_fields, parse_infotext, read_infotext
 
 SMALL = {"width": 128, "height": 96, "steps": 3}
@@ -44,7 +45,7 @@ def test_txt2img_returns_images_real_seeds_and_infotext(client):
     assert len(gen.images) == 2 and gen.images[0].size == (128, 96)
     assert gen.seeds[0] != -1 and gen.seeds[1] == gen.seeds[0] + 1
     assert gen.parameters["seed"] == -1  # the echo of the request, which is why seeds come from info
-    settings = gen.settings(1)
+    settings = parse_infotext(gen.infotexts[1])
     assert settings["Prompt"] == "a lighthouse at dusk" and settings["Negative prompt"] == "blurry"
     assert settings["Seed"] == str(gen.seeds[1]) and settings["Steps"] == "3"
     assert (settings["Size-1"], settings["Size-2"]) == ("128", "96")
@@ -108,7 +109,7 @@ def test_unknown_option_is_a_clear_500(client):
 
 def test_png_info_and_interrogate(client):
     gen = client.txt2img("a snowy village", seed=3, **SMALL)
-    info = client.png_info(gen.png[0])
+    info = client.post("png-info", {"image": encode_b64(gen.png[0])})  # A1111's own reading of the PNG
     assert info["info"] == gen.infotexts[0]
     assert info["parameters"]["Seed"] in (3, "3")
     assert parse_infotext(info["info"])["Prompt"] == "a snowy village"

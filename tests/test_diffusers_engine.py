@@ -25,6 +25,7 @@ import requests  # noqa: E402
 from conftest import pixel_array, same_pixels, txt2img_reply  # noqa: E402
 
 from helpers.a1111 import A1111Client, A1111Error  # noqa: E402
+from helpers.images import encode_b64  # noqa: E402
 from helpers.infotext import parse_infotext  # noqa: E402
 from sdserver import serve_in_thread  # noqa: E402
 from sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
@@ -89,14 +90,14 @@ def test_real_images_with_infotext_through_the_client(server, tiny_models):
     gen = client.txt2img("a lighthouse at dusk", negative_prompt="blurry", seed=7, batch_size=2, **SMALL)
     assert not gen.is_placeholder and "PLACEHOLDER" not in repr(gen)
     assert [image.size for image in gen.images] == [(64, 64)] * 2 and gen.seeds == [7, 8]
-    settings = gen.settings(1)
+    settings = parse_infotext(gen.infotexts[1])
     assert settings["Prompt"] == "a lighthouse at dusk" and settings["Negative prompt"] == "blurry"
     assert [settings[key] for key in ("Seed", "Steps", "Sampler", "CFG scale")] == ["8", "3", "Euler a", "7.0"]
     assert (settings["Size-1"], settings["Size-2"]) == ("64", "64")
     assert settings["Model"] == "tiny-sd" and settings["VAE Decoder"] == "TAESD"
     assert settings["Model hash"] == gen.info["sd_model_hash"] and len(settings["Model hash"]) == 10
     assert settings["Version"].startswith("kit-diffusers-")
-    assert client.png_info(gen.png[0])["info"] == gen.infotexts[0]
+    assert client.post("png-info", {"image": encode_b64(gen.png[0])})["info"] == gen.infotexts[0]
     # Real pixels: not a flat image, and the two images of the batch differ.
     first, second = (np.asarray(image, dtype=np.int16) for image in gen.images)
     assert first.std() > 1 and np.abs(first - second).max() > 10
@@ -339,7 +340,8 @@ def test_switch_model_through_options(tiny_models):
         titles = client.models()
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd-b [") and len(titles) == 2
         after = client.txt2img("a tram", seed=4, **SMALL)
-        assert after.settings()["Model"] == "tiny-sd-b" and after.info["sd_model_hash"] != before.info["sd_model_hash"]
+        assert parse_infotext(after.infotexts[0])["Model"] == "tiny-sd-b"
+        assert after.info["sd_model_hash"] != before.info["sd_model_hash"]
         assert not same_pixels(np.asarray(after.image, dtype=np.int16), np.asarray(before.image, dtype=np.int16), 5)
         with pytest.raises(A1111Error) as error:
             client.set_options(sd_model_checkpoint="no-such/model")
@@ -361,10 +363,10 @@ def test_override_settings_switch_the_model_for_one_request(tiny_models):
         titles = client.models()
         other = client.txt2img("a tram", seed=4, override_settings={
             "sd_model_checkpoint": next(title for title in titles if title.startswith("tiny-sd-b ["))}, **SMALL)
-        assert other.settings()["Model"] == "tiny-sd-b" and other.info["sd_model_name"] == "tiny-sd-b"
+        assert parse_infotext(other.infotexts[0])["Model"] == "tiny-sd-b" and other.info["sd_model_name"] == "tiny-sd-b"
         assert client.options()["sd_model_checkpoint"].startswith("tiny-sd [")  # restored
         again = client.txt2img("a tram", seed=4, **SMALL)
-        assert again.settings()["Model"] == "tiny-sd"
+        assert parse_infotext(again.infotexts[0])["Model"] == "tiny-sd"
         as_array = lambda gen: np.asarray(gen.image, dtype=np.int16)  # noqa: E731
         assert same_pixels(as_array(again), as_array(before)) and not same_pixels(as_array(other), as_array(before), 5)
         kept = client.txt2img("a tram", seed=4, override_settings={"sd_model_checkpoint": "tiny-sd-b"},
@@ -374,7 +376,8 @@ def test_override_settings_switch_the_model_for_one_request(tiny_models):
         with pytest.raises(A1111Error) as error:
             client.txt2img("a tram", override_settings={"sd_model_checkpoint": "no-such/model"}, **SMALL)
         assert error.value.status == 500 and "not found" in str(error.value)
-        assert client.txt2img("a tram", seed=4, **SMALL).settings()["Model"] == "tiny-sd-b"  # unchanged
+        unchanged = client.txt2img("a tram", seed=4, **SMALL)
+        assert parse_infotext(unchanged.infotexts[0])["Model"] == "tiny-sd-b"
 
 
 def test_memory_reports_the_device(server, monkeypatch):

@@ -161,7 +161,7 @@ def test_client_img2img_with_pil_images_and_paths(server, tmp_path):
     init_image().save(path)
     gen = client.img2img(path, "a red fox", denoising_strength=0.5, seed=9, batch_size=2, **SMALL)
     assert gen.seeds == [9, 10] and [image.size for image in gen.images] == [(64, 64)] * 2
-    assert gen.settings(0)["Denoising strength"] == "0.5"
+    assert parse_infotext(gen.infotexts[0])["Denoising strength"] == "0.5"
     same = client.img2img(init_image(), "a red fox", denoising_strength=0.5, seed=9, **SMALL)
     assert same_pixels(np.asarray(gen.images[0], dtype=np.int16), np.asarray(same.images[0], dtype=np.int16))
     with pytest.raises(InvalidRequest, match="enable_hr"):

@@ -9,6 +9,7 @@ import pytest
 from course.doctor import OK, check_a1111
 from helpers.a1111 import CLIENT_DEFAULTS, A1111Client
 from helpers.backends import connect_a1111
+from helpers.infotext import parse_infotext
 from helpers.model_hints import hints_for, model_hints
 
 
@@ -54,7 +55,8 @@ def test_classic_models_keep_the_client_defaults(sd_server, monkeypatch, capsys)
     assert client.placeholder and client.hints.family == "preview"
     assert {key: client.defaults[key] for key in CLIENT_DEFAULTS} == CLIENT_DEFAULTS
     gen = client.txt2img("a lighthouse", width=64, height=64)
-    assert gen.settings()["Steps"] == "20" and gen.settings()["Sampler"] == "Euler a"
+    settings = parse_infotext(gen.infotexts[0])
+    assert settings["Steps"] == "20" and settings["Sampler"] == "Euler a"
 
 
 def test_a_turbo_model_gets_few_steps_and_no_guidance(tiny_models, tmp_path, monkeypatch, capsys):
@@ -71,10 +73,12 @@ def test_a_turbo_model_gets_few_steps_and_no_guidance(tiny_models, tmp_path, mon
         assert "distilled few-step model" in said and "steps=1, cfg_scale=1.0" in said
         assert client.hints.family == "turbo" and client.defaults["steps"] == 1
         gen = client.txt2img("a lighthouse", width=64, height=64)
-        assert gen.settings()["Steps"] == "1" and gen.settings()["CFG scale"] == "1.0"
+        settings = parse_infotext(gen.infotexts[0])
+        assert settings["Steps"] == "1" and settings["CFG scale"] == "1.0"
         assert not gen.is_placeholder
         mine = client.txt2img("a lighthouse", width=64, height=64, steps=3, cfg_scale=2)  # your values win
-        assert mine.settings()["Steps"] == "3" and mine.settings()["CFG scale"] == "2.0"
+        settings = parse_infotext(mine.infotexts[0])
+        assert settings["Steps"] == "3" and settings["CFG scale"] == "2.0"
         # A plain client (not from connect_a1111) keeps the usual defaults.
         assert A1111Client(server.url, auth="").defaults["steps"] == 20
         # make doctor says it too.

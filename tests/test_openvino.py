@@ -21,6 +21,7 @@ import requests  # noqa: E402
 from conftest import pixel_array, same_pixels, txt2img_reply  # noqa: E402
 
 from helpers.a1111 import A1111Client  # noqa: E402
+from helpers.infotext import parse_infotext  # noqa: E402
 from sdserver import serve_in_thread  # noqa: E402
 from sdserver.engines import EngineUnavailable, get_engine  # noqa: E402
 
@@ -63,9 +64,10 @@ def test_same_seed_same_image_as_the_pytorch_path(ov, torch_server):
 def test_infotext_names_the_backend_and_the_same_model(ov, torch_server):
     client = A1111Client(ov.url, auth="")
     gen = client.txt2img("a lighthouse", seed=3, **SMALL)
-    settings = gen.settings()
+    settings = parse_infotext(gen.infotexts[0])
     assert not gen.is_placeholder and settings["Backend"] == "OpenVINO CPU" and settings["VAE Decoder"] == "TAESD"
-    reference = A1111Client(torch_server.url, auth="").txt2img("a lighthouse", seed=3, **SMALL).settings()
+    reference = A1111Client(torch_server.url, auth="").txt2img("a lighthouse", seed=3, **SMALL)
+    reference = parse_infotext(reference.infotexts[0])
     assert (settings["Model"], settings["Model hash"]) == (reference["Model"], reference["Model hash"])
     assert "openvino" in settings["Version"]
 
@@ -165,7 +167,7 @@ def test_convert_into_the_cache_then_auto_chooses_openvino(tiny_models, tmp_path
     engine = get_engine("diffusers", backend="auto", model=model, decoder="full")
     assert engine.int8 and engine.model_name == "tiny-sd-int8" and "int8 weights" in engine.description
     with serve_in_thread(engine=engine) as server:
-        settings = A1111Client(server.url, auth="").txt2img("a fox", seed=1, **SMALL).settings()
+        settings = parse_infotext(A1111Client(server.url, auth="").txt2img("a fox", seed=1, **SMALL).infotexts[0])
     assert settings["Backend"] == "OpenVINO CPU int8" and settings["Model"] == "tiny-sd-int8"
 
 

@@ -398,6 +398,16 @@ def test_a_hand_written_minimal_run_json_still_loads(tmp_path):
     assert run.user_input == "owl" and run.candidates[0].path == tmp_path / "cand-00.png"
 
 
+def test_the_type_tables_name_every_field_of_the_records():
+    """load_run keeps a candidate's keys that CANDIDATE_TYPES names, so a new field must be added there too."""
+    from dataclasses import fields
+
+    from helpers.records import CANDIDATE_TYPES, RUN_TYPES, Candidate, PipelineRun
+
+    assert set(CANDIDATE_TYPES) == {f.name for f in fields(Candidate)} - {"run_path"}
+    assert set(RUN_TYPES) == {f.name for f in fields(PipelineRun)}
+
+
 def test_images_that_arrived_before_a_broken_one_are_kept_in_the_run(tmp_path, no_llm, tiny_scorer):
     import base64
     import io
