@@ -18,7 +18,6 @@ Package layout (each file reads in one sitting):
     options.py    GET/POST /options and override_settings
     state.py      job state behind GET /progress
     images.py     base64 PNG in and out (client images: size checked before decoding, one at a time)
-    infotext.py   the writer of A1111's infotext (helpers/infotext.py is the reader)
     engines/      base.py (the Engine interface), preview.py (placeholders), diffusers_engine.py (real images)
 
 Example, in a notebook or a test:

@@ -30,13 +30,12 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from helpers.infotext import infotext_to_fields
+from helpers.infotext import format_infotext, infotext_to_fields
 
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .engines.base import HiresPass
 from .images import decode_image, encode_png_b64, open_image
-from .infotext import format_infotext
 from .limits import Limits, check_request_cost, check_seeds, check_text_lengths, limit_error
 from .loras import LoraLibrary, hashes_infotext, parse_prompt
 from .models import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest

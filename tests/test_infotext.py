@@ -1,5 +1,4 @@
-"""A1111's infotext: written (sdserver.infotext) and parsed (helpers.infotext) exactly as A1111 writes it
-into a PNG's "parameters" chunk."""
+"""A1111's infotext: written and parsed exactly as A1111 writes it into a PNG's "parameters" chunk."""
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers.infotext import infotext_to_fields, parse_infotext, png_bytes, read_infotext
-from sdserver.infotext import format_infotext, quote
+from helpers.infotext import format_infotext, infotext_to_fields, parse_infotext, png_bytes, quote, read_infotext
 
 REFERENCE = ("a cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 1, "
              "Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1")

@@ -304,8 +304,7 @@ def test_detect_secrets_and_kit_patterns_find_other_secrets(no_configured_secret
 
 
 def _parameters_png_b64() -> str:
-    from helpers.infotext import png_bytes
-    from sdserver.infotext import format_infotext
+    from helpers.infotext import format_infotext, png_bytes
 
     image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     infotext = format_infotext("a red fox in the snow, golden hour", "blurry",
