@@ -278,6 +278,20 @@ def test_inspector_in_jupyterlab(request, tmp_path):
                 page.get_by_role("button", name="Which rater agrees with me?").click()
                 expect(page.get_by_text("Rate at least 3 images first")).to_be_visible()  # one rated so far
                 _screenshot(page, tmp_path, "inspector-after-next.png")
+                # Two more ratings (2 for #1, 5 for #2): now the button compares them with the run's scores.
+                for number, rating in ((1, "2"), (2, "5")):
+                    if number == 2:
+                        page.get_by_role("button", name="Next ▶").click()
+                        expect(page.get_by_text("3 / 3", exact=True)).to_be_visible()
+                    page.locator(".widget-toggle-buttons").get_by_role("button", name=rating, exact=True).click()
+                    save.click()
+                    expect(page.get_by_text(f"Saved rating {rating} for #{number}")).to_be_visible()
+                page.get_by_role("button", name="Which rater agrees with me?").click()
+                table = page.locator(".widget-html").filter(has_text="Which rater agrees with you?")
+                expect(table).to_contain_text("(in the runs)")
+                expect(table).to_contain_text("n=3")
+                expect(table).to_contain_text("MEANINGLESS")  # the tiny test model scored this run
+                _screenshot(page, tmp_path, "inspector-agreement.png")
                 errors = page.locator(".jp-Notebook [data-mime-type='application/vnd.jupyter.stderr']")
                 assert errors.count() == 0, f"the notebook or the widget's error box shows: {errors.all_inner_texts()}"
                 timings["clicked through"] = time.monotonic() - started
@@ -297,8 +311,8 @@ def test_inspector_in_jupyterlab(request, tmp_path):
     # ----- what reached the disk ------------------------------------------------------------
     assert ratings.is_file(), f"no {ratings} after 'Save rating'"
     written = ratings.read_text(encoding="utf-8").splitlines()
-    assert len(written) == 1, written
-    record = json.loads(written[-1])
+    assert len(written) == 3, written
+    record = json.loads(written[0])
     assert record["rating"] == "4" and record["candidate"] == 0
     assert record["run"] == run.path.name and record["seed"] == run.candidates[0].seed
     timings["total"] = time.monotonic() - started
