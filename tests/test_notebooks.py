@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import zlib
@@ -130,6 +131,9 @@ def test_notebook_runs_top_to_bottom(path, mode, tmp_path, monkeypatch, request)
         server.stop()
         if llm_server:
             llm_server.stop()
+        if os.environ.get("KIT_EXECUTED_DIR"):  # to read what a student would see: the executed copy
+            Path(os.environ["KIT_EXECUTED_DIR"]).mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, Path(os.environ["KIT_EXECUTED_DIR"]) / f"{path.stem}-{mode}.ipynb")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
