@@ -62,7 +62,12 @@ class Rater:
         scores = []
         for image in _listed(images):
             detail: dict = {}
-            scores.append(float(self.score_one(text, as_rgb(image), detail)))
+            value = self.score_one(text, as_rgb(image), detail)
+            try:
+                scores.append(float(value))
+            except (TypeError, ValueError):  # e.g. None from a student's function that forgot to return
+                raise KitError(f"The rater {self.name!r} gave {value!r} for image {len(scores)}, not a number.",
+                               "Return a float (float('nan') where it cannot judge an image).") from None
             self.details.append(detail)
         return scores
 

@@ -175,6 +175,14 @@ def test_as_rater_wraps_a_function(tmp_path):
         as_rater(0.5, "not a function")
 
 
+def test_a_rater_that_gives_no_number_is_a_clear_error():
+    forgot_return = as_rater(lambda text, image: None, "mine")
+    with pytest.raises(KitError, match=r"The rater 'mine' gave None for image 0, not a number") as caught:
+        forgot_return.score("a red fox", [WHITE])
+    assert "float('nan')" in caught.value.fix
+    assert as_rater(lambda text, image: "0.5", "text").score("a", [WHITE]) == [0.5]  # a number as text is fine
+
+
 def test_a_dead_server_is_a_clear_error(tiny_scorer):
     from conftest import free_url
     dead = LLM(free_url() + "/v1", model="m", timeout=2, max_retries=0)
