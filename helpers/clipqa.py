@@ -13,7 +13,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -203,7 +203,7 @@ class ClipScorer:
     def token_limit(self) -> int:
         """The text tokens this model reads: its context length less the markers its tokenizer adds (CLIP: 77 - 2
         for start and end; SigLIP 2: 64 - 1, an end marker only)."""
-        before, after, _, _ = self._markers()
+        before, after, _, _ = self._markers
         return self._clip.tokenizer.context_length - len(before) - len(after)
 
     def _text_ids(self, text: str) -> list[int]:
@@ -212,8 +212,10 @@ class ClipScorer:
             return tokenizer.tokenizer(tokenizer.clean_fn(text), add_special_tokens=False)["input_ids"]
         return list(tokenizer.encode(text))  # open_clip's own CLIP tokenizer
 
+    @cached_property
     def _markers(self) -> tuple[list[int], list[int], int, str]:
-        """The ids the tokenizer puts before and after a text, its padding id and side, as open_clip pads."""
+        """The ids the tokenizer puts before and after a text, its padding id and side, as open_clip pads
+        (asked once per scorer: every text encoded needs them)."""
         tokenizer = self._clip.tokenizer
         if not hasattr(tokenizer, "tokenizer"):
             return [tokenizer.sot_token_id], [tokenizer.eot_token_id], 0, "right"
@@ -224,7 +226,7 @@ class ClipScorer:
 
     def _encode_token_pieces(self, pieces: list[list[int]]):
         import torch
-        before, after, pad, side = self._markers()
+        before, after, pad, side = self._markers
         rows = []
         for piece in pieces:
             ids = [*before, *piece, *after]
