@@ -19,10 +19,10 @@ modules follow it; each imports only modules above it in this list:
     text.py          get_text(): a text from keywords by LLM, by retrieval from data/corpus, or both (RAG)
     prompts.py       write_image_prompt() by LLM, baseline_prompt() by rules, CLIP token counting and trimming
     clipqa.py        ClipScorer: image-text similarity with open_clip
-    raters.py        raters for the pipeline: CLIP, caption route, question checks, VQAScore, your own
     display.py       side_by_side(), a run's static HTML report, and the HTML pieces the inspector shares
     plots.py         image_grid(): images in a grid, a label under each (matplotlib)
     records.py       the run record: PipelineRun, Candidate, load_run() (run.json on disk)
+    raters.py        raters for the pipeline: CLIP, caption route, question checks, VQAScore, your own
     pipeline.py      run_pipeline(): the stages that make a run (best of N, or until a threshold)
     __main__.py      `python -m helpers ...`, kept as a pass-through to the course command line
 

@@ -23,6 +23,7 @@ from .config import load_settings
 from .errors import KitError
 from .images import as_rgb
 from .llm import LLM, LLMError
+from .records import write_atomic
 from .text import load_system_prompt
 
 QUESTIONS_SYSTEM = load_system_prompt("questions_system")  # data/prompts/: edit it freely
@@ -252,9 +253,7 @@ def calibrate_threshold(rater, pairs, *, save: bool = True) -> dict:
     if save:
         path = load_settings().output_dir / THRESHOLDS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")  # renamed over the file: never half a file
-        temporary.write_text(json.dumps({**_stored(path, move_damaged=True), rater.name: record}, indent=1))
-        temporary.replace(path)
+        write_atomic(path, json.dumps({**_stored(path, move_damaged=True), rater.name: record}, indent=1).encode())
     return record
 
 
