@@ -49,9 +49,14 @@ def run_pipeline(user_input: str, n: int = 5, mode: str = "best", threshold: flo
     if mode == "threshold" and threshold is None:  # the one calibrated for the rater in use, if any
         from .config import load_settings
         from .raters import clip_rater_name, stored_threshold
-        settings = load_settings()  # the default rater is the configured CLIP: its name without loading it
-        name = rater.name if rater else None if scorer is False else clip_rater_name(
-            getattr(scorer, "model_name", settings.clip_model), getattr(scorer, "pretrained", settings.clip_pretrained))
+        settings = load_settings()
+        if rater:
+            name = rater.name
+        elif scorer is False:  # no scores at all: nothing to look up
+            name = None
+        else:  # the default rater is CLIP (the given scorer or the configured one): its name without loading it
+            name = clip_rater_name(getattr(scorer, "model_name", settings.clip_model),
+                                   getattr(scorer, "pretrained", settings.clip_pretrained))
         stored = stored_threshold(name) if name else None
         if stored is None:
             raise ValueError(f"mode='threshold' needs a threshold, and none is stored for {name}: pass "
