@@ -52,6 +52,7 @@ from .diffusers_models import (
     DEFAULT_MODEL,
     ModelInfo,
     cached_hub_models,
+    dtype_argument,
     folder_models,
     load_pipeline,
     load_tiny_decoder,
@@ -338,7 +339,11 @@ class DiffusersEngine(Engine):
         from diffusers import StableDiffusionImg2ImgPipeline
 
         if self._img2img_pipe is None:  # shares every component with self.pipe: no second copy of the weights
-            self._img2img_pipe = StableDiffusionImg2ImgPipeline.from_pipe(self.pipe, vae=self.full_vae)
+            # from_pipe casts every shared component to its dtype argument, float32 unless told otherwise:
+            # that would turn the loaded bfloat16/float16 model into a half-float32 one for every later job.
+            # None casts nothing.
+            self._img2img_pipe = StableDiffusionImg2ImgPipeline.from_pipe(self.pipe, vae=self.full_vae,
+                                                                          **dtype_argument(None))
             self._img2img_pipe.set_progress_bar_config(disable=True)
         i2i = self._img2img_pipe
         i2i.scheduler, i2i.vae = scheduler, self.pipe.vae  # this job's sampler; the decoder in use
