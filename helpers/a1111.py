@@ -65,6 +65,7 @@ class A1111Client(A1111Http):
         self.hints = None  # the loaded model's ModelHints, set by connect_a1111()
         self._running = 0  # generations in flight from this client
         self._interrupted = False  # interrupt() was called while one ran
+        self._workers: ThreadPoolExecutor | None = None  # the request threads, made once and reused
 
     def __repr__(self) -> str:
         auth = f"'{self._auth[0]}:********'" if self._auth else "None"
@@ -149,12 +150,15 @@ class A1111Client(A1111Http):
 
     def _server_says_interrupted(self, generation: Generation) -> bool:
         """Did someone else interrupt the job? A1111's answer does not say; two signs do: fewer images than
-        seeds, and /progress's ``interrupted`` flag (kept until the next job) with our ``job_timestamp``."""
+        seeds, and /progress's ``interrupted`` flag (kept until the next job) with our ``job_timestamp``. The kit's
+        server says it in ``info["interrupted"]``, so only other servers are asked."""
         info = generation.info
         seeds = info.get("all_seeds")
         # A server that marks it in info (not A1111 1.10), or fewer images than seeds:
         if info.get("interrupted") is True or (isinstance(seeds, list) and 0 < len(generation.images) < len(seeds)):
             return True
+        if str(info.get("version", "")).startswith("kit-"):
+            return False  # the kit's server marks every interrupted answer (above): no request needed
         try:
             answer = self.request("GET", "progress", params={"skip_current_image": "true"}, timeout=10)
         except A1111Error:
@@ -166,11 +170,16 @@ class A1111Client(A1111Http):
         return ours is None or theirs is None or str(ours) == str(theirs)
 
     def _run_with_progress(self, payload: dict, total_steps: int, path: str = "txt2img") -> dict:
-        """POST in a worker thread; this thread polls progress and handles Ctrl-C."""
+        """POST in a worker thread; this thread polls progress and handles Ctrl-C.
+
+        Why a thread even for a short call: Stop in Jupyter (and Ctrl-C) must reach this thread while the answer is
+        awaited, and on Windows it cannot wake a thread blocked reading a socket; this thread waits in 0.5 s steps
+        instead. The worker is made once per client and reused, so a call costs no thread start."""
         bar = LiveProgress(total_steps) if total_steps else None
         poll_session = self._new_session() if bar else None
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a1111-request")
-        future = pool.submit(self.request, "POST", path, json=payload)
+        if self._workers is None:  # more than one only while calls overlap (threads, or a call stopped with Ctrl-C)
+            self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="a1111-request")
+        future = self._workers.submit(self.request, "POST", path, json=payload)
         finished = False
         failures = 0  # unusable /progress answers in a row
         try:
@@ -192,7 +201,6 @@ class A1111Client(A1111Http):
                 bar.close(finished=finished)
             if poll_session:
                 poll_session.close()
-            pool.shutdown(wait=False)
 
     def _poll_progress(self, bar, session: requests.Session) -> str:
         """Ask /progress once and move the bar; returns "" or what went wrong (never raises: progress is a nicety)."""

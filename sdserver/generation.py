@@ -405,6 +405,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
                     images.append(image)
                     infotexts.append(infotext(first + j))
         finally:
+            interrupted = state.interrupted
             state.end()
             if other_model is not None and restore and engine.model_title != previous_model:
                 engine.switch_model(previous_model)
@@ -452,6 +453,8 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
     }
     if comments:  # not in A1111 1.10's API answer (only its web UI shows them): the kit's client warns with it
         info["comments"] = "\n".join(comments)
+    if interrupted:  # not in A1111's answer either: the kit's client then needs no extra GET /progress to know
+        info["interrupted"] = True
     # parameters echoes the request (seed stays -1); info is a JSON *string*, as in A1111.
     parameters = req.model_dump()
     if init_images and not req.value("include_init_images"):

@@ -8,6 +8,7 @@ installed) and auth mode (none, --api-auth); the ``slow`` ones once per engine.
 from __future__ import annotations
 
 import _thread
+import gc
 import threading
 import time
 
@@ -128,13 +129,24 @@ def test_live_progress_in_a_terminal(slow, capsys):
     err = capsys.readouterr().err
     assert "txt2img" in err and "20/20" in err
 
-    def requests_running():  # the client's request thread (the servers' own threads are theirs to keep)
-        return [thread for thread in threading.enumerate() if thread.name.startswith("a1111-request")]
 
+
+def test_one_request_thread_per_client_reused_and_gone_with_the_client(sd_server):
+    def request_threads():  # the clients' request threads (the servers' own threads are theirs to keep)
+        return {thread for thread in threading.enumerate() if thread.name.startswith("a1111-request")}
+
+    before = request_threads()
+    client = A1111Client(sd_server.url, auth="")
+    for _ in range(5):
+        client.txt2img("a comet", **SMALL)
+    ours = request_threads() - before
+    assert len(ours) == 1  # made on the first call, reused by the next four
+    del client
+    gc.collect()
     deadline = time.monotonic() + 5
-    while requests_running() and time.monotonic() < deadline:
+    while any(thread.is_alive() for thread in ours) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert requests_running() == []  # the request thread ended
+    assert not any(thread.is_alive() for thread in ours)  # it ends with its client
 
 
 def test_server_interrupt_returns_partial_images(slow):
@@ -156,7 +168,32 @@ def test_interrupt_by_another_client_sets_generation_interrupted(slow):
     threading.Timer(0.4, theirs.interrupt).start()
     gen = client.txt2img("a long job", seed=1, **{**SMALL, "steps": 40})
     assert len(gen.images) == 1 and gen.interrupted and client.last is gen
-    assert not client.txt2img("a short job", **SMALL).interrupted  # the next job resets the server's flag
+    assert gen.info["interrupted"] is True  # the kit's server says so in its answer (A1111's does not)
+    later = client.txt2img("a short job", **SMALL)
+    assert not later.interrupted and "interrupted" not in later.info  # the next job resets the server's flag
+
+
+@pytest.mark.parametrize("version, asked", [("kit-preview", ["txt2img"]), ("v1.10.1", ["txt2img", "progress"])])
+def test_only_a_server_whose_answer_cannot_say_interrupted_is_asked_after_a_call(sd_server, monkeypatch, version,
+                                                                                   asked):
+    """A1111's answer never says that someone else interrupted the job, so the client asks /progress (its
+    ``interrupted`` flag and ``job_timestamp``); the kit's server says it in the answer: no extra request."""
+    client = A1111Client(sd_server.url, auth="")
+    paths, request, read = [], client.request, client._read_generation
+
+    def counted(method, path, **kwargs):
+        paths.append(path)
+        return request(method, path, **kwargs)
+
+    def answer_of(body, path="txt2img"):
+        generation = read(body, path)
+        generation.info["version"] = version
+        return generation
+
+    monkeypatch.setattr(client, "request", counted)
+    monkeypatch.setattr(client, "_read_generation", answer_of)
+    assert not client.txt2img("a fox", **SMALL).interrupted
+    assert paths == asked
 
 
 def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow, ctrl_c_works):
