@@ -170,14 +170,11 @@ class A1111Client(A1111Http):
         return ours is None or theirs is None or str(ours) == str(theirs)
 
     def _run_with_progress(self, payload: dict, total_steps: int, path: str = "txt2img") -> dict:
-        """POST in a worker thread; this thread polls progress and handles Ctrl-C.
-
-        Why a thread even for a short call: Stop in Jupyter (and Ctrl-C) must reach this thread while the answer is
-        awaited, and on Windows it cannot wake a thread blocked reading a socket; this thread waits in 0.5 s steps
-        instead. The worker is made once per client and reused, so a call costs no thread start."""
+        """POST in a worker thread (made once per client); this thread polls progress and handles Ctrl-C. A thread
+        even for short calls: Stop cannot wake a thread blocked reading a socket on Windows; this one waits 0.5 s."""
         bar = LiveProgress(total_steps) if total_steps else None
         poll_session = self._new_session() if bar else None
-        if self._workers is None:  # more than one only while calls overlap (threads, or a call stopped with Ctrl-C)
+        if self._workers is None:  # more than one thread only while calls overlap
             self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="a1111-request")
         future = self._workers.submit(self.request, "POST", path, json=payload)
         finished = False

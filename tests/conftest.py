@@ -34,6 +34,35 @@ except ModuleNotFoundError:
 ENGINES = ["preview"] + (["diffusers"] if HAS_DIFFUSERS else []) + (["openvino"] if HAS_OPENVINO else [])
 
 
+# The test lanes (`make test-fast` leaves these markers out; `make test` runs everything). Marked here, in one
+# place, where a whole file is one kind or a fixture tells; tests that start the kit's programs as processes carry
+# @pytest.mark.subprocess themselves.
+MODULE_LANES = {
+    "test_notebooks.py": "notebook", "test_student.py": "notebook", "test_browser.py": "browser",
+    "test_grading.py": "grading", "test_diffusers_engine.py": "diffusers", "test_hires.py": "diffusers",
+    "test_openvino.py": "diffusers", "test_single_file.py": "diffusers", "test_dtypes.py": "diffusers",
+}
+FIXTURE_LANES = {"tiny_models": "diffusers", "ov_models": "diffusers"}
+MODEL_ENGINES = {"diffusers", "openvino"}  # a test parametrized with one of these runs a model
+
+
+def _param_values(item) -> set[str]:
+    """The text values a test is parametrized with (tuples opened: the client fixture's (engine, auth))."""
+    values = set()
+    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+        values.update(v for v in (value if isinstance(value, (tuple, list)) else [value]) if isinstance(v, str))
+    return values
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        lanes = {MODULE_LANES.get(item.path.name)} | {FIXTURE_LANES.get(name) for name in item.fixturenames}
+        if _param_values(item) & MODEL_ENGINES:
+            lanes.add("diffusers")
+        for lane in sorted(lanes - {None}):
+            item.add_marker(getattr(pytest.mark, lane))
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 where nothing listens: the OS picks a free one, and it is released again."""
     with socket.socket() as sock:

@@ -107,6 +107,7 @@ def test_sd_engine_is_checked():
     assert (settings.sd_engine, settings.sd_model) == ("diffusers", "/models/x")
 
 
+@pytest.mark.subprocess
 def test_make_demo_makes_real_images_where_the_model_is_downloaded(tiny_models, tmp_path):
     """`make demo` (python -m helpers demo) with no A1111 and no LLM, but with a diffusers model here."""
     env = {**os.environ, "SD_URL": free_url(), "SD_AUTH": "", "SD_ENGINE": "auto",

@@ -438,6 +438,7 @@ def test_missing_models_fail_fast_without_network(tiny_models, empty_hub_cache, 
     assert time.perf_counter() - started < 10
 
 
+@pytest.mark.subprocess
 def test_cli_says_what_to_do_and_exits_non_zero(tmp_path, capsys, monkeypatch):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
@@ -474,6 +475,7 @@ def test_download_picks_one_copy_of_each_weight():
                 "vae/diffusion_pytorch_model.bin"} & set(picked)
 
 
+@pytest.mark.subprocess
 def test_the_preview_engine_never_imports_torch_or_diffusers():
     code = ("import sys; from sdserver import create_app; create_app(); "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")

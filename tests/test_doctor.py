@@ -78,6 +78,7 @@ def test_llm_check(llm_server, monkeypatch):
     assert check.status == WARN and "fall back" in check.message
 
 
+@pytest.mark.subprocess
 def test_packages_and_the_command_line(monkeypatch):
     assert check_packages().status == OK
     assert all(c.status != FAIL for c in run_checks(include_a1111=False, include_llm=False))

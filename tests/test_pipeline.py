@@ -188,6 +188,7 @@ def test_bad_arguments(tmp_path, kwargs, words):
         run_pipeline("owl", out_dir=tmp_path, **kwargs)
 
 
+@pytest.mark.subprocess
 def test_cli_prints_a_table_and_the_run_folder(tmp_path, sd_server, monkeypatch):
     env = {"SD_URL": sd_server.url, "SD_AUTH": "", "LLM_BASE_URL": free_url() + "/v1", "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin"}
@@ -198,6 +199,7 @@ def test_cli_prints_a_table_and_the_run_folder(tmp_path, sd_server, monkeypatch)
     assert len(list_runs(tmp_path)) == 1
 
 
+@pytest.mark.subprocess
 def test_demo_works_with_no_servers_and_names_the_stand_ins(tmp_path):
     env = {"SD_URL": free_url(), "SD_AUTH": "", "LLM_BASE_URL": free_url() + "/v1", "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin"}

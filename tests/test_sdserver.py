@@ -607,6 +607,7 @@ def test_fuzzed_requests_give_200_or_422_never_500(preview_server, payload):
 # --- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_command_line_starts_a_server_and_says_images_are_placeholders():
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "sdserver", "--port", str(port)],
@@ -628,6 +629,7 @@ def test_command_line_starts_a_server_and_says_images_are_placeholders():
         process.wait(10)
 
 
+@pytest.mark.subprocess
 def test_malformed_api_auth_is_a_clear_error_that_does_not_echo_the_password():
     result = subprocess.run([sys.executable, "-m", "sdserver", "--api-auth", "alice:pa:ss"],
                             capture_output=True, text=True, timeout=30)

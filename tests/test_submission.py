@@ -108,6 +108,7 @@ def test_error_or_out_of_order_cells_are_refused(tmp_path, cells, words):
         submit(_write(tmp_path, nb), name="c", out_dir=tmp_path / "out")
 
 
+@pytest.mark.notebook
 def test_unrun_notebook_is_refused_and_execute_runs_it(tmp_path):
     nb = _notebook([("print(6 * 7)", [])])
     nb.cells[0].execution_count = None
@@ -118,6 +119,7 @@ def test_unrun_notebook_is_refused_and_execute_runs_it(tmp_path):
     assert "42" in result.html_path.read_text()
 
 
+@pytest.mark.subprocess
 def test_command_line(tmp_path):
     path = _write(tmp_path, _notebook([("print('ok')", [_stream("ok\n")])]))
     out = subprocess.run([sys.executable, "-m", "course", "submit", str(path), "--name", "eve", "--out",
@@ -334,6 +336,7 @@ def test_the_kit_notebooks_and_normal_outputs_are_not_flagged(monkeypatch):
     assert find_secrets(nb) == []
 
 
+@pytest.mark.notebook
 def test_an_ordinary_executed_notebook_is_submitted(tmp_path, monkeypatch):
     monkeypatch.setenv("SD_AUTH", "student:classpass")
     monkeypatch.setenv("LLM_API_KEY", KEY)  # configured, and printed only masked
@@ -382,6 +385,7 @@ def test_broken_image_output_gives_a_clear_error(tmp_path, no_configured_secrets
     assert "clear" in message.lower() and "run" in message.lower()
 
 
+@pytest.mark.subprocess
 def test_broken_image_on_the_command_line_prints_no_traceback(tmp_path):
     path = _write(tmp_path, _broken_image_notebook())
     env = {**__import__("os").environ, "SD_AUTH": "", "LLM_API_KEY": "not-needed"}
@@ -529,6 +533,7 @@ def test_a_secret_in_any_notebook_refuses_the_whole_submission(tmp_path, no_conf
     assert not (tmp_path / "out").exists(), "nothing is written"
 
 
+@pytest.mark.notebook
 def test_unrun_notebooks_are_refused_by_name_and_execute_submits_them_as_they_ran(tmp_path, no_configured_secrets):
     from course.submission import submit_all
 
@@ -576,6 +581,7 @@ def test_the_budget_holds_across_all_notebooks(tmp_path, no_configured_secrets):
         assert archive.read(f"c_0{n}_pictures.html").decode().count("data:image/jpeg;base64") == 2
 
 
+@pytest.mark.subprocess
 def test_the_command_line_without_a_notebook_submits_the_folder(tmp_path, capsys, no_configured_secrets):
     from course.__main__ import main
 
@@ -592,6 +598,7 @@ def test_the_command_line_without_a_notebook_submits_the_folder(tmp_path, capsys
     assert "Not submitted. No notebooks named NN_*.ipynb" in printed and "--dir" in printed
 
 
+@pytest.mark.subprocess
 def test_naming_one_notebook_still_makes_its_own_files(tmp_path, capsys):
     from course.__main__ import main
 

@@ -143,7 +143,7 @@ def _read_infotext(png: bytes) -> str:
     return Image.open(io.BytesIO(png)).info.get("parameters", "")
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(120)
 def test_generate_and_interrupt_in_chromium(servers, tmp_path):
     from playwright.sync_api import expect
@@ -296,7 +296,7 @@ def test_generate_and_interrupt_in_chromium(servers, tmp_path):
     print("web UI browser test timings (s since start):", {k: round(v, 1) for k, v in timings.items()})
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="needs the diffusers extra (pip install -e '.[diffusers]')")
 def test_model_picker_switches_real_models_in_chromium(tiny_models, tmp_path):
@@ -333,7 +333,7 @@ def test_model_picker_switches_real_models_in_chromium(tiny_models, tmp_path):
         assert not [line for line in console if line.startswith("pageerror")], console
 
 
-@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.timeout(120)
 def test_lora_list_edits_the_prompt_and_refreshes_in_chromium(tmp_path):
     """As A1111's Lora tab: a click adds <lora:name:1> to the prompt (again: takes it out), the refresh
