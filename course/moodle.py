@@ -57,8 +57,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -209,14 +207,92 @@ def html_cell(html: str) -> str:
     return html.replace("\\", "&#92;").replace('"', "&quot;")
 
 
-def fgetcsv_differs(cell: str) -> bool:
-    """Whether PHP's fgetcsv would read this cell, written as Python's csv writes it, as something else.
+def read_rows(text: str) -> list[list[str]]:
+    r"""The rows Moodle's ``csv_import_reader::load_csv_content`` reads from a worksheet's text.
 
-    Only a quoted cell is read with the escape rule: a backslash before a quote (a ``\\"`` inside, or the
-    closing quote after a final backslash) keeps the cell open.
+    Moodle strips a BOM, turns ``\r\n`` and ``\r`` into ``\n``, trims the text and reads it with PHP's
+    ``fgetcsv`` (php-src ext/standard/file.c): in a quoted cell a backslash makes the next character ordinary
+    and both stay; a quoted cell ends at a quote not followed by another and goes on over line ends; what
+    follows its closing quote up to the comma is kept; blank lines are skipped.
+
+    >>> read_rows('x,"say ""hi"" now"\n\n"two\nlines",e')
+    [['x', 'say "hi" now'], ['two\nlines', 'e']]
+    >>> read_rows('a,"C:\\x\\",b\n"c",d')  # the backslash keeps the cell open, over the line end
+    [['a', 'C:\\x\\",b\nc"', 'd']]
     """
-    quoted = any(c in cell for c in ',"\r\n')
-    return quoted and ('\\"' in cell or cell.endswith("\\"))
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").strip()
+    rows: list[list[str]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == "\n":  # a blank line: fgetcsv gives [null], Moodle skips it
+            i += 1
+            continue
+        row: list[str] = []
+        while True:
+            j = i
+            while j < n and text[j] in " \t" and text[j] != ",":  # white space is skipped before a quote only
+                j += 1
+            cell = []
+            if j < n and text[j] == '"':
+                i, state = j + 1, 0
+                while i < n:
+                    ch = text[i]
+                    if state == 1:  # escaped: ordinary, kept
+                        state = 0
+                    elif state == 2:
+                        if ch != '"':
+                            cell.pop()  # the closing quote
+                            break
+                        i += 1  # "" -> one quote
+                        state = 0
+                        continue
+                    elif ch == '"':
+                        state = 2
+                    elif ch == "\\":
+                        state = 1
+                    cell.append(ch)
+                    i += 1
+                else:
+                    if state == 2:
+                        cell.pop()
+                while i < n and text[i] not in ",\n":  # kept up to the delimiter
+                    cell.append(text[i])
+                    i += 1
+            else:
+                while i < n and text[i] not in ",\n":
+                    cell.append(text[i])
+                    i += 1
+            row.append("".join(cell))
+            if i < n and text[i] == ",":
+                i += 1
+                continue
+            i += 1  # the line end
+            break
+        rows.append(row)
+    return rows
+
+
+def write_line(cells: list[str], newline: str = "\n") -> str:
+    """One CSV line as PHP's ``fputcsv`` quotes it, but only where needed (a comma, quote or line end).
+
+    A quote right after a backslash is not doubled, as ``fputcsv`` does: ``fgetcsv`` reads it back.
+    """
+    out = []
+    for cell in cells:
+        if any(c in cell for c in ',"\r\n'):
+            quoted, escaped = ['"'], False
+            for ch in cell:
+                if ch == "\\":
+                    escaped = True
+                elif not escaped and ch == '"':
+                    quoted.append('"')
+                else:
+                    escaped = False
+                quoted.append(ch)
+            out.append("".join(quoted) + '"')
+        else:
+            out.append(cell)
+    return ",".join(out) + newline
 
 
 # --- The download ----------------------------------------------------------------------------------
@@ -314,7 +390,7 @@ class Worksheet:
     @classmethod
     def parse(cls, text: str, columns: dict[str, str] | None = None, teams: dict[str, list[str]] | None = None,
               where: str = "the worksheet") -> Worksheet:
-        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+        rows = read_rows(text)
         if not rows:
             raise WorksheetError(f"{where} is empty.", fix="download the grading worksheet from Moodle again")
         header, body = rows[0], rows[1:]
@@ -434,18 +510,24 @@ class Worksheet:
 
     # --- writing the file ---
     def text(self) -> str:
-        """The worksheet as CSV that Moodle's csv_import_reader reads back cell for cell."""
-        for row in [self.header, *self.rows]:
-            for index, cell in enumerate(row):
-                if fgetcsv_differs(cell):
-                    raise WorksheetError(
-                        f"The cell {self.header[index]!r} of {row[self.roles['identifier']]!r} holds a backslash "
-                        "before a quote, which Moodle's CSV reader takes for part of the cell: Moodle would refuse "
-                        "the whole file.", fix="remove the backslash from that cell in Moodle, download the "
-                        "worksheet again and grade with that")
-        buffer = io.StringIO()
-        csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator=self.newline).writerows([self.header, *self.rows])
-        return buffer.getvalue()
+        """The worksheet as CSV that Moodle's csv_import_reader reads back cell for cell (checked here).
+
+        Every cell the kit writes is safe (:func:`html_cell`, :func:`format_grade`); an untouched cell that
+        PHP's fgetcsv cannot read back (a quoted cell ending in a backslash) stops the kit rather than let
+        Moodle refuse the file or shift that row's cells.
+        """
+        rows = [self.header, *self.rows]
+        text = "".join(write_line(row, self.newline) for row in rows)
+        back = read_rows(text)
+        for number, (row, read) in enumerate(zip(rows, back + [[]] * len(rows)), 1):
+            if read != row:
+                index = next((i for i, cell in enumerate(row) if i >= len(read) or read[i] != cell), 0)
+                raise WorksheetError(
+                    f"Line {number}, column {self.header[index]!r}: Moodle's CSV reader would read "
+                    f"{row[index]!r} as something else (a backslash before a quote), and then refuse the file "
+                    "or shift the row's cells.", fix="remove that backslash in Moodle (or in the worksheet), "
+                    "download the worksheet again and grade with that")
+        return text
 
 
 def _find_roles(header: list[str], columns: dict[str, str], where: str) -> tuple[dict[str, int], str]:
