@@ -9,8 +9,9 @@ what Moodle's code does with it, not what a CSV "usually" is:
   ``\\"`` inside a quoted cell as a quote that does not end the cell, where every other CSV reader (Python's,
   a spreadsheet's) sees a backslash and the end of the cell: one ``\\"`` in a feedback text (a Windows path in
   an error message) shifts the cells of the row. So no cell the kit writes holds a backslash or a quote as
-  such (:func:`html_cell`), and an untouched cell that PHP would read differently stops the kit
-  (:meth:`Worksheet.text`).
+  such (:func:`html_cell`). The kit reads the worksheet as ``fgetcsv`` does (:func:`read_rows`), so it sees
+  the cells Moodle sees, writes it quoted as ``fputcsv`` quotes (:func:`write_line`) and reads every row back
+  before saving: an untouched cell that PHP would read differently stops the kit (:meth:`Worksheet.text`).
 * Finding the columns: ``mod/assign/feedback/offline/importgradeslib.php``
   ``assignfeedback_offline_grade_importer::init`` matches the header cells exactly against the strings of the
   uploader's language: ``get_string('recordid', 'assign')``, ``get_string('grade')``,
@@ -84,13 +85,13 @@ HEADERS: dict[str, dict[str, tuple[str, ...]]] = {
     "de": {"identifier": ("ID",),  # verified
            "fullname": ("Vollständiger Name",),  # unverified
            "group": ("Gruppe",),  # unverified
-           "grade": ("Bewertung",),  # unverified
-           "maximum": ("Bestwertung",),  # unverified
+           "grade": ("Bewertung",),  # seen as 'grade' in German packs; core moodle.php itself not found
+           "maximum": ("Bestwertung",),  # verified
            "scale": ("Skala",),  # unverified
            "changeable": ("Bewertung kann geändert werden",),  # verified
            "modified": ("Zuletzt geändert (Bewertung)",),  # verified
-           "feedback": ("Feedback als Kommentar",)},  # unverified
-    "fr": {"identifier": ("Identifiant",),  # unverified
+           "feedback": ("Feedback als Kommentar",)},  # unverified (used so by German feedback plugins)
+    "fr": {"identifier": ("Identifiant",),  # verified
            "fullname": ("Nom complet",),  # unverified
            "group": ("Groupe",),  # verified
            "grade": ("Note",),  # unverified
@@ -124,6 +125,7 @@ HEADERS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 # get_string('no') in those languages (col_gradecanbechanged writes get_string('yes') or get_string('no')).
 NO_WORDS = {"no", "nein", "non", "ei", "nej"}
+YES_WORDS = {"yes", "ja", "oui", "sí", "si", "kyllä"}
 KIT_BLOCK = re.compile(r'<div class="kit-grading">.*?</div>', re.S)  # the kit's own earlier feedback
 
 
@@ -413,6 +415,7 @@ class Worksheet:
                                  fix="give --columns identifier=<the header of the column with 'Participant 12'>")
         numbers = [row[roles[r]] for r in ("maximum", "grade") if r in roles for row in body]
         sheet.decsep = decimal_separator(numbers)
+        _check_content(sheet, columns or {}, where)
         return sheet
 
     # --- reading a row ---
@@ -528,6 +531,28 @@ class Worksheet:
                     "or shift the row's cells.", fix="remove that backslash in Moodle (or in the worksheet), "
                     "download the worksheet again and grade with that")
         return text
+
+
+def _check_content(sheet: Worksheet, columns: dict[str, str], where: str) -> None:
+    """Stop where a column found by its header does not hold what Moodle writes there (gradingtable.php).
+
+    Grade: a number or empty; Maximum grade: right after Grade; Grade can be changed: the language's yes or
+    no. A header of one language that means something else in another is caught here, not graded into.
+    """
+    roles, header = sheet.roles, sheet.header
+    fix = "name the columns with --columns (README, Instructor guide)"
+    for row in sheet.rows:
+        cell = row[roles["grade"]].strip().replace(" ", "")
+        if cell not in ("", "-") and not re.fullmatch(r"\d+([.,]\d+)?", cell):
+            raise WorksheetError(f"{where}: {cell!r} in column {header[roles['grade']]!r} is not a grade in points.",
+                                 fix="a scale's word? grade with points (Grade > Type: Point); else " + fix)
+        if "changeable" in roles and "changeable" not in columns and \
+                _norm(row[roles["changeable"]]) not in NO_WORDS | YES_WORDS:
+            raise WorksheetError(f"{where}: {row[roles['changeable']]!r} in column {header[roles['changeable']]!r} "
+                                 "is not Moodle's yes or no.", fix=fix)
+    if "maximum" in roles and not columns and roles["maximum"] != roles["grade"] + 1:
+        raise WorksheetError(f"{where}: {header[roles['maximum']]!r} is not right after {header[roles['grade']]!r}, "
+                             "where Moodle writes the maximum grade.", fix=fix)
 
 
 def _find_roles(header: list[str], columns: dict[str, str], where: str) -> tuple[dict[str, int], str]:

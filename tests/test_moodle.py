@@ -506,3 +506,24 @@ def test_scale_graded_assignment_is_refused_with_the_fix():
     header = EN[:5] + ["Scale"] + EN[6:]
     with pytest.raises(WorksheetError, match="Type to Point"):
         Worksheet.parse(moodle_csv(header, [["Participant 1", "Ann", "", "", "", "Bad\nGood", "Yes", "", "", ""]]))
+
+
+def test_a_column_that_does_not_hold_what_moodle_writes_there_stops():
+    with pytest.raises(WorksheetError, match="not a grade in points"):
+        Worksheet.parse(moodle_csv(EN, [["Participant 1", "Ann", "", "", "Good", "10.00", "Yes", "", "", ""]]))
+    with pytest.raises(WorksheetError, match="yes or no"):
+        Worksheet.parse(moodle_csv(EN, [["Participant 1", "Ann", "", "", "", "10.00", "Maybe", "", "", ""]]))
+
+
+def test_command_line_columns_option(tmp_path, capsys):
+    from course.__main__ import main
+
+    sheet = tmp_path / "w.csv"
+    sheet.write_text(moodle_csv(["Kennung", "Punkte", "Geändert"], [["Teilnehmer 5", "", "-"]]), encoding="utf-8")
+    download = tmp_path / "d.zip"
+    with zipfile.ZipFile(download, "w") as archive:
+        archive.writestr("x.txt", b"")
+    args = ["grade", "--submissions", str(download), "--worksheet", str(sheet), "--out", str(tmp_path / "out")]
+    assert main(args) == 1 and "--columns" in capsys.readouterr().out
+    assert main([*args, "--columns", "identifier=Kennung,grade=Punkte,modified=Geändert"]) == 0
+    assert "Teilnehmer 5" in (tmp_path / "out" / "w_graded.csv").read_text(encoding="utf-8")
