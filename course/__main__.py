@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     grading.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
     grading.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook (default 600)")
     grading.add_argument("--memory-mb", type=int, default=4096, help="memory per notebook in MB (default 4096)")
+    grading.add_argument("--columns", default=None,
+                         help="for a worksheet in a language the kit does not know: role=header pairs, e.g. "
+                              "'identifier=ID,grade=Note,modified=...,feedback=...' (README, Instructor guide)")
+    grading.add_argument("--teams", default=None,
+                         help="team assignment where two groups share a name: JSON {group id: [identifiers]}")
     grading.add_argument("--no-isolation", action="store_true",
                          help="run without network and file isolation even where Linux namespaces allow it")
     sub.add_parser("serve", help=f"start the kit's A1111-compatible server (all options: {prog} serve -h)",
@@ -145,6 +150,7 @@ def submit_all_command(args) -> int:
 def grade_command(args) -> int:
     """Grade a Moodle download; print one line per notebook and where the files are."""
     from course.grading import Limits, grade
+    from course.moodle import parse_columns
     from helpers.config import KIT_ROOT
 
     out = args.out or KIT_ROOT / "outputs" / "grading"
@@ -152,7 +158,8 @@ def grade_command(args) -> int:
                     memory_mb=args.memory_mb)
     try:
         result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print,
-                       isolate=False if args.no_isolation else None)
+                       isolate=False if args.no_isolation else None, columns=parse_columns(args.columns),
+                       teams=args.teams)
     except (OSError, ValueError) as err:  # a missing file, a zip that is not one, a CSV that is not a worksheet
         print(f"Not graded: {err}")
         return 1

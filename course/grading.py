@@ -15,7 +15,9 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
    yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`course.exercises`);
 4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
    order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
-   as short HTML), a feedback page per student, and a class summary (``summary.html`` and ``summary.png``).
+   as short HTML, appended; read and written by Moodle's own rules, in any of its languages:
+   :mod:`course.moodle`), a feedback page per student, and a class summary (``summary.html`` and
+   ``summary.png``).
 
 Results are cached per notebook hash in ``out_dir/cache``: a second run executes nothing new, and an
 interrupted batch resumes where it stopped. The worksheet is written atomically.
@@ -29,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import html as html_module
 import io
@@ -47,13 +48,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course import moodle
 from course.isolation import INSIDE_PORT, available, plan, prefix
 from helpers.config import KIT_ROOT
 
 GRADER_VERSION = 2  # part of the cache key: bump when the way results are read changes
 DEFAULT_POINTS = KIT_ROOT / "data" / "grading" / "points.json"
-FOLDER = re.compile(r"^(?P<name>.+?)_(?P<id>\d+)_assign(?:submission|feedback)_")
-IDENTIFIER = re.compile(r"(\d+)\s*$")
 MAX_DETAIL = 200  # characters of a student's "why" kept in the feedback
 DONE, NOT_DONE, NOT_RIGHT, NOT_CHECKED, NOT_REACHED = (
     "done", "not done yet", "not right yet", "not checked yet", "not reached")
@@ -178,21 +178,26 @@ def _safe_members(archive: zipfile.ZipFile):
 
 
 def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dict]:
-    """{student id: {"name": full name, "notebooks": {key: bytes}}} from Moodle's "Download all submissions".
+    """{owner: {"name", "entry", "notebooks": {key: bytes}, "skipped"}} from Moodle's "Download all submissions".
 
-    Reads the zip in memory (no extraction, so no path in it can write outside); a nested ``.zip`` (the kit's
-    submission) is opened the same way, one level deep. Files larger than ``max_mb`` are skipped.
+    ``owner`` is the prefix Moodle gave the files (a participant's or a group's, see :mod:`course.moodle`,
+    which reads every layout: with or without folders, up to 4.0 and from 4.1, blind marking, teams);
+    :meth:`course.moodle.Worksheet.owners` says which rows it grades. Reads the zip in memory (no extraction,
+    so no path in it can write outside); a nested ``.zip`` (the kit's submission) is opened the same way, one
+    level deep. Files larger than ``max_mb`` are skipped; other plugins' files (online text) are not notebooks.
     """
     found: dict[str, dict] = {}
     limit = int(max_mb * 1_000_000)
     with zipfile.ZipFile(download) as archive:
         for info in _safe_members(archive):
-            parts = Path(info.filename).parts
-            match = next((FOLDER.match(part) for part in parts if FOLDER.match(part)), None)
-            if match is None or info.file_size > limit:
+            entry = moodle.parse_path(info.filename)
+            if entry is None or info.file_size > limit:
                 continue
-            student = found.setdefault(match["id"], {"name": match["name"], "notebooks": {}, "skipped": []})
-            name = parts[-1]
+            student = found.setdefault(entry.owner, {"name": entry.prefix, "entry": entry, "notebooks": {},
+                                                     "skipped": []})
+            name = Path(entry.path).name  # the file's own name: a flat download's prefix is not part of it
+            if entry.plugin != "file":
+                continue
             if name.endswith(".ipynb"):
                 student["notebooks"][notebook_key(name)] = archive.read(info)
             elif name.endswith(".zip"):
@@ -446,17 +451,6 @@ def _summary(students: list[StudentResult], points: Points, out_dir: Path, isola
     return page, png
 
 
-def _read_worksheet(path: Path) -> tuple[list[list[str]], str, str]:
-    """(rows with the header first, encoding, line ending) of a Moodle grading worksheet."""
-    raw = path.read_bytes()
-    encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
-    newline = "\r\n" if b"\r\n" in raw else "\n"
-    rows = list(csv.reader(io.StringIO(raw.decode(encoding), newline="")))
-    if not rows or "Identifier" not in rows[0]:
-        raise ValueError(f"{path} is not a Moodle grading worksheet (no Identifier column in its first row).")
-    return rows, encoding, newline
-
-
 def _write_atomic(path: Path, text: str, encoding: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding=encoding, newline="") as handle:
@@ -479,11 +473,14 @@ def not_isolated(why: str) -> str:
 
 def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
           = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None,
-          isolate: bool | None = None) -> GradingResult:
+          isolate: bool | None = None, columns: dict[str, str] | None = None, teams: str | Path | None = None
+          ) -> GradingResult:
     """Grade every submission of the download into ``out_dir`` (see the module doc); returns what was written.
 
     ``sd_url``: an A1111-compatible server to use instead of starting the kit's preview server (tests); the
     notebooks must reach it, so it turns the isolation off unless ``isolate=True``.
+    ``columns``: {role: header} for a worksheet in a language :mod:`course.moodle` does not know (``--columns``);
+    ``teams``: a JSON file {group id: [identifiers]} where the worksheet cannot tell a group's members (``--teams``).
     ``isolate``: run each notebook in namespaces (:mod:`course.isolation`); ``None``: when available (tried
     once per batch). ``log`` is called with one line per notebook, and once when the isolation is off.
     """
@@ -498,22 +495,18 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     out_dir = Path(out_dir)
     (out_dir / "cache").mkdir(parents=True, exist_ok=True)
     (out_dir / "feedback").mkdir(exist_ok=True)
-    rows, encoding, newline = _read_worksheet(Path(worksheet_csv))
-    header = rows[0]
-    column = {name: header.index(name) for name in header}
+    sheet = moodle.Worksheet.read(worksheet_csv, columns, moodle.load_teams(teams))
     found = find_submissions(submissions_zip)
+    owners = sheet.owners(found)  # {participant number: the download's folder its row is graded from}
 
     server = None
     executed = 0
     students: list[StudentResult] = []
     try:
-        for row in rows[1:]:
-            if len(row) < len(header):
-                continue
-            identifier = row[column["Identifier"]]
-            match = IDENTIFIER.search(identifier)
-            submission = found.get(match.group(1)) if match else None
-            name = row[column["Full name"]] if "Full name" in column else identifier
+        for row in sheet.rows:
+            number = sheet.identifier(row)
+            submission = found.get(owners.get(number, ""))
+            identifier, name = row[sheet.roles["identifier"]], sheet.name(row)
             student = StudentResult(identifier, name, bool(submission and submission["notebooks"]))
             for key, source in sorted((submission or {}).get("notebooks", {}).items()):
                 # An isolated run is cached apart: a result from a run without the isolation is not reused for one.
@@ -537,32 +530,32 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
             if student.submitted:
                 student.grade = sum(row_[4] for row_ in _exercise_rows(student, table))
                 student.maximum = sum(row_[5] for row_ in _exercise_rows(student, table))
-                if "Maximum Grade" in column:
-                    try:
-                        student.grade = min(student.grade, float(row[column["Maximum Grade"]]))
-                    except ValueError:
-                        pass
-                changeable = "Grade can be changed" not in column or row[column["Grade can be changed"]] != "No"
-                if "Grade" in column and changeable:
-                    row[column["Grade"]] = f"{student.grade:.2f}"
-            if "Feedback comments" in column:
-                row[column["Feedback comments"]] = _feedback_comment(student, table)
-            page = out_dir / "feedback" / f"{_safe_file_name(name)}_{match.group(1) if match else 'x'}.html"
+                maximum = sheet.maximum(row)
+                student.grade = student.grade if maximum is None else min(student.grade, maximum)
+                sheet.set_grade(row, student.grade)
+            comment = _feedback_comment(student, table)
+            if student.submitted and not sheet.changeable(row):
+                # Moodle keeps a locked grade (process_import_grades skips it): the feedback says so, not a grade.
+                kept = sheet.current_grade(row)
+                comment = comment.replace(
+                    f"<p>Grade: {student.grade:g}</p>",
+                    f"<p>Points from the checks: {student.grade:g}. Your grade is set in Moodle and stays"
+                    + (f" {kept}" if kept else "") + ".</p>", 1)
+            sheet.add_feedback(row, comment)
+            page = out_dir / "feedback" / f"{_safe_file_name(name)}_{number}.html"
             page.write_text(_feedback_page(student, table), encoding="utf-8")
             students.append(student)
     finally:
         if server is not None:
             server.stop()
 
-    listed = {m.group(1) for s in students if (m := IDENTIFIER.search(s.identifier))}
-    for sid, submission in sorted(found.items()):
-        if sid not in listed:
-            log(f"{submission['name']} ({sid}): submitted, but not in the worksheet; not graded")
+    graded = set(owners.values())
+    for key, submission in sorted(found.items()):
+        if key not in graded:
+            log(f"{key}: submitted, but no row of the worksheet is theirs; not graded")
 
-    buffer = io.StringIO()
-    csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator=newline).writerows(rows)
     worksheet = out_dir / f"{Path(worksheet_csv).stem}_graded.csv"
-    _write_atomic(worksheet, buffer.getvalue(), encoding)
+    _write_atomic(worksheet, sheet.text(), sheet.encoding)
     summary_html, summary_png = _summary(students, table, out_dir, isolation)
     return GradingResult(worksheet, students, executed, summary_html, summary_png, isolation)
 

@@ -140,7 +140,8 @@ def test_grades_and_feedback_row_by_row(graded):
     assert "name 'not_a_module_xyz' is not defined" in feedback["100005"]
     assert "triple: not reached" in feedback["100004"]
     assert "ModuleNotFoundError" in feedback["100005"] and "your code raised NameError" in feedback["100005"]
-    assert feedback["100001"].startswith("<p>Grade: 3</p><ul><li>")
+    # Appended to the comment already there (empty here), in the kit's own block (course.moodle.add_feedback).
+    assert feedback["100001"].startswith('<div class="kit-grading"><p>Grade: 3</p><ul><li>')
 
 
 def test_the_instructors_environment_never_reaches_the_students_code(graded):
@@ -222,6 +223,7 @@ def test_maximum_grade_caps_and_a_locked_grade_stays(tmp_path):
     ann, bob = _rows(result.worksheet)[1:]
     assert ann[4] == "2.00"
     assert bob[4] == "7.00" and "triple" in bob[9], "a locked grade stays; the feedback is still written"
+    assert "Grade: 2" not in bob[9] and "stays 7.00" in bob[9], "the feedback says the grade Moodle keeps"
 
 
 # --- Network and file isolation (course.isolation) ------------------------------------------------------
