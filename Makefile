@@ -59,8 +59,8 @@ student: $(STAMP)  ## student versions of the notebooks (solutions stubbed) in d
 submission: $(STAMP)  ## one Moodle zip of all your notebooks: make submission NAME=ann [DIR=dist/student] [EXECUTE=1]; one notebook: NB=...
 	$(PY) -m course submit $(if $(NB),"$(NB)") $(if $(DIR),--dir "$(DIR)") $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
-grade: $(STAMP)  ## grade a Moodle download: make grade SUBMISSIONS=download.zip WORKSHEET=worksheet.csv [OUT=outputs/grading] [POINTS=file]
-	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)")
+grade: $(STAMP)  ## grade a Moodle download: make grade SUBMISSIONS=download.zip WORKSHEET=worksheet.csv [OUT=outputs/grading] [POINTS=file] [NO_ISOLATION=1]
+	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)") $(if $(NO_ISOLATION),--no-isolation)
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet); OPENVINO=1 [INT8=1]: then convert it to OpenVINO (faster on a CPU)
 	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
     grading.add_argument("--teams", default=None,
                          help="team assignment where two groups share a name: JSON {group id: [identifiers]}")
     grading.add_argument("--no-isolation", action="store_true",
-                         help="run without network and file isolation even where Linux namespaces allow it")
+                         help="run the notebooks without the sandbox (no sandbox here, or code you trust): "
+                              "a clean environment, limits, every process ended with its notebook")
     sub.add_parser("serve", help=f"start the kit's A1111-compatible server (all options: {prog} serve -h)",
                    add_help=False)
 
@@ -152,6 +153,7 @@ def grade_command(args) -> int:
     from course.grading import Limits, grade
     from course.moodle import parse_columns
     from helpers.config import KIT_ROOT
+    from helpers.errors import KitError
 
     out = args.out or KIT_ROOT / "outputs" / "grading"
     limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
@@ -160,7 +162,7 @@ def grade_command(args) -> int:
         result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print,
                        isolate=False if args.no_isolation else None, columns=parse_columns(args.columns),
                        teams=args.teams)
-    except (OSError, ValueError) as err:  # a missing file, a zip that is not one, a CSV that is not a worksheet
+    except (OSError, ValueError, KitError) as err:  # a missing file, a zip that is not one, no sandbox, ...
         print(f"Not graded: {err}")
         return 1
     print(f"{result.executed} notebook(s) run, the others from the cache.")

@@ -49,8 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from course import moodle
-from course.isolation import INSIDE_PORT, available, plan, prefix
+from course.isolation import INSIDE_PORT, available, kind, plan, prefix
 from helpers.config import KIT_ROOT
+from helpers.errors import KitError
 
 GRADER_VERSION = 2  # part of the cache key: bump when the way results are read changes
 DEFAULT_POINTS = KIT_ROOT / "data" / "grading" / "points.json"
@@ -266,6 +267,19 @@ def _hf_home() -> str:
         return str(Path.home() / ".cache" / "huggingface")
 
 
+def _my_processes() -> int:
+    """How many processes this user runs now (Linux; 0 elsewhere): RLIMIT_NPROC counts them all, so a notebook's
+    limit is this plus a margin."""
+    uid = os.getuid() if hasattr(os, "getuid") else -1
+    count = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            count += entry.stat().st_uid == uid
+        except OSError:
+            pass
+    return count
+
+
 def _kill(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -301,12 +315,16 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
         notebook.write_bytes(source)
         command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed),
                    "--cell-timeout", str(limits.cell_timeout), "--memory-mb", str(limits.memory_mb),
-                   "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30)]
+                   "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30),
+                   "--processes", str(_my_processes() + 256)]
         if isolated:
-            # The worker is process 1 of its own process namespace: killing it ends the kernel too, and a
-            # process id it wrote would mean nothing out here, so no --pid-file.
-            (tmp / "plan.json").write_text(json.dumps(plan(tmp)))
-            command = [*prefix(), *command, "--isolate", str(tmp / "plan.json"), "--serve-preview", str(INSIDE_PORT)]
+            # The worker runs in its own process namespace: killing it ends the kernel too, and a process id
+            # it wrote would mean nothing out here, so no --pid-file. bubblewrap builds the sandbox from the
+            # plan itself; with unshare the worker does (--isolate).
+            sandbox = plan(tmp)
+            (tmp / "plan.json").write_text(json.dumps(sandbox))
+            command = [*prefix(sandbox), *command, "--serve-preview", str(INSIDE_PORT),
+                       *(["--isolate", str(tmp / "plan.json")] if kind() == "unshare" else [])]
             sd_url = f"http://127.0.0.1:{INSIDE_PORT}"
         else:
             command += ["--pid-file", str(pid_file)]
@@ -319,6 +337,11 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             output = process.communicate(timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
         except subprocess.TimeoutExpired:
             stopped = f"the notebook ran longer than {limits.notebook_timeout} s and was stopped"
+            process.terminate()  # the worker ends everything the notebook started, detached processes too
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         finally:
             _kill(process.pid)
             if pid_file.is_file():
@@ -464,11 +487,15 @@ def _safe_file_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text).strip("_") or "student"
 
 
+class NoSandbox(KitError, RuntimeError):
+    """``make grade`` without a sandbox and without ``--no-isolation``: it refuses, naming both ways on."""
+
+
 def not_isolated(why: str) -> str:
-    """The one line an instructor reads when the notebooks ran without network and file isolation."""
-    return (f"Network and file isolation were not available on this machine ({why}): the notebooks ran with a "
-            "clean environment and limits only, could reach the network and read your files. For a class you "
-            "do not trust, grade in a container (README, Instructor guide).")
+    """The one line an instructor reads when the notebooks ran without the sandbox."""
+    return (f"The notebooks ran without the sandbox ({why}): with a clean environment, limits, and every process "
+            "ended with its notebook, but they could reach the network and read your files. For a class you do "
+            "not trust, grade in the sandbox (README, Instructor guide).")
 
 
 def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
@@ -481,13 +508,20 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     notebooks must reach it, so it turns the isolation off unless ``isolate=True``.
     ``columns``: {role: header} for a worksheet in a language :mod:`course.moodle` does not know (``--columns``);
     ``teams``: a JSON file {group id: [identifiers]} where the worksheet cannot tell a group's members (``--teams``).
-    ``isolate``: run each notebook in namespaces (:mod:`course.isolation`); ``None``: when available (tried
-    once per batch). ``log`` is called with one line per notebook, and once when the isolation is off.
+    ``isolate``: run each notebook in the sandbox (:mod:`course.isolation`); ``None``: in the sandbox, and
+    :class:`NoSandbox` when there is none here; ``False`` on purpose: without it (a clean environment, limits, and
+    every process ended with its notebook). ``log`` is called with one line per notebook, and once when the
+    sandbox is off.
     """
     limits = limits or Limits()
     if isolate is None:
-        isolate = sd_url is None and not available()
-    isolation = "" if isolate else (available() or "turned off: --no-isolation" if sd_url is None
+        if sd_url is None and available():
+            raise NoSandbox(f"No sandbox for the students' notebooks on this machine: {available()}.",
+                            fix="grade on Linux with bubblewrap (apt install bubblewrap) or user namespaces, or in "
+                                "the container of the README's Instructor guide; or, for code you trust, run "
+                                "again with --no-isolation (make grade ... NO_ISOLATION=1)")
+        isolate = sd_url is None
+    isolation = "" if isolate else ("turned off: --no-isolation" if sd_url is None
                                      else "turned off: the notebooks must reach the server given as sd_url")
     if isolation:
         log(not_isolated(isolation))

@@ -8,7 +8,11 @@ student code runs, the process sets its resource limits, which the kernel it sta
 * ``RLIMIT_FSIZE``: the largest file it may write (``--file-mb``), so one notebook cannot fill the disk
   with one file;
 * ``RLIMIT_CPU``: CPU seconds (``--cpu-s``), a backstop behind the wall-clock limits;
+* ``RLIMIT_NPROC``: processes (``--processes``), against a fork bomb;
 * ``RLIMIT_CORE``: no core dumps.
+
+It also adopts every process the notebook starts (Linux's child subreaper), and kills all of them, detached
+ones too, before it writes the result: nothing a student started outlives the notebook or touches its result.
 
 With ``--isolate PLAN`` (see :mod:`course.isolation`; the worker then runs inside new namespaces) it first
 hides the instructor's files, cuts the network down to loopback and drops its capabilities, and with
@@ -20,14 +24,16 @@ per-cell timeout, and the executed notebook is written to OUT, also when a cell 
 died: OUT's metadata ``grading.stopped`` says why it stopped early.
 
 Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error, 6 the isolation
-could not be set up (nothing ran).
+could not be set up (nothing ran), 7 stopped by the grader (SIGTERM: its time was up).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +41,7 @@ import time
 from pathlib import Path
 
 
-def set_limits(memory_mb: int, file_mb: int, cpu_s: int) -> None:
+def set_limits(memory_mb: int, file_mb: int, cpu_s: int, processes: int = 0) -> None:
     """Lower this process's limits (children inherit them); a limit already lower stays."""
     def lower(kind: int, value: int) -> None:
         soft, hard = resource.getrlimit(kind)
@@ -48,7 +54,63 @@ def set_limits(memory_mb: int, file_mb: int, cpu_s: int) -> None:
         lower(resource.RLIMIT_FSIZE, file_mb * 1024 * 1024)
     if cpu_s > 0:
         lower(resource.RLIMIT_CPU, cpu_s)
+    if processes > 0:  # a fork bomb stops here (counted per user, so the grader passes its own count + a margin)
+        lower(resource.RLIMIT_NPROC, processes)
     lower(resource.RLIMIT_CORE, 0)
+
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def adopt_orphans() -> None:
+    """Linux: make this process the "subreaper" of everything it starts, so a student's process that detaches
+    (double fork, setsid) is adopted here instead of by init, and :func:`end_descendants` still finds it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def descendants(root: int) -> list[int]:
+    """Every living process below ``root`` (children, theirs, ...), read from /proc (Linux; elsewhere [])."""
+    parents = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def end_descendants(root: int | None = None, keep: tuple[int, ...] = ()) -> None:
+    """Kill every process below ``root`` (this one) but ``keep``, until none is left: what the student's code
+    started may not outlive its notebook, nor change the result written after it."""
+    root = os.getpid() if root is None else root
+    for _ in range(100):
+        left = [pid for pid in descendants(root) if pid not in keep]
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if root == os.getpid():
+            try:  # reap them here (adopted orphans are our children now)
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
+                pass
+        time.sleep(0.02)
 
 
 def _start_preview(port: int) -> subprocess.Popen:
@@ -80,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", default=None, help="where to write the kernel's process id")
     parser.add_argument("--isolate", default=None, help="a plan from course.isolation.plan (JSON file)")
     parser.add_argument("--serve-preview", type=int, default=0, help="start the preview server on this port")
+    parser.add_argument("--processes", type=int, default=0, help="at most this many processes of this user")
     args = parser.parse_args(argv)
 
     if args.isolate:
@@ -90,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             print(f"isolation failed: {err}")
             return 6
-    set_limits(args.memory_mb, args.file_mb, args.cpu_s)
+    set_limits(args.memory_mb, args.file_mb, args.cpu_s, args.processes)
+    adopt_orphans()
+    # The grader's "time is up" (SIGTERM): end everything the notebook started before this process goes.
+    signal.signal(signal.SIGTERM, lambda *_: (end_descendants(), os._exit(7)))
     server = _start_preview(args.serve_preview) if args.serve_preview else None
 
     # jsonschema (through nbformat) builds rfc3987_syntax's grammar at import: 2-3 s per notebook, for an
@@ -124,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         stopped, status = "the kernel died (out of memory, or the code ended the process)", 4
     except Exception as err:  # noqa: BLE001 - report anything else as the reason, never a traceback of ours
         stopped, status = f"the notebook could not be run ({type(err).__name__})", 5
+    # Nothing the notebook started is left running when its result is written (a process that waited for this
+    # moment could otherwise rewrite it), nor after: the preview server, the kernel, and any orphan adopted here.
+    end_descendants()
     if server is not None:
-        server.kill()  # (ending this process, process 1 of the namespace, would end it too)
+        server.wait()
     nb.metadata["grading"] = {"stopped": stopped}
     nbformat.write(nb, args.out)
     return status

@@ -340,12 +340,12 @@ def test_without_isolation_the_summary_says_so_once(tmp_path):
     lines = []
     result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append,
                    isolate=False)
-    assert result.isolation and [line for line in lines if "isolation were not available" in line] == [
-        f"Network and file isolation were not available on this machine ({result.isolation}): the notebooks ran "
-        "with a clean environment and limits only, could reach the network and read your files. For a class you "
-        "do not trust, grade in a container (README, Instructor guide)."]
+    assert result.isolation and [line for line in lines if "without the sandbox" in line] == [
+        f"The notebooks ran without the sandbox ({result.isolation}): with a clean environment, limits, and every "
+        "process ended with its notebook, but they could reach the network and read your files. For a class you "
+        "do not trust, grade in the sandbox (README, Instructor guide)."]
     summary = result.summary_html.read_text()
-    assert summary.count("isolation were not available") == 1
+    assert summary.count("without the sandbox") == 1
     assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00"]  # graded all the same
     assert result.students[0].notebooks["01_test"]["isolated"] is False
     if not WHY_NOT_ISOLATED:  # that result is not reused for an isolated run
@@ -375,8 +375,9 @@ def test_why_the_isolation_is_not_available(monkeypatch):
     import course.isolation as isolation
 
     monkeypatch.setattr(isolation.shutil, "which", lambda *_args, **_kwargs: None)
-    assert isolation.available.__wrapped__() == "the unshare command (util-linux) is not installed"
+    assert isolation.available.__wrapped__() == "neither bubblewrap (bwrap) nor unshare (util-linux) is installed"
     monkeypatch.undo()
+    monkeypatch.setenv("KIT_SANDBOX", "unshare")
     if isolation.prefix():  # an unshare that refuses (as AppArmor's restriction does): its own words come back
         monkeypatch.setattr(isolation, "UNSHARE", ["--not-an-option"])
         why = isolation.available.__wrapped__()
