@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import traceback
 from urllib.parse import urlsplit
 
 import pytest
@@ -165,3 +166,139 @@ def test_the_doctor_never_prints_a_url_password(secret_env, capsys):
     print_report(checks)
     out = capsys.readouterr().out
     assert "Settings(" in out and "cannot connect" in out and not _leaks(out), out
+
+
+# ----- make submission ------------------------------------------------------------------------------
+
+@pytest.fixture
+def scan_env(monkeypatch, tmp_path):
+    """No secret configured unless a test sets one (the environment wins over any .env)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SD_AUTH", "SD_URL", "LLM_BASE_URL"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("LLM_API_KEY", "not-needed")
+    return monkeypatch
+
+
+def _ran_notebook(*cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    for count, (source, printed) in enumerate(cells, start=1):
+        cell = nbformat.v4.new_code_cell(source, execution_count=count)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)] if printed else []
+        nb.cells.append(cell)
+    return nb
+
+
+def test_a_key_in_a_text_attachment_is_found(scan_env):
+    import nbformat
+
+    from course.secret_scan import find_secrets
+
+    scan_env.setenv("LLM_API_KEY", "lmstudio-token-98765")  # no pattern knows its shape: only the setting does
+    cell = nbformat.v4.new_markdown_cell("See ![notes](attachment:notes.txt)")
+    text = f"OPENAI_API_KEY={KEY}\nLLM_API_KEY=lmstudio-token-98765\n"
+    cell.attachments = {"notes.txt": {"text/plain": base64.b64encode(text.encode()).decode()}}
+    found = find_secrets(nbformat.v4.new_notebook(cells=[cell]))
+    assert "cell 1 attachment: an OpenAI-style API key" in found
+    assert "cell 1 attachment: the configured LLM_API_KEY" in found
+    cell.attachments = {"notes.txt": {"text/plain": base64.b64encode(b"just notes").decode()}}
+    assert find_secrets(nbformat.v4.new_notebook(cells=[cell])) == []
+
+
+def test_the_sd_auth_password_as_a_basic_header_is_found(scan_env):
+    from course.secret_scan import find_secrets
+
+    scan_env.setenv("SD_AUTH", "ann:tr0ub4dor")
+    header = "Authorization: Basic " + base64.b64encode(b"ann:tr0ub4dor").decode()
+    found = find_secrets(_ran_notebook(("print(session.headers)", header + "\n")))
+    assert "cell 1 output 1: the configured A1111 password (SD_AUTH) as an HTTP Basic header" in found
+    other = "Authorization: Basic " + base64.b64encode(b"bob:other-pass").decode()  # not configured: still a header
+    assert find_secrets(_ran_notebook(("h", other))) == ["cell 1 output 1: an HTTP Basic auth header (a user and "
+                                                         "password)"]
+    assert find_secrets(_ran_notebook(("print('Basic settings')", "Basic settings\n"))) == []
+
+
+@pytest.mark.parametrize("url, written", [
+    ("http://ann:Zebra-77x@gpu-server:7860", 'pw = "Zebra-77x"'),
+    ("http://ann:q7@gpu-server:7860", "# log in as ann:q7"),      # a short one: next to the user name
+    ("http://ann:p%40ss-99@gpu-server:7860", "login('ann', 'p@ss-99')"),  # URL-encoded in SD_URL
+])
+def test_the_sd_url_password_is_found_anywhere(scan_env, url, written):
+    from course.secret_scan import find_secrets
+
+    scan_env.setenv("SD_URL", url)
+    assert find_secrets(_ran_notebook((written, None))) == ["cell 1: the password in SD_URL"]
+
+
+def test_the_llm_base_url_password_is_found_too(scan_env):
+    from course.secret_scan import find_secrets
+
+    scan_env.setenv("LLM_BASE_URL", "https://bob:Velvet-Owl-4@llm.example/v1")
+    assert "cell 1 output 1: the password in LLM_BASE_URL" in find_secrets(_ran_notebook(("x", "Velvet-Owl-4\n")))
+
+
+def _run_cli(args, env_extra=()):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SD_AUTH": "", "SD_URL": "", "LLM_BASE_URL": "", "LLM_API_KEY": "not-needed",
+           **dict(env_extra)}
+    return subprocess.run([sys.executable, "-m", "course", "submit", *args], capture_output=True, text=True,
+                          timeout=120, env=env, check=False)
+
+
+@pytest.mark.parametrize("content, why", [
+    (f"LLM_API_KEY={KEY}\nSD_AUTH=ann:hunter2-long\n", "not JSON"),   # e.g. a symlinked .env
+    ('[{"key": "' + KEY + '"}]', "JSON, but not a Jupyter notebook"),
+    (b"\xff\xfe" + KEY.encode("utf-16-le"), "not UTF-8 text"),
+])
+def test_a_file_that_is_not_a_notebook_gets_one_line_and_none_of_its_content(tmp_path, scan_env, content, why):
+    from course.submission import SubmissionError, submit, submit_all
+
+    env_file = tmp_path / "dot.env"
+    env_file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "01_first.ipynb").symlink_to(env_file)
+    for call in (lambda: submit_all(folder, name="a", out_dir=tmp_path / "out"),
+                 lambda: submit(folder / "01_first.ipynb", name="a", out_dir=tmp_path / "out")):
+        with pytest.raises(SubmissionError) as err:
+            call()
+        message = str(err.value)
+        assert message.startswith(f"01_first.ipynb is not a notebook ({why})") and "\n" not in message
+        assert KEY[3:12] not in message and "hunter2" not in message and "LLM_API_KEY" not in message
+        shown = "".join(traceback.format_exception(err.value))  # even a traceback, chained errors included
+        assert KEY[3:12] not in shown and "hunter2" not in shown
+    out = _run_cli(["--dir", str(folder), "--name", "eve", "--out", str(tmp_path / "out")])
+    assert out.returncode == 1 and out.stderr == ""
+    assert out.stdout.strip().splitlines() == [f"Not submitted. 01_first.ipynb is not a notebook ({why}), so "
+                                               "nothing was submitted. Fix: submit the .ipynb file Jupyter saved "
+                                               "(File > Save Notebook), or move this file out of the folder."]
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_names_are_shown_with_control_characters_escaped(tmp_path, scan_env):
+    import nbformat
+
+    from course.submission import SubmissionError, submit_all
+
+    hostile = "02_\x1b[2J\x1b]0;owned\x07\u202egpj.ipynb"
+    folder = tmp_path / "work"
+    folder.mkdir()
+    nbformat.write(_ran_notebook(("print(key)", KEY + "\n")), folder / hostile)
+    with pytest.raises(SubmissionError) as err:
+        submit_all(folder, name="a", out_dir=tmp_path / "out")
+    message = str(err.value)
+    assert "02_\\x1b[2J\\x1b]0;owned\\x07\\u202egpj.ipynb, cell 1 output 1: an OpenAI-style API key" in message
+    assert message.isprintable() or all(ch.isprintable() for ch in message.replace("\n", ""))
+    (folder / hostile).write_text("not json")
+    out = _run_cli(["--dir", str(folder), "--name", "eve", "--out", str(tmp_path / "out")])
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "\x07" not in out.stdout
+    assert "02_\\x1b[2J" in out.stdout
+    nbformat.write(_ran_notebook(("print(1)", "1\n")), folder / hostile)  # a clean one: the summary escapes it
+    result = submit_all(folder, name="a", out_dir=tmp_path / "out")
+    assert "| 02_\\x1b[2J\\x1b]0;owned\\x07\\u202egpj | yes |" in result.summary
+    assert all(ch.isprintable() for ch in result.summary.replace("\n", ""))
