@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from helpers.config import KIT_ROOT, configured_secrets, load_settings, mask
-from helpers.urls import localhost_hint, masked_url, with_host
+from helpers.config import KIT_ROOT, configured_secrets, load_settings, mask, masked_url
+from helpers.urls import localhost_hint, with_host
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

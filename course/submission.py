@@ -37,7 +37,6 @@ from pathlib import Path
 
 from course.secret_scan import SubmissionError, decode_image, find_secrets, holds_secret, place_name, read_exif
 from helpers.config import KIT_ROOT
-from helpers.errors import printable
 
 IMAGE_STEPS = [(768, 85), (512, 80), (384, 70), (256, 60), (160, 50)]  # (max side, JPEG quality), tried in order
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -65,6 +64,16 @@ class SubmissionResult:
         verdict = "within" if zip_size <= self.budget_bytes else "OVER"
         lines.append(f"zip is {verdict} the budget of {self.budget_bytes / 1e6:.1f} MB")
         return "\n".join(self.changes + lines)
+
+
+def printable(text: str) -> str:
+    r"""``text`` with each character a terminal would act on escaped (control characters, ANSI escape sequences,
+    right-to-left overrides), so a file name a student chose cannot clear or rewrite the instructor's screen.
+
+    >>> print(printable("01_\x1b[2Jfox\u202e.ipynb"))
+    01_\x1b[2Jfox\u202e.ipynb
+    """
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
 
 
 # --- A notebook at all ------------------------------------------------------------------------------

@@ -5,11 +5,6 @@ Environment variables win over a ``.env`` file in the current folder or a parent
     >>> s = load_settings(env={"SD_AUTH": "ann:hunter2"}, dotenv=False)
     >>> s.sd_url, s.sd_auth        # the password never shows
     ('http://127.0.0.1:7860', Secret('ann:********'))
-
-One masker for every place a secret could leak (errors, run records, reports, the doctor):
-
-    >>> mask("the server said: bad key sk-123456", ["sk-123456"])
-    'the server said: bad key ********'
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from typing import Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import KitError
-from .urls import masked_url
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_API_KEY = "not-needed"  # sent to local LLM servers, which do not check it
@@ -34,6 +28,8 @@ PLACEHOLDER_KEYS = frozenset({LOCAL_API_KEY, "lm-studio", "ollama", "empty", "sk
                               "dummy"})
 MASK = "********"
 SHORT_SECRET = 4  # a secret shorter than this is masked as a whole word only: every "a" of "a" would garble text
+# scheme://user:password@ ; the password runs to the last "@" before the path, as urlsplit reads it
+URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.\-]*://[^/?#:@]*):[^/?#]*@(?=[^/?#@]*(?:[/?#]|$))", re.IGNORECASE)
 
 
 class SettingsError(KitError, ValueError):
@@ -101,6 +97,15 @@ def secret_forms(key: Secret | str | None = None, auth: Secret | str | None = No
     for user, password in credentials(auth, urls):
         found |= {password, quote(password, safe=""), base64.b64encode(f"{user}:{password}".encode()).decode()}
     return sorted(found, key=lambda text: (-len(text), text))
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (not its user) shown as ******** (a pattern: urlsplit may raise, a repr must not).
+
+    >>> masked_url("http://ann:pw@gpu-server:7860"), masked_url("http://127.0.0.1:1234/v1")
+    ('http://ann:********@gpu-server:7860', 'http://127.0.0.1:1234/v1')
+    """
+    return URL_PASSWORD.sub(rf"\1:{MASK}@", url, count=1)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -235,11 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
 
 def configured_secrets() -> list[str]:
     """The secrets of the current settings (:meth:`Settings.secrets`) for a last mask before text is written
-    or printed; [] when the settings cannot be read, as then no client could have used them.
-
-    >>> mask(f"key {LOCAL_API_KEY}", configured_secrets())   # the placeholder key is no secret
-    'key not-needed'
-    """
+    or printed; [] when the settings cannot be read, as then no client could have used them."""
     try:
         return load_settings().secrets()
     except SettingsError:

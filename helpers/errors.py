@@ -23,13 +23,3 @@ class KitError(Exception):
 
     def __str__(self) -> str:  # written once, so every error of the kit reads the same
         return f"{self.message}\nFix: {self.fix}" if self.fix else self.message
-
-
-def printable(text: str) -> str:
-    r"""``text`` with each character a terminal would act on escaped (control characters, ANSI escape sequences,
-    right-to-left overrides), so a file name a student chose cannot clear or rewrite the instructor's screen.
-
-    >>> print(printable("01_\x1b[2Jfox\u202e.ipynb"))
-    01_\x1b[2Jfox\u202e.ipynb
-    """
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))

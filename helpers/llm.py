@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Secret, load_settings, mask, secret_forms
+from .config import Secret, load_settings, mask, masked_url, secret_forms
 from .errors import KitError
-from .urls import localhost_hint, masked_url, with_host
+from .urls import localhost_hint, with_host
 
 START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and press 'Start server' (or run "
               "`lms server start`); for Ollama run `ollama serve`. Then check LLM_BASE_URL "

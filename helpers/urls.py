@@ -3,7 +3,6 @@ change the host or port, and explain the "localhost is IPv6" trap the same way e
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -41,17 +40,3 @@ def localhost_hint(url: str, setting: str) -> str:
     """
     return (f"'localhost' may resolve to IPv6 (::1) while the server listens on IPv4: set "
             f"{setting}={with_host(url, host='127.0.0.1')}")
-
-
-def masked_url(url: str) -> str:
-    """The URL with its password (not its user) replaced by ********, for reprs that show what is set.
-
-    >>> masked_url("http://ann:pw@gpu-server:7860"), masked_url("http://127.0.0.1:1234/v1")
-    ('http://ann:********@gpu-server:7860', 'http://127.0.0.1:1234/v1')
-    """
-    # A pattern, not urlsplit: that raises for a malformed host, and a repr must not fail.
-    return _USERINFO.sub(lambda m: m[1] + (f"{m[2]}:********@" if m[3] is not None else f"{m[2]}@"), url, count=1)
-
-
-# scheme://user[:password]@ ; the password runs to the last "@" before the path, as urlsplit reads it
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#:@]*)(?::([^/?#]*))?@(?=[^/?#@]*(?:[/?#]|$))")
