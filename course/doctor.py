@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from helpers.config import KIT_ROOT, load_settings
+from helpers.config import KIT_ROOT, configured_secrets, load_settings, mask, masked_url
 from helpers.urls import localhost_hint, with_host
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -112,7 +112,7 @@ def check_a1111(url: str | None = None, auth=None) -> list[Check]:
     from helpers.a1111 import A1111Client, A1111Error
 
     client = A1111Client(url, auth=auth)
-    name = f"A1111 at {client.base_url}"
+    name = f"A1111 at {masked_url(client.base_url)}"  # the user shows, a password in SD_URL does not
     try:
         client.request("GET", "progress", timeout=10)
     except A1111Error as err:
@@ -187,9 +187,11 @@ def run_checks(include_a1111: bool = True, include_llm: bool = True) -> list[Che
 
 
 def print_report(checks: list[Check]) -> bool:
-    """Print checks and a summary line; returns True when none failed."""
+    """Print checks and a summary line; returns True when none failed. No configured secret is printed, even
+    when a server put one into its answer."""
+    secrets = configured_secrets()
     for check in checks:
-        print(check)
+        print(mask(str(check), secrets))
     failed = [c for c in checks if c.status == FAIL]
     print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed. Settings: {load_settings()!r}")
     return not failed

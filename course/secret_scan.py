@@ -3,8 +3,9 @@
 No secret may leave in a submission: an API key, the A1111 password, a bearer token, a private key...
 Every place in the notebook is scanned: sources, outputs of every type, metadata at every level,
 attachments, and the text chunks / EXIF inside images, with detect-secrets' detectors plus the kit's
-own patterns and its configured secrets (LLM_API_KEY, the SD_AUTH password). A finding names the
-place and the kind of secret, never the secret or the line that holds it.
+own patterns and its configured secrets (LLM_API_KEY, the passwords of SD_AUTH, SD_URL and LLM_BASE_URL,
+also as an HTTP Basic header). Base64 data (attachments of any type, binary outputs) is decoded and
+scanned too. A finding names the place and the kind of secret, never the secret or the line that holds it.
 
 Example:
     >>> import nbformat
@@ -16,10 +17,12 @@ Example:
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import re
+from urllib.parse import quote
 
-from helpers.config import LOCAL_API_KEY, load_settings
+from helpers.config import PLACEHOLDER_KEYS, credentials, load_settings
 from helpers.errors import KitError
 
 # The kit's own patterns, for what detect-secrets misses: keys of any shape after "sk-" (detect-secrets only
@@ -55,7 +58,11 @@ HIGH_ENTROPY_MAX_LENGTH = 200
 LONG_RUN = re.compile(r"[A-Za-z0-9+/=_\-]{500,}")
 PIECE, OVERLAP = 2000, 300
 # Values local LLM servers' docs tell students to pass as the key; they are not secrets.
-DUMMY_KEYS = {LOCAL_API_KEY, "lm-studio", "ollama", "empty", "sk-no-key-required", "no-key", "none", "dummy"}
+DUMMY_KEYS = PLACEHOLDER_KEYS
+# "Authorization: Basic <base64 of user:password>": found by decoding, as the base64 itself looks like nothing.
+BASIC_HEADER = re.compile(r"\bBasic\s+([A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])", re.IGNORECASE)
+# Output types that are text as they stand; any other output data (application/pdf, ...) is base64.
+TEXT_MIME = re.compile(r"^text/|json$|xml$|javascript$|^application/(x-)?latex$")
 SHORT_SECRET = 4  # configured secrets shorter than this are matched as whole tokens, not as any substring
 DATA_URI = re.compile(r"data:(image/[a-z+.\-]+);base64,([A-Za-z0-9+/=\s]+)")
 
@@ -120,6 +127,30 @@ def read_exif(image) -> dict:
         return {}
 
 
+def _is_encoded(path: tuple) -> bool:
+    """Whether the string at ``path`` is base64 data: any attachment (a text file too), or a binary output."""
+    if len(path) == 5 and path[0] == "cells" and path[2] == "attachments":
+        return True
+    return (len(path) == 6 and path[0] == "cells" and path[2] == "outputs" and path[4] == "data"
+            and isinstance(path[5], str) and not TEXT_MIME.search(path[5]))
+
+
+def decoded_text(data: str) -> str | None:
+    """The text inside base64 ``data`` (its readable runs when it is binary), or None when it is not base64.
+
+    >>> decoded_text(base64.b64encode(b"LLM_API_KEY=sk-123").decode()), decoded_text("not base64!")
+    ('LLM_API_KEY=sk-123', None)
+    """
+    try:
+        raw = base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return " ".join(run.decode("ascii") for run in re.findall(rb"[\x20-\x7e]{8,}", raw))
+
+
 def _image_texts(data: str) -> list[str] | None:
     """The texts an image carries besides its pixels, or None when ``data`` is not an image."""
     try:
@@ -144,6 +175,9 @@ def _places(nb):
             for inner in texts:
                 yield f"{place_name(path)} image metadata", inner, False
             continue
+        # Base64 hides a key from every pattern: a text file attached to a Markdown cell is scanned decoded.
+        if _is_encoded(path) and (inner := decoded_text(text)):
+            yield place_name(path), inner, False
         is_code = (len(path) >= 3 and path[0] == "cells" and path[2] == "source"
                    and cells[path[1]].get("cell_type") == "code")
         yield place_name(path), text, is_code
@@ -156,16 +190,21 @@ def _places(nb):
 # --- What counts as a secret -----------------------------------------------------------------------
 
 def _configured_rules() -> list[tuple[str, re.Pattern]]:
-    """Exact matches for the kit's own configured secrets (LLM_API_KEY, the SD_AUTH password)."""
+    """Exact matches for the kit's own configured secrets: LLM_API_KEY, and the passwords of SD_AUTH, SD_URL
+    and LLM_BASE_URL wherever they are written, URL-encoded or inside an HTTP Basic header."""
     settings = load_settings()
     rules = []
     key = settings.llm_api_key.reveal()
-    if key and key != LOCAL_API_KEY:
+    if key and key.lower() not in PLACEHOLDER_KEYS:
         rules.append(("the configured LLM_API_KEY", _exact(key)))
-    if settings.sd_auth:
-        user, _, password = settings.sd_auth.reveal().partition(":")
-        if password:
-            rules.append(("the configured A1111 password (SD_AUTH)", _exact(password, user)))
+    sources = (("the configured A1111 password (SD_AUTH)", credentials(settings.sd_auth)),
+               ("the password in SD_URL", credentials(urls=[settings.sd_url])),
+               ("the password in LLM_BASE_URL", credentials(urls=[settings.llm_base_url])))
+    for what, found in sources:
+        for user, password in found:
+            rules += [(what, _exact(form, user)) for form in {password, quote(password, safe="")}]
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode().rstrip("=")  # with or without padding
+            rules.append((f"{what} as an HTTP Basic header", _exact(basic)))
     return rules
 
 
@@ -223,6 +262,8 @@ class _Scanner:
     def kinds(self, text: str, is_code: bool = False) -> set[str]:
         found = {what for what, pattern in self._rules
                  if any(m.group(0).lower() not in DUMMY_KEYS for m in pattern.finditer(text))}
+        if any(_is_basic_credential(m.group(1)) for m in BASIC_HEADER.finditer(text)):
+            found.add("an HTTP Basic auth header (a user and password)")
         for line in _pieces(text):
             found |= {f"a possible secret (detect-secrets: {secret.type})" for secret in self._scan_line(line)
                       if (secret.secret_value or "").lower() not in DUMMY_KEYS}
@@ -239,6 +280,13 @@ class _Scanner:
                 if len(secret.secret_value) <= HIGH_ENTROPY_MAX_LENGTH
                 and not (h.is_sequential_string(secret.secret_value) or h.is_potential_uuid(secret.secret_value)
                          or h.is_likely_id_string(secret.secret_value, line))}
+
+
+def _is_basic_credential(data: str) -> bool:
+    """Whether ``data`` is base64 of "user:password", as in an HTTP Basic header."""
+    text = decoded_text(data + "=" * (-len(data) % 4))
+    user, sep, password = (text or "").partition(":")
+    return bool(sep and password) and (text or "").isprintable()
 
 
 def _pieces(text: str):

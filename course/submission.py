@@ -10,6 +10,8 @@ answers done, sizes); :func:`submit` does one notebook. Before writing anything 
   are all scanned, with detect-secrets' detectors plus the kit's own patterns and configured secrets.
   A finding names the place and the kind of secret, never the secret or the line that holds it;
 * it ran top to bottom (execution counts in order, no error outputs), or ``execute=True`` runs it;
+* a file that is not a notebook is refused in one line that names it and shows nothing of its content
+  (it may be a symlinked .env), and file names are shown with control characters escaped;
 * PNG/JPEG images are re-encoded without their metadata; then they are shrunk to JPEG thumbnails and
   widget state is dropped until it fits the budget.
 
@@ -62,6 +64,60 @@ class SubmissionResult:
         verdict = "within" if zip_size <= self.budget_bytes else "OVER"
         lines.append(f"zip is {verdict} the budget of {self.budget_bytes / 1e6:.1f} MB")
         return "\n".join(self.changes + lines)
+
+
+def printable(text: str) -> str:
+    r"""``text`` with each character a terminal would act on escaped (control characters, ANSI escape sequences,
+    right-to-left overrides), so a file name a student chose cannot clear or rewrite the instructor's screen.
+
+    >>> print(printable("01_\x1b[2Jfox\u202e.ipynb"))
+    01_\x1b[2Jfox\u202e.ipynb
+    """
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
+# --- A notebook at all ------------------------------------------------------------------------------
+
+def shown(path: Path) -> str:
+    """A file's name for messages: escape sequences in it cannot act on the terminal that prints it."""
+    return printable(Path(path).name)
+
+
+def read_notebook(path: Path):
+    """The notebook at ``path`` (nbformat 4), or a one-line SubmissionError naming the file and why.
+
+    Nothing of the file is quoted (nbformat's own errors quote its first characters, and a file named like a
+    notebook may be a symlink to .env), and no traceback follows.
+    """
+    import json
+    import warnings
+
+    import nbformat
+
+    fix = "Fix: submit the .ipynb file Jupyter saved (File > Save Notebook), or move this file out of the folder."
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise SubmissionError(f"{shown(path)} cannot be read ({type(err).__name__}), so nothing was submitted. "
+                              f"{fix}") from None
+    try:
+        json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except (ValueError, RecursionError):
+        why = "not JSON"
+    else:
+        why = ""
+    if not why:
+        try:
+            with warnings.catch_warnings():  # "missing cell id" and the like: nbformat repairs them itself
+                warnings.simplefilter("ignore")
+                nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+                nbformat.validate(nb)
+            return nb
+        except Exception:  # noqa: BLE001 - nbformat raises many kinds here, all meaning "not a notebook"
+            why = "JSON, but not a Jupyter notebook"
+    raise SubmissionError(f"{shown(path)} is not a notebook ({why}), so nothing was submitted. {fix}")
 
 
 # --- Ran top to bottom -----------------------------------------------------------------------------
@@ -268,8 +324,8 @@ def submit(notebook: str | Path, name: str | None = None, max_mb: float = 2.0, e
 
     path = Path(notebook)
     if not path.is_file():
-        raise SubmissionError(f"No notebook at {path}. Pass the path of your .ipynb file.")
-    nb = nbformat.read(path, as_version=4)
+        raise SubmissionError(f"No notebook at {printable(path)}. Pass the path of your .ipynb file.")
+    nb = read_notebook(path)
     if execute:
         _execute(nb, path, timeout)
     # Secrets first: the other checks' messages may describe cells, and these cells must not be quoted.
@@ -409,7 +465,8 @@ def _fraction(pair: tuple[int, int]) -> str:
 def summary_text(student: str, folder: Path, rows: list[NotebookSummary], changes: list[str], budget: int) -> str:
     """SUMMARY.md of an all-notebooks submission: one table row per notebook, then problems and changes."""
     lines = [f"# Submission of {student}", "",
-             f"{len(rows)} notebook(s) from {folder.name}/, size budget {budget / 1e6:.1f} MB for the zip.", "",
+             f"{len(rows)} notebook(s) from {printable(folder.name)}/, size budget {budget / 1e6:.1f} MB for the "
+             "zip.", "",
              "| notebook | ran cleanly | exercises written | checks passed | written answers done | .ipynb | .html |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r.name} | {'yes' if r.ran_cleanly else 'no'} | {_fraction(r.exercises)} "
@@ -433,18 +490,16 @@ def _zip_bytes(files: dict[str, bytes]) -> bytes:
 
 
 def _read_all(folder: Path, execute: bool, timeout: int, log) -> dict:
-    import nbformat
-
     paths = sorted(folder.glob(NOTEBOOK_GLOB)) if folder.is_dir() else []
     if not paths:
-        raise SubmissionError(f"No notebooks named NN_*.ipynb in {folder}. Fix: pass the folder you work in, e.g. "
-                              "--dir dist/student (make submission NAME=you DIR=dist/student), or name one notebook "
-                              "(make submission NB=notebooks/06_full_pipeline.ipynb NAME=you).")
+        raise SubmissionError(f"No notebooks named NN_*.ipynb in {printable(folder)}. Fix: pass the folder you "
+                              "work in, e.g. --dir dist/student (make submission NAME=you DIR=dist/student), or name "
+                              "one notebook (make submission NB=notebooks/06_full_pipeline.ipynb NAME=you).")
     notebooks = {}
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
+        nb = read_notebook(path)
         if execute:
-            log(f"running {path.name} top to bottom ...")
+            log(f"running {shown(path)} top to bottom ...")
             _execute(nb, path, timeout)
         notebooks[path] = nb
     return notebooks
@@ -467,13 +522,14 @@ def submit_all(folder: str | Path | None = None, name: str | None = None, max_mb
 
     folder = Path(folder) if folder else KIT_ROOT / "notebooks"
     notebooks = _read_all(folder, execute, timeout, log)
-    secrets = [f"{path.name}, {line}" for path, nb in notebooks.items() for line in find_secrets(nb)]
+    secrets = [f"{shown(path)}, {line}" for path, nb in notebooks.items() for line in find_secrets(nb)]
     if secrets:
         raise SubmissionError("Your notebooks contain secrets, so nothing was submitted (they are not shown here):\n  "
                               + "\n  ".join(secrets) + SECRETS_FIX)
     problems = {path: run_problems(nb) for path, nb in notebooks.items()}
     if not execute and any(problems.values()):
-        lines = [f"{path.name}: {line}" for path, found in problems.items() for line in _short(found, notebooks[path])]
+        lines = [f"{shown(path)}: {line}" for path, found in problems.items()
+                 for line in _short(found, notebooks[path])]
         raise SubmissionError("Some notebooks did not run top to bottom, so nothing was submitted:\n  "
                               + "\n  ".join(lines) +
                               "\nFix: open each notebook named, choose Kernel > Restart Kernel and Run All Cells, fix "
@@ -484,13 +540,13 @@ def submit_all(folder: str | Path | None = None, name: str | None = None, max_mb
     for path, nb in notebooks.items():
         reference = KIT_ROOT / "notebooks" / path.name
         done = count_progress(nb, nbformat.read(reference, as_version=4) if reference.is_file() else None)
-        rows.append(NotebookSummary(path.stem, _short(problems[path], nb) if problems[path] else [], *done,
+        rows.append(NotebookSummary(printable(path.stem), _short(problems[path], nb) if problems[path] else [], *done,
                                     checks=checks_passed(nb)))
         try:
             notebooks[path], stripped = strip_image_metadata(nb)  # a broken image stops here, before any writing
         except SubmissionError as err:
-            raise SubmissionError(f"{path.name}, {err}") from None
-        changes += [f"{path.name}: {change}" for change in stripped + _drop_widgets(notebooks[path])]
+            raise SubmissionError(f"{shown(path)}, {err}") from None
+        changes += [f"{shown(path)}: {change}" for change in stripped + _drop_widgets(notebooks[path])]
         images[path] = _image_outputs(notebooks[path])
     student = _safe_name(name or getpass.getuser())
     budget = int(max_mb * 1_000_000)

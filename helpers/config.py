@@ -9,16 +9,27 @@ Environment variables win over a ``.env`` file in the current folder or a parent
 
 from __future__ import annotations
 
+import base64
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import KitError
 
 KIT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_API_KEY = "not-needed"  # sent to local LLM servers, which do not check it
 ENGINE_CHOICES = ("auto", "preview", "diffusers")
+# Values local LLM servers' docs tell students to pass as the key: not secrets, and masking "ollama" would
+# garble the fix texts that name Ollama's commands.
+PLACEHOLDER_KEYS = frozenset({LOCAL_API_KEY, "lm-studio", "ollama", "empty", "sk-no-key-required", "no-key", "none",
+                              "dummy"})
+MASK = "********"
+SHORT_SECRET = 4  # a secret shorter than this is masked as a whole word only: every "a" of "a" would garble text
+# scheme://user:password@ ; the password runs to the last "@" before the path, as urlsplit reads it
+URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.\-]*://[^/?#:@]*):[^/?#]*@(?=[^/?#@]*(?:[/?#]|$))", re.IGNORECASE)
 
 
 class SettingsError(KitError, ValueError):
@@ -48,6 +59,69 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def credentials(auth: Secret | str | None = None, urls: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(user, password) of ``auth`` ("user:password") and of each URL that holds one, URL-decoded as sent.
+
+    >>> credentials(Secret("ann:pw"), ["http://bob:p%40ss@gpu:7860", "http://127.0.0.1:1234/v1"])
+    [('ann', 'pw'), ('bob', 'p@ss')]
+    """
+    found = []
+    if auth:
+        user, _, password = (auth.reveal() if isinstance(auth, Secret) else str(auth)).partition(":")
+        found.append((user, password))
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. a bad IPv6 address: no password can be read out of it either
+            continue
+        if parts.password:
+            found.append((unquote(parts.username or ""), unquote(parts.password)))
+    return [(user, password) for user, password in found if password]
+
+
+def secret_forms(key: Secret | str | None = None, auth: Secret | str | None = None,
+                 urls: Iterable[str] = ()) -> list[str]:
+    """The texts that reveal a secret, longest first: ``key`` (unless a local server's placeholder), and each
+    password of ``auth`` and ``urls`` as sent, as written in the URL (``p%40ss``) and inside HTTP Basic's
+    header (base64 of ``user:password``), which a server may echo too.
+
+    >>> secret_forms(key="sk-abc123", auth="ann:pw")
+    ['sk-abc123', 'YW5uOnB3', 'pw']
+    """
+    found = set()
+    key = key.reveal() if isinstance(key, Secret) else key
+    if key and key.lower() not in PLACEHOLDER_KEYS:
+        found.add(key)
+    for user, password in credentials(auth, urls):
+        found |= {password, quote(password, safe=""), base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return sorted(found, key=lambda text: (-len(text), text))
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (not its user) shown as ******** (a pattern: urlsplit may raise, a repr must not).
+
+    >>> masked_url("http://ann:pw@gpu-server:7860"), masked_url("http://127.0.0.1:1234/v1")
+    ('http://ann:********@gpu-server:7860', 'http://127.0.0.1:1234/v1')
+    """
+    return URL_PASSWORD.sub(rf"\1:{MASK}@", url, count=1)
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ********; one shorter than 4 characters only where it
+    stands as a word of its own.
+
+    >>> mask("401 for ann:pw (YW5uOnB3); pwd stays", secret_forms(auth="ann:pw"))
+    '401 for ann:******** (********); pwd stays'
+    """
+    text = str(text)
+    for secret in sorted(set(secrets), key=len, reverse=True):  # longest first: a key may contain a password
+        if len(secret) >= SHORT_SECRET:
+            text = text.replace(secret, MASK)
+        elif secret:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, text)
+    return text
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -86,6 +160,20 @@ class Settings:
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, or a path to a checkpoint file
     clip_device: str | None = None  # None: cuda, then mps, then cpu
+
+    def __repr__(self) -> str:  # the dataclass's own repr would show the passwords written in the URLs
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown.update(sd_url=masked_url(self.sd_url), llm_base_url=masked_url(self.llm_base_url))
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
+    def secrets(self) -> list[str]:
+        """Every text to hide: LLM_API_KEY and each password (SD_AUTH's, those written in SD_URL and
+        LLM_BASE_URL) in each form a server or a file may show it (see :func:`secret_forms`).
+
+        >>> load_settings(env={"SD_URL": "http://ann:pw99@gpu:7860"}, dotenv=False).secrets()
+        ['YW5uOnB3OTk=', 'pw99']
+        """
+        return secret_forms(key=self.llm_api_key, auth=self.sd_auth, urls=(self.sd_url, self.llm_base_url))
 
 
 def _read_dotenv(dotenv: bool | str | Path) -> dict[str, str]:
@@ -148,3 +236,12 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool | str | Pat
         clip_pretrained=read("CLIP_PRETRAINED") or defaults.clip_pretrained,
         clip_device=read("CLIP_DEVICE") or None,
     )
+
+
+def configured_secrets() -> list[str]:
+    """The secrets of the current settings (:meth:`Settings.secrets`) for a last mask before text is written
+    or printed; [] when the settings cannot be read, as then no client could have used them."""
+    try:
+        return load_settings().secrets()
+    except SettingsError:
+        return []

@@ -3,6 +3,8 @@
 LM Studio, Ollama, llama.cpp's ``llama-server``, vLLM and OpenAI all speak "chat completions", so one small
 wrapper serves them all; every failure becomes an :class:`LLMError` that says what to do. The same API takes
 images in a chat message (vision models: ``describe``, ``ask_yes_no``) and makes text embeddings (``embed``).
+The key and a password in the base URL never show: errors, reprs and replies mask them, even when a server
+echoes them back.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Secret, load_settings
+from .config import Secret, load_settings, mask, masked_url, secret_forms
 from .errors import KitError
 from .urls import localhost_hint, with_host
 
@@ -37,21 +39,24 @@ class LLM:
     """A chat model behind an OpenAI-compatible server. The arguments default to ``LLM_BASE_URL`` (ending in
     ``/v1``), ``LLM_MODEL`` (else the server's first model), ``LLM_API_KEY``, ``LLM_TIMEOUT`` (seconds),
     ``LLM_VISION_MODEL`` (for images; else the chat model) and ``LLM_EMBED_MODEL`` (for ``embed``).
+    ``base_url`` is the address as shown, a password in it masked; the client uses the real one.
 
-    >>> LLM("http://127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
-    LLM('http://127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
+    >>> LLM("http://ann:pw@127.0.0.1:1234/v1", model="qwen2.5-7b-instruct")
+    LLM('http://ann:********@127.0.0.1:1234/v1', model='qwen2.5-7b-instruct')
     """
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | Secret | None = None,
                  timeout: float | None = None, max_retries: int = 1, *, vision_model: str | None = None,
                  embed_model: str | None = None):
         settings = load_settings()
-        self.base_url = (base_url or settings.llm_base_url).rstrip("/")
+        self._url = (base_url or settings.llm_base_url).rstrip("/")
         self._model = model or settings.llm_model
         self._vision_model = vision_model or settings.llm_vision_model
         self.embed_model = embed_model or settings.llm_embed_model
         key = api_key if api_key is not None else settings.llm_api_key
         self._api_key = key if isinstance(key, Secret) else Secret(str(key or settings.llm_api_key.reveal()))
+        # What a server may echo back (the key, the URL's password, also as a Basic header): masked everywhere.
+        self._secrets = secret_forms(key=self._api_key, urls=[self._url])
         self.timeout = float(timeout or settings.llm_timeout)
         self.max_retries = max_retries
         self._client = None
@@ -60,11 +65,16 @@ class LLM:
         return f"LLM({self.base_url!r}, model={self._model!r})"
 
     @property
+    def base_url(self) -> str:
+        """The server's address for messages and records: a password in LLM_BASE_URL shows as ********."""
+        return masked_url(self._url)
+
+    @property
     def client(self):
         """The ``openai.OpenAI`` client, made on first use (importing openai takes time)."""
         if self._client is None:
             from openai import OpenAI
-            self._client = OpenAI(base_url=self.base_url, api_key=self._api_key.reveal(), timeout=self.timeout,
+            self._client = OpenAI(base_url=self._url, api_key=self._api_key.reveal(), timeout=self.timeout,
                                   max_retries=self.max_retries)
         return self._client
 
@@ -93,7 +103,7 @@ class LLM:
         >>> LLM("http://127.0.0.1:9/v1").available(timeout=1)
         False
         """
-        probe = LLM(self.base_url, self._model, self._api_key, timeout=timeout, max_retries=0)
+        probe = LLM(self._url, self._model, self._api_key, timeout=timeout, max_retries=0)
         try:
             names = probe.models()
         except LLMError:
@@ -131,7 +141,7 @@ class LLM:
             else:
                 # A web page instead of the API arrives as a str: .choices raises, and _translate says so.
                 choices = self.client.chat.completions.create(**request).choices
-                text = (choices[0].message.content or "") if choices else ""
+                text = self._mask((choices[0].message.content or "") if choices else "")
                 logprobs = choices[0].logprobs if choices else None
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
             raise self._translate(err) from None
@@ -198,28 +208,44 @@ class LLM:
         return ([{"role": "system", "content": system}] if system else []) + messages
 
     def _stream(self, request: dict) -> str:
-        """Stream the reply, showing it as it arrives; returns the whole text."""
+        """Stream the reply, showing it as it arrives (masked like every reply); returns the whole text."""
         from .progress import in_notebook
         pieces: list[str] = []
         handle = None
         if in_notebook():
             from IPython.display import Markdown, display
             handle = display(Markdown(""), display_id=True)
+        # A terminal cannot take back what it printed: the last characters wait until no secret can start there.
+        hold = max(map(len, self._secrets), default=1) - 1
+        printed = 0
         for chunk in self.client.chat.completions.create(stream=True, **request):
             if not getattr(chunk, "choices", None) or not chunk.choices[0].delta.content:
                 continue  # usage-only chunks have no choices
-            piece = chunk.choices[0].delta.content
-            pieces.append(piece)
+            pieces.append(chunk.choices[0].delta.content)
+            shown = self._mask("".join(pieces))
             if handle is not None:
-                handle.update(Markdown("".join(pieces)))
-            else:
-                print(piece, end="", flush=True)
+                handle.update(Markdown(shown))
+            elif len(shown) - hold > printed:
+                print(shown[printed:len(shown) - hold], end="", flush=True)
+                printed = len(shown) - hold
+        text = self._mask("".join(pieces))
         if handle is None and pieces:
-            print()
-        return "".join(pieces)
+            print(text[printed:])
+        return text
+
+    def _mask(self, text: str) -> str:
+        """``text`` without this LLM's key and URL password (a server, a proxy or a model may echo them)."""
+        return mask(text, self._secrets)
 
     def _translate(self, err: Exception) -> LLMError:
-        """Turn an openai exception into an LLMError naming the cause and the fix."""
+        """Turn an openai exception into an LLMError naming the cause and the fix, with secrets masked: servers
+        put what they received into their error texts, and these reach the console and run.json."""
+        error = self._describe(err)
+        error.message, error.fix = self._mask(error.message), self._mask(error.fix)
+        error.args = (error.message,)
+        return error
+
+    def _describe(self, err: Exception) -> LLMError:
         import openai
         where = self.base_url
         if isinstance(err, openai.APITimeoutError):  # a subclass of APIConnectionError: check it first
@@ -228,8 +254,8 @@ class LLM:
                             "(max_tokens), or raise LLM_TIMEOUT.")
         if isinstance(err, openai.APIConnectionError):
             host = urlsplit(where).hostname
-            ipv4 = with_host(where, host="127.0.0.1")
-            if host in ("localhost", "::1") and LLM(ipv4, timeout=2).available(timeout=2):
+            ipv4 = with_host(self._url, host="127.0.0.1")
+            if host in ("localhost", "::1") and LLM(ipv4, api_key=self._api_key, timeout=2).available(timeout=2):
                 return LLMError(f"Cannot connect to {where}, but {ipv4} answers.",
                                 localhost_hint(where, "LLM_BASE_URL") + ".")
             return LLMError(f"Cannot connect to {where}: no LLM server is listening there.", START_HINT)
@@ -278,7 +304,7 @@ class LLM:
 
     def _models_hint(self) -> str:
         try:
-            names = LLM(self.base_url, api_key=self._api_key, timeout=5, max_retries=0).models()
+            names = LLM(self._url, api_key=self._api_key, timeout=5, max_retries=0).models()
         except LLMError:
             names = []
         if names:

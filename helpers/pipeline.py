@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import A1111Client, A1111Error, GenerationInterrupted
+from .config import configured_secrets, mask
 from .errors import KitError
 from .records import Candidate, PipelineError, PipelineRun, new_run_folder
 from .urls import without_password
@@ -122,7 +123,7 @@ class PipelineRunner:
             self._finish("failed", f"{type(err).__name__}: {_first_line(err)}" + self._keep_partial(err), started)
             if isinstance(err, PipelineError):
                 raise  # it already says what happened and where the run is
-            raise PipelineError(f"The pipeline failed: {err}", record) from err
+            raise PipelineError(mask(f"The pipeline failed: {err}", configured_secrets()), record) from err
         except BaseException as err:  # SystemExit and the like: not ours to handle, but recorded
             self._finish("failed", f"{type(err).__name__}: {_first_line(err)}", started)
             raise
@@ -142,7 +143,7 @@ class PipelineRunner:
 
     def _finish(self, status: str, message: str, started: float) -> None:
         self.run_record.status = status
-        self.run_record.message = message
+        self.run_record.message = mask(message, configured_secrets())  # also shown by summary() and the report
         self.run_record.timings["total"] = round(time.perf_counter() - started, 3)
         self.run_record.save()
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import load_settings
+from .config import configured_secrets, load_settings, mask
 from .display import write_report
 from .errors import KitError
 from .images import as_rgb
@@ -166,6 +166,7 @@ class PipelineRun:
         data["path"] = str(self.path)
         data["candidates"] = [{k: v for k, v in asdict(c).items() if k != "run_path"} for c in self.candidates]
         data["best"] = self.best.index if self.best else None
+        data = _masked(data, configured_secrets())  # the last guard: errors and notes mask at their source
         try:
             raw = json.dumps(data, indent=2, ensure_ascii=False, default=str).encode("utf-8")
         except UnicodeEncodeError:  # readable UTF-8 when possible, \uXXXX escapes when not
@@ -174,10 +175,31 @@ class PipelineRun:
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write a static HTML report, by default ``run.path / "report.html"``; returns its path."""
-        return write_report(self, path)
+        written = write_report(self, path)
+        secrets = configured_secrets()
+        if secrets:  # the same last guard as run.json's, for the secrets as the page writes them too
+            import html
+            page = written.read_text(encoding="utf-8")
+            masked = mask(page, secrets + [html.escape(secret) for secret in secrets])
+            if masked != page:
+                write_atomic(written, masked.encode("utf-8"))
+        return written
 
     def __repr__(self) -> str:
         return f"<PipelineRun {self.path.name} {self.status}, {len(self.candidates)} candidate(s)>"
+
+
+def _masked(value: Any, secrets: list[str]) -> Any:
+    """``value`` (JSON-like data) with each secret masked in every string, keys included."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, dict):
+        return {_masked(k, secrets): _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item, secrets) for item in value]
+    return value
 
 
 def load_run(path: str | Path) -> PipelineRun:

@@ -14,6 +14,8 @@ Attributes a test may change at any time: ``models``, ``api_key``, ``mode`` (see
 ``delay`` (seconds, for mode "slow") and ``reply`` (``reply(messages, body) -> str``; a
 "vision model" reads the images of a message with ``images_in(messages)``; None: the default answer).
 Precedence for the answer text: mode "empty"/"not_json"/"too_long" > ``reply`` > default text.
+Mode "echo_key" answers every /v1 request 400 with the Authorization header it got in the error text, as a
+careless proxy or server does: the kit must mask it.
 
 Vision, embeddings and log-probabilities (shared/reference/raters.md, sections 1-3):
 ``vision`` (False: LM Studio's 400 for an image sent to a text-only model); image parts must be
@@ -50,7 +52,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-MODES = ("ok", "no_models_loaded", "loading", "slow", "empty", "not_json", "too_long", "html", "no_embeddings")
+MODES = ("ok", "no_models_loaded", "loading", "slow", "empty", "not_json", "too_long", "html", "no_embeddings",
+         "echo_key")
 EMBED_DIM = 64
 
 # Bodies copied from the real servers, so the kit's error handling meets what users will see.
@@ -247,6 +250,9 @@ class LLMTestServer:
                 return HTMLResponse(HTML_PAGE)   # a base URL that points at some web page
             if self.mode == "loading":
                 return JSONResponse(LOADING_BODY, 503)   # llama.cpp answers 503 on every route then
+            if self.mode == "echo_key" and path.startswith("/v1/"):
+                return _error(400, f"Rejected credentials: {request.headers.get('authorization', '')}",
+                              "invalid_request_error")
             return await call_next(request)
 
         @app.get("/health")
