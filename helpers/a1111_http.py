@@ -7,13 +7,12 @@ masked even when a server echoes them back.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from .config import Secret, load_settings
+from .config import Secret, load_settings, mask, secret_forms
 from .errors import KitError
 from .generation import NOT_A1111
 from .urls import localhost_hint, without_password
@@ -155,19 +154,12 @@ class A1111Http:
         return A1111Error(message.format(shown=shown, cause=self._clean(_cause(err))), url=shown, fix=fix)
 
     def _clean(self, text: str) -> str:
-        """``text`` with the passwords of SD_AUTH and SD_URL masked (a server may echo them).
+        """``text`` with the passwords of SD_AUTH and SD_URL masked (a server may echo them; config.mask).
 
         >>> A1111Http("http://127.0.0.1:7860", auth="ann:pa55word")._clean("bad password pa55word")
         'bad password ********'
         """
-        parts = urlsplit(self.base_url)
-        for user, password in (self._auth or ("", ""), (parts.username or "", parts.password or "")):
-            if password:
-                basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-                text = text.replace(basic, "********")
-                if len(password) >= 4:  # masking every "a" of a one-letter password would garble the text
-                    text = text.replace(password, "********")
-        return text
+        return mask(text, secret_forms(auth=":".join(self._auth) if self._auth else None, urls=[self.base_url]))
 
     def _connection_hint(self) -> str:
         parts = urlsplit(self.base_url)

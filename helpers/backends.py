@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from .a1111 import A1111Client, A1111Error
 from .generation import PLACEHOLDER_MODEL
+from .urls import without_password
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _started = {}  # url -> server handle, so a notebook re-run does not start a second server
@@ -48,7 +49,7 @@ def connect_a1111(start_server: bool = True, step_delay: float = 0.05, quiet: bo
     # Settings that suit the loaded model become the client's defaults (few steps for sd-turbo, ...).
     client.adapt_to_model()
     if not quiet and not client.placeholder:
-        print(f"Using A1111 at {client.base_url} (model: {model})")
+        print(f"Using A1111 at {without_password(client.base_url)} (model: {model})")
         if client.hints.family != "sd":
             settings = ", ".join(f"{key}={value!r}" for key, value in client.hints.defaults.items())
             print(f"{client.hints}\nThe client sends {settings} unless you pass other values.")
