@@ -14,6 +14,15 @@ notebook, and the later cells still have a working step, labelled as the kit's. 
 cell lists which exercises are done. ``show_my_code`` prints a function you wrote in another notebook,
 to copy into notebook 06.
 
+Under a grader, a check that does not pass prints the same line and then raises ``ExerciseNotDone``, so the
+grader sees an error in the check cell and gives that exercise 0. A grader is any of: nbgrader's
+``autograde`` and ``validate`` (nbgrader sets ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the
+environment of the kernel it starts, in nbgrader 0.9 and later), or the kit's grader (``KIT_GRADING=1``).
+Before raising, the check puts the kit's ``reference`` under the exercise's name in the notebook (when that
+name still holds your function), so the cells after it still have a working step, as in Run All. The
+checks after the failing one in the same cell do not run then (notebook 06's re-checks of 02-05, which count
+0 points).
+
 Example:
     >>> def double(x):
     ...     raise NotImplementedError()
@@ -29,12 +38,23 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import sys
 import traceback
 from pathlib import Path
 
 DONE, NOT_DONE, NOT_RIGHT = "done", "not done yet", "not right yet"
 # name -> (status, detail), in the order the checks ran; a re-run check updates its line.
 _STATUS: dict[str, tuple[str, str]] = {}
+
+
+class ExerciseNotDone(Exception):
+    """Raised by :func:`check` under a grader when the exercise does not pass (its message: check's line)."""
+
+
+def under_grader() -> bool:
+    """True when a grader runs this notebook: nbgrader's autograde or validate, or the kit's grader."""
+    return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("KIT_GRADING", "") not in ("", "0")
 
 
 def check(name: str, yours, test, reference=None, uses: str = "the kit's reference"):
@@ -58,6 +78,11 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
     line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
     line += "" if line.endswith((".", "!", "?")) else "."
     print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
+    if under_grader():
+        caller = sys._getframe(1).f_globals
+        if reference is not None and caller.get(name) is yours:
+            caller[name] = reference   # the cells after this one go on with the kit's step, as in Run All
+        raise ExerciseNotDone(line)
     return yours if reference is None else reference
 
 
