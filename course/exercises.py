@@ -14,14 +14,16 @@ notebook, and the later cells still have a working step, labelled as the kit's. 
 cell lists which exercises are done. ``show_my_code`` prints a function you wrote in another notebook,
 to copy into notebook 06.
 
-Under a grader, a check that does not pass prints the same line and then raises ``ExerciseNotDone``, so the
-grader sees an error in the check cell and gives that exercise 0. A grader is any of: nbgrader's
-``autograde`` and ``validate`` (nbgrader sets ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the
-environment of the kernel it starts, in nbgrader 0.9 and later), or the kit's grader (``KIT_GRADING=1``).
-Before raising, the check puts the kit's ``reference`` under the exercise's name in the notebook (when that
-name still holds your function), so the cells after it still have a working step, as in Run All. The
-checks after the failing one in the same cell do not run then (notebook 06's re-checks of 02-05, which count
-0 points).
+Under a grader, a check that does not pass prints the same line, and its cell then ends in an error
+(``ExerciseNotDone``), so the grader gives that exercise 0. A grader is any of: nbgrader's ``autograde`` and
+``validate`` (nbgrader 0.9 sets ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the environment of
+the kernel it starts), or the kit's grader (``KIT_GRADING=1``). The error comes at the end of the check's
+cell, after the cell's other statements ran: the check still returns the kit's ``reference``, so the cells
+after it have a working step as in Run All, and one cell's later checks (notebook 06 checks four functions
+in one cell) and its other lines (``clip = load_clip(...)``) still run. For that, importing this module
+under a grader adds an IPython AST transformer that wraps each cell calling ``check(...)`` in
+``_begin_cell()`` / ``try: ... finally: _end_cell()``. In the cell that imports this module the wrapper is
+not there yet: a failed check raises at once, and first puts the reference under the exercise's name.
 
 Example:
     >>> def double(x):
@@ -57,6 +59,54 @@ def under_grader() -> bool:
     return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("KIT_GRADING", "") not in ("", "0")
 
 
+# Under a grader, while a cell that calls check() runs: the lines of its checks that failed (else None).
+_PENDING: list[str] | None = None
+
+
+def _begin_cell() -> None:
+    global _PENDING
+    _PENDING = []
+
+
+def _end_cell() -> None:
+    global _PENDING
+    failed, _PENDING = _PENDING, None
+    if failed:
+        raise ExerciseNotDone("\n".join(failed))
+
+
+def _calls_check(tree: ast.AST) -> bool:
+    return any(isinstance(node, ast.Call) and (getattr(node.func, "id", None) == "check"
+                                               or getattr(node.func, "attr", None) == "check")
+               for node in ast.walk(tree))
+
+
+class _CheckCells(ast.NodeTransformer):
+    """IPython AST transformer (under a grader): a cell that calls check() raises the failed checks at its end."""
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        if not _calls_check(node) or not node.body:
+            return node
+        call = "__import__('course.exercises', fromlist=['_']).{}()"
+        wrapped = ast.parse(f"{call.format('_begin_cell')}\ntry:\n    pass\nfinally:\n    {call.format('_end_cell')}\n")
+        wrapped.body[1].body = node.body
+        node.body = wrapped.body
+        return node
+
+
+def _install_grader_hook() -> None:
+    """Under a grader in IPython, add the transformer of :class:`_CheckCells` (once)."""
+    if not under_grader():
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and not any(isinstance(t, _CheckCells) for t in shell.ast_transformers):
+        shell.ast_transformers.append(_CheckCells())
+
+
 def check(name: str, yours, test, reference=None, uses: str = "the kit's reference"):
     """Run ``test(yours)`` and return the function the cells below should use (see the module doc)."""
     where = ""
@@ -79,10 +129,13 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
     line += "" if line.endswith((".", "!", "?")) else "."
     print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
     if under_grader():
-        caller = sys._getframe(1).f_globals
-        if reference is not None and caller.get(name) is yours:
-            caller[name] = reference   # the cells after this one go on with the kit's step, as in Run All
-        raise ExerciseNotDone(line)
+        if _PENDING is not None:       # in a wrapped cell: it raises at its end (see the module doc)
+            _PENDING.append(line)
+        else:
+            caller = sys._getframe(1).f_globals
+            if reference is not None and caller.get(name) is yours:
+                caller[name] = reference   # the cells after this one go on with the kit's step, as in Run All
+            raise ExerciseNotDone(line)
     return yours if reference is None else reference
 
 
@@ -153,3 +206,6 @@ def show_my_code(notebook: str | Path, *names: str) -> str:
     text = "\n\n".join(parts)
     print(text)
     return text
+
+
+_install_grader_hook()

@@ -13,7 +13,7 @@ Which nbgrader cell each cell becomes:
 * a Markdown cell with ``### BEGIN SOLUTION`` is a *manually graded answer* (``solution`` and ``grade``),
   id ``NN-answer-<cell id>``, worth ``WRITTEN_POINTS``;
 * a code cell whose comment asks the student to edit it (``EDIT_HINTS``: their ratings, keywords,
-  threshold) stays editable, without a grade (id ``NN-edit-<cell id>``);
+  threshold) stays an ordinary editable cell (all three flags false, no id: nbgrader does not track it);
 * every other cell is *read-only* (``locked``), id ``NN-cell-<cell id>``.
 
 Ids come from the notebook number and the exercise names or the cell id, never from a position, so adding a
@@ -74,7 +74,7 @@ def cell_metadata(cell, number: str, points: dict[str, float], default: float = 
         meta.update(grade=True, locked=True, grade_id=f"{number}-check-{'-'.join(names)}",
                     points=sum(points.get(name, default) for name in names))
     elif cell.cell_type == "code" and any(hint in cell.source for hint in EDIT_HINTS):
-        meta.update(grade_id=f"{number}-edit-{cell.id}")
+        pass   # an ordinary cell: no grade_id, which nbgrader keeps only for the cells it tracks
     else:
         meta.update(locked=True, grade_id=f"{number}-cell-{cell.id}")
     return meta
