@@ -16,8 +16,9 @@ to copy into notebook 06.
 
 Under a grader, a check that does not pass prints the same line, and its cell then ends in an error
 (``ExerciseNotDone``), so the grader gives that exercise 0. A grader is any of: nbgrader's ``autograde`` and
-``validate`` (nbgrader 0.9 sets ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the environment of
-the kernel it starts), or the kit's grader (``KIT_GRADING=1``). The error comes at the end of the check's
+``validate`` (they set ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the environment of the kernel
+they start: nbgrader's FAQ, "Can I modify the notebook behavior during autograding or validation?"), or the
+kit's grader (``KIT_GRADING=1``, any value but 0). The error comes at the end of the check's
 cell, after the cell's other statements ran: the check still returns the kit's ``reference``, so the cells
 after it have a working step as in Run All, and one cell's later checks (notebook 06 checks four functions
 in one cell) and its other lines (``clip = load_clip(...)``) still run. For that, importing this module

@@ -80,12 +80,14 @@ def cell_metadata(cell, number: str, points: dict[str, float], default: float = 
     return meta
 
 
-def with_metadata(nb, stem: str, points_file: str | Path = POINTS_FILE):
+def with_metadata(nb, stem: str, points_file: str | Path = POINTS_FILE, missing_only: bool = False):
     """``nb`` (changed in place and returned) with every cell's nbgrader metadata; ``stem`` is the notebook's
-    file name without .ipynb ("05_clip_quality_check"), which picks its points."""
+    file name without .ipynb ("05_clip_quality_check"), which picks its points. ``missing_only``: keep the
+    metadata of the cells that have some."""
     default, exercises = load_points(points_file)
     for cell in nb.cells:
-        cell.metadata["nbgrader"] = cell_metadata(cell, stem[:2], exercises.get(stem, {}), default)
+        if not (missing_only and "nbgrader" in cell.metadata):
+            cell.metadata["nbgrader"] = cell_metadata(cell, stem[:2], exercises.get(stem, {}), default)
     return nb
 
 

@@ -59,14 +59,14 @@ def release_preprocessors() -> list:
 def student_version(nb, stem: str | None = None):
     """A copy of a solution notebook as ``nbgrader generate_assignment`` releases it: solutions stubbed,
     hidden tests and outputs removed, cells locked. ``stem`` (the file name without .ipynb) sets nbgrader's
-    metadata from the markers and data/grading/points.json first; None keeps the notebook's own."""
+    metadata from the markers and data/grading/points.json first; with None, only the cells without any get
+    it (from their markers, with the default points)."""
     import copy
 
     from course.nbgrader_metadata import with_metadata
 
     nb = copy.deepcopy(nb)
-    if stem is not None:
-        with_metadata(nb, stem)
+    with_metadata(nb, stem or "00_notebook", missing_only=stem is None)
     resources: dict = {}
     for preprocessor in release_preprocessors():
         nb, resources = preprocessor.preprocess(nb, resources)
