@@ -14,6 +14,18 @@ notebook, and the later cells still have a working step, labelled as the kit's. 
 cell lists which exercises are done. ``show_my_code`` prints a function you wrote in another notebook,
 to copy into notebook 06.
 
+Under a grader, a check that does not pass prints the same line, and its cell then ends in an error
+(``ExerciseNotDone``), so the grader gives that exercise 0. A grader is any of: nbgrader's ``autograde`` and
+``validate`` (they set ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the environment of the kernel
+they start: nbgrader's FAQ, "Can I modify the notebook behavior during autograding or validation?"), or the
+kit's grader (``KIT_GRADING=1``, any value but 0). The error comes at the end of the check's
+cell, after the cell's other statements ran: the check still returns the kit's ``reference``, so the cells
+after it have a working step as in Run All, and one cell's later checks (notebook 06 checks four functions
+in one cell) and its other lines (``clip = load_clip(...)``) still run. For that, importing this module
+under a grader adds an IPython AST transformer that wraps each cell calling ``check(...)`` in
+``_begin_cell()`` / ``try: ... finally: _end_cell()``. In the cell that imports this module the wrapper is
+not there yet: a failed check raises at once, and first puts the reference under the exercise's name.
+
 Example:
     >>> def double(x):
     ...     raise NotImplementedError()
@@ -29,12 +41,71 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import sys
 import traceback
 from pathlib import Path
 
 DONE, NOT_DONE, NOT_RIGHT = "done", "not done yet", "not right yet"
 # name -> (status, detail), in the order the checks ran; a re-run check updates its line.
 _STATUS: dict[str, tuple[str, str]] = {}
+
+
+class ExerciseNotDone(Exception):
+    """Raised by :func:`check` under a grader when the exercise does not pass (its message: check's line)."""
+
+
+def under_grader() -> bool:
+    """True when a grader runs this notebook: nbgrader's autograde or validate, or the kit's grader."""
+    return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("KIT_GRADING", "") not in ("", "0")
+
+
+# Under a grader, while a cell that calls check() runs: the lines of its checks that failed (else None).
+_PENDING: list[str] | None = None
+
+
+def _begin_cell() -> None:
+    global _PENDING
+    _PENDING = []
+
+
+def _end_cell() -> None:
+    global _PENDING
+    failed, _PENDING = _PENDING, None
+    if failed:
+        raise ExerciseNotDone("\n".join(failed))
+
+
+def _calls_check(tree: ast.AST) -> bool:
+    return any(isinstance(node, ast.Call) and (getattr(node.func, "id", None) == "check"
+                                               or getattr(node.func, "attr", None) == "check")
+               for node in ast.walk(tree))
+
+
+class _CheckCells(ast.NodeTransformer):
+    """IPython AST transformer (under a grader): a cell that calls check() raises the failed checks at its end."""
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        if not _calls_check(node) or not node.body:
+            return node
+        call = "__import__('course.exercises', fromlist=['_']).{}()"
+        wrapped = ast.parse(f"{call.format('_begin_cell')}\ntry:\n    pass\nfinally:\n    {call.format('_end_cell')}\n")
+        wrapped.body[1].body = node.body
+        node.body = wrapped.body
+        return node
+
+
+def _install_grader_hook() -> None:
+    """Under a grader in IPython, add the transformer of :class:`_CheckCells` (once)."""
+    if not under_grader():
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and not any(isinstance(t, _CheckCells) for t in shell.ast_transformers):
+        shell.ast_transformers.append(_CheckCells())
 
 
 def check(name: str, yours, test, reference=None, uses: str = "the kit's reference"):
@@ -58,6 +129,14 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
     line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
     line += "" if line.endswith((".", "!", "?")) else "."
     print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
+    if under_grader():
+        if _PENDING is not None:       # in a wrapped cell: it raises at its end (see the module doc)
+            _PENDING.append(line)
+        else:
+            caller = sys._getframe(1).f_globals
+            if reference is not None and caller.get(name) is yours:
+                caller[name] = reference   # the cells after this one go on with the kit's step, as in Run All
+            raise ExerciseNotDone(line)
     return yours if reference is None else reference
 
 
@@ -128,3 +207,6 @@ def show_my_code(notebook: str | Path, *names: str) -> str:
     text = "\n\n".join(parts)
     print(text)
     return text
+
+
+_install_grader_hook()

@@ -1,10 +1,15 @@
 """Student versions of the notebooks: every solution replaced by a stub (``make student``).
 
 The notebooks in notebooks/ are the solution versions. Each exercise's solution sits between
-nbgrader's markers ``### BEGIN SOLUTION`` and ``### END SOLUTION``; nbgrader's own
-``ClearSolutions`` preprocessor replaces it with ``# YOUR CODE HERE`` / ``raise NotImplementedError()``
-(and a Markdown answer with ``YOUR ANSWER HERE``). We call nbgrader's preprocessors directly, so
-no nbgrader course database or exchange is needed.
+nbgrader's markers ``### BEGIN SOLUTION`` and ``### END SOLUTION``, and every cell carries nbgrader's
+metadata (course/nbgrader_metadata.py writes it). We run the preprocessors of ``nbgrader
+generate_assignment``, in its order, on each notebook, all but ``SaveCells`` (which writes nbgrader's
+database), so no course database or exchange is needed and the files are those of nbgrader's release
+version (tests/test_nbgrader.py compares them): ``ClearSolutions`` replaces each solution with
+``# YOUR CODE HERE`` / ``raise NotImplementedError()`` (and a Markdown answer with ``YOUR ANSWER HERE``),
+``LockCells`` makes the read-only and check cells uneditable, ``ComputeChecksums`` records each graded
+cell's checksum. The metadata is computed again from the markers first, so an exercise added with markers
+alone works here even before ``python -m course.nbgrader_metadata`` writes it into the notebook.
 
 Example:
     >>> from course.student import make_student_versions
@@ -42,18 +47,28 @@ def check_markers(nb, name: str = "notebook") -> int:
     return exercises
 
 
-def student_version(nb):
-    """A copy of a solution notebook with solutions stubbed, hidden tests and outputs removed."""
+def release_preprocessors() -> list:
+    """The preprocessors of ``nbgrader generate_assignment`` (its default list, in its order), without
+    ``SaveCells``, which only writes nbgrader's database."""
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.preprocessors import SaveCells
+
+    return [cls() for cls in GenerateAssignment.class_traits()["preprocessors"].default() if cls is not SaveCells]
+
+
+def student_version(nb, stem: str | None = None):
+    """A copy of a solution notebook as ``nbgrader generate_assignment`` releases it: solutions stubbed,
+    hidden tests and outputs removed, cells locked. ``stem`` (the file name without .ipynb) sets nbgrader's
+    metadata from the markers and data/grading/points.json first; with None, only the cells without any get
+    it (from their markers, with the default points)."""
     import copy
 
-    from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
+    from course.nbgrader_metadata import with_metadata
 
     nb = copy.deepcopy(nb)
+    with_metadata(nb, stem or "00_notebook", missing_only=stem is None)
     resources: dict = {}
-    # enforce_metadata=False: markers alone are enough, so instructors can add an exercise without
-    # nbgrader's cell toolbar (cells made with the toolbar work the same).
-    for preprocessor in (ClearSolutions(enforce_metadata=False), ClearHiddenTests(enforce_metadata=False),
-                         ClearOutput()):
+    for preprocessor in release_preprocessors():
         nb, resources = preprocessor.preprocess(nb, resources)
     nb.metadata["kernelspec"] = dict(PLAIN_KERNEL)
     nb.metadata.pop("widgets", None)
@@ -74,7 +89,7 @@ def make_student_versions(source: str | Path = KIT_ROOT / "notebooks",
         if check_markers(nb, path.name) == 0:
             raise ValueError(f"{path.name} has no exercise (no '{BEGIN}' marker).")
         out = target / path.name
-        nbformat.write(student_version(nb), out)
+        nbformat.write(student_version(nb, path.stem), out)
         written.append(out)
     if not written:
         raise FileNotFoundError(f"No notebooks named NN_*.ipynb in {source}.")

@@ -79,8 +79,10 @@ def test_the_pages_the_notebooks_link_to_come_along(student_dir):
 
 def test_student_version_is_a_copy():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"a = 1\n{BEGIN}\nb = 2\n{END}\n")])
-    student_version(nb)
-    assert "b = 2" in nb.cells[0].source
+    for stem in ("01_example", None):   # None: markers alone are enough
+        stubbed = student_version(nb, stem)
+        assert "b = 2" in nb.cells[0].source and "b = 2" not in stubbed.cells[0].source
+        assert "nbgrader" not in nb.cells[0].metadata and stubbed.cells[0].metadata["nbgrader"]["solution"]
 
 
 @pytest.mark.notebook
