@@ -16,10 +16,12 @@ Module map:
                    (``python -m helpers ...`` and the ``kit`` script run the same), used by the Makefile
     cli.py         the pipeline and demo commands: run the whole pipeline once and print a table
     doctor.py      preflight checks (Python, packages, widgets, A1111, the LLM), each failure with its fix
-    student.py     student versions of the notebooks: nbgrader's solution markers turned into stubs
+    student.py     student versions of the notebooks: nbgrader's release version, without its database
+    nbgrader_metadata.py  nbgrader's metadata on every cell, worked out from the markers and points.json
     secret_scan.py the secret scan of a notebook: every place, images' metadata included, never the secret
     submission.py  Moodle files for one notebook or all of them (one zip with a summary of exercises done)
-    isolation.py   Linux namespaces for a graded notebook: no network, the instructor's files hidden
+    isolation.py   the graded notebook's sandbox from an allow-list (bubblewrap, or unshare + pivot_root)
+    moodle.py      Moodle's grading worksheet and download layouts, as Moodle's own code reads them
     grading.py     grade a class's Moodle download; grading_worker.py runs one notebook under limits
 
 Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
