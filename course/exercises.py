@@ -29,12 +29,22 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import traceback
 from pathlib import Path
 
 DONE, NOT_DONE, NOT_RIGHT = "done", "not done yet", "not right yet"
 # name -> (status, detail), in the order the checks ran; a re-run check updates its line.
 _STATUS: dict[str, tuple[str, str]] = {}
+
+
+class ExerciseNotPassed(AssertionError):
+    """Raised by ``check`` under a grader when the exercise is not done or not right: the check cell fails."""
+
+
+def grading() -> bool:
+    """True while a grader runs the notebook (the kit's ``make grade``: KIT_GRADING=1; nbgrader's autograder)."""
+    return os.environ.get("KIT_GRADING") == "1" or "NBGRADER_EXECUTION" in os.environ
 
 
 def check(name: str, yours, test, reference=None, uses: str = "the kit's reference"):
@@ -58,6 +68,8 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
     line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
     line += "" if line.endswith((".", "!", "?")) else "."
     print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
+    if grading():
+        raise ExerciseNotPassed(line)
     return yours if reference is None else reference
 
 
