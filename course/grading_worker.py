@@ -17,7 +17,11 @@ host's is out of reach), while the kernel starts.
 
 Then nbclient runs every cell (``allow_errors``: a failing cell does not stop the later checks) with a
 per-cell timeout, and the executed notebook is written to OUT, also when a cell timed out or the kernel
-died: OUT's metadata ``grading.stopped`` says why it stopped early.
+died: OUT's metadata ``grading.stopped`` says why it stopped early, and ``grading.cells`` records, per cell
+index, how the cell ran as the kernel answered the execute request (``status`` "ok" or "error", ``ename``,
+``evalue``; "running" for the cell that was stopped; no entry for a cell never run). This process writes
+that record from nbclient's replies, not from anything the cell printed: :mod:`course.grading` reads each
+check's result from it (:mod:`course.autograde`).
 
 Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error, 6 the isolation
 could not be set up (nothing ran).
@@ -111,10 +115,22 @@ def main(argv: list[str] | None = None) -> int:
             if pid:
                 pid_file.write_text(str(pid))
 
+    record: dict[str, dict] = {}
+
+    def started(cell_index: int, **_kwargs) -> None:
+        record[str(cell_index)] = {"status": "running"}
+
+    def executed(cell_index: int, execute_reply: dict | None = None, **_kwargs) -> None:
+        content = (execute_reply or {}).get("content", {})
+        record[str(cell_index)] = {"status": str(content.get("status", "error")),
+                                   "ename": str(content.get("ename", ""))[:200],
+                                   "evalue": str(content.get("evalue", ""))[:2000]}
+
     # kernel_name python3: the kernel of this same Python (the kit's venv), whatever the notebook names.
     client = NotebookClient(nb, timeout=args.cell_timeout, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=False, resources={"metadata": {"path": "."}},
-                            on_notebook_start=note_kernel, record_timing=False)
+                            on_notebook_start=note_kernel, on_cell_execute=started,
+                            on_cell_executed=executed, record_timing=False)
     stopped, status = "", 0
     try:
         client.execute()
@@ -126,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         stopped, status = f"the notebook could not be run ({type(err).__name__})", 5
     if server is not None:
         server.kill()  # (ending this process, process 1 of the namespace, would end it too)
-    nb.metadata["grading"] = {"stopped": stopped}
+    nb.metadata["grading"] = {"stopped": stopped, "cells": record}
     nbformat.write(nb, args.out)
     return status
 
