@@ -593,7 +593,8 @@ def _combine(files: list[tuple[str, dict]], names: list[str]) -> dict:
 
 def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
           = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None,
-          isolate: bool | None = None, kit_dir: str | Path | None = None) -> GradingResult:
+          isolate: bool | None = None, kit_dir: str | Path | None = None, kit_steps: str | Path | None = None
+          ) -> GradingResult:
     """Grade every submission of the download into ``out_dir`` (see the module doc); returns what was written.
 
     ``sd_url``: an A1111-compatible server to use instead of starting the kit's preview server (tests); the
@@ -602,6 +603,8 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     once per batch). ``log`` is called with one line per notebook, and once when the isolation is off.
     ``kit_dir``: the folder of the kit's reference notebooks (the solution versions; default ``notebooks/``):
     each file is matched to one of them by its cell ids and run as that notebook (:mod:`course.autograde`).
+    ``kit_steps``: the table of the kit functions each exercise may not hand its work to (default
+    ``data/grading/kit_steps.json``).
     """
     limits = limits or Limits()
     if isolate is None:
@@ -619,7 +622,7 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     column = {name: header.index(name) for name in header}
     found = find_submissions(submissions_zip)
 
-    kit = Kit.load(kit_dir)
+    kit = Kit.load(kit_dir, kit_steps)
     server = None
     executed = 0
     students: list[StudentResult] = []
