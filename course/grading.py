@@ -4,15 +4,21 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
 ``<Full name>_<id>_assignsubmission_file_``) and the offline grading worksheet (a CSV). :func:`grade`
 
 1. unpacks the download and finds each student's notebooks: the kit's submission zip
-   (``<name>_notebooks.zip``) or loose ``.ipynb`` files;
-2. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
-   environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, a temporary HOME and working
-   folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
+   (``<name>_notebooks.zip``) or loose ``.ipynb`` files, whatever their names;
+2. matches each file to one of the kit's notebooks by its cell ids (a file that matches none earns nothing)
+   and builds the notebook to run from the kit's own copy of it: the kit's setup, test and check cells, the
+   student's solution cells and added cells, no saved outputs or tags; checks the student's cells statically
+   (a step handed to the kit's own version does not pass; tampering with the grading needs a manual look)
+   (:mod:`course.autograde`);
+3. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
+   environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, KIT_GRADING=1, a temporary HOME and
+   working folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
    127.0.0.1 (preview engine: no GPU, no LLM, no internet needed); where Linux namespaces allow it, also
    without network, with the instructor's files hidden and everything else read-only
-   (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace);
-3. reads each exercise's result from the check cells' lines (``[x] name: done...``, ``[ ] name: not done
-   yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`course.exercises`);
+   (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace), and reads each
+   exercise's result from how the kit's check cell ran (``check()`` raises under the grader), as the worker
+   recorded the kernel's replies, never from what the notebook printed; only the kit's exercise names count,
+   each once per student (the best result over the student's copies of a notebook);
 4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
    order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
    as short HTML), a feedback page per student, and a class summary (``summary.html`` and ``summary.png``).
@@ -36,6 +42,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -326,7 +333,8 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
         (work / ".env").write_text("")
         notebook, executed, pid_file = work / "submission.ipynb", tmp / "executed.ipynb", tmp / "kernel.pid"
         notebook.write_bytes(source)
-        command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed),
+        key = secrets.token_bytes(32)
+        command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed), "--sign",
                    "--cell-timeout", str(limits.cell_timeout), "--memory-mb", str(limits.memory_mb),
                    "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30)]
         if isolated:
@@ -339,11 +347,11 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             command += ["--pid-file", str(pid_file)]
         env = clean_env(sd_url, home, work)
         env["PYTHONPATH"] = str(KIT_ROOT)  # the kit's helpers and course packages, whatever the install
-        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         stopped, output = "", ""
         try:
-            output = process.communicate(timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
+            output = process.communicate(key, timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
         except subprocess.TimeoutExpired:
             stopped = f"the notebook ran longer than {limits.notebook_timeout} s and was stopped"
         finally:
@@ -351,6 +359,10 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             if pid_file.is_file():
                 _kill(int(pid_file.read_text() or 0) or -1)
             process.wait()
+        if executed.is_file() and not _signed(executed, key, output):
+            # Not the file the worker wrote (it was stopped, killed, or the student's code wrote one): not read.
+            stopped = stopped or "the notebook's run ended before the grader could read its results"
+            executed.unlink()
         result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0, "isolated": isolated}
         if executed.is_file():
             try:
@@ -375,6 +387,15 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             result["stopped"] = f"the notebook could not be run ({why})"
     result["seconds"] = round(time.monotonic() - started, 2)
     return result
+
+
+def _signed(path: Path, key: bytes, output: str) -> bool:
+    """Whether the worker's last "signed:" line is the HMAC of ``path`` with this run's key."""
+    import hmac
+
+    lines = [line for line in output.splitlines() if line.startswith("signed: ")]
+    expected = hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
+    return bool(lines) and hmac.compare_digest(lines[-1][len("signed: "):].strip(), expected)
 
 
 # --- Grading the batch -----------------------------------------------------------------------------

@@ -23,6 +23,9 @@ index, how the cell ran as the kernel answered the execute request (``status`` "
 that record from nbclient's replies, not from anything the cell printed: :mod:`course.grading` reads each
 check's result from it (:mod:`course.autograde`).
 
+With ``--sign`` it reads a key from stdin first and prints ``signed: <HMAC-SHA256 of OUT>`` last, so the grader
+trusts OUT only as this process wrote it (not a file the student's code put there).
+
 Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error, 6 the isolation
 could not be set up (nothing ran).
 """
@@ -84,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", default=None, help="where to write the kernel's process id")
     parser.add_argument("--isolate", default=None, help="a plan from course.isolation.plan (JSON file)")
     parser.add_argument("--serve-preview", type=int, default=0, help="start the preview server on this port")
+    parser.add_argument("--sign", action="store_true",
+                        help="read a key from stdin (before any student code runs) and print OUT's HMAC with it")
     args = parser.parse_args(argv)
+    # The key arrives on stdin and is read to its end here, before the kernel starts: the student's code never
+    # sees it, so a file it writes in OUT's place (and ends this process to keep) does not carry a valid HMAC.
+    key = sys.stdin.buffer.read() if args.sign else b""
 
     if args.isolate:
         from course.isolation import enter
@@ -144,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         server.kill()  # (ending this process, process 1 of the namespace, would end it too)
     nb.metadata["grading"] = {"stopped": stopped, "cells": record}
     nbformat.write(nb, args.out)
+    if args.sign:
+        import hashlib
+        import hmac
+
+        print("signed: " + hmac.new(key, Path(args.out).read_bytes(), hashlib.sha256).hexdigest(), flush=True)
     return status
 
 

@@ -78,6 +78,19 @@ def printed(*lines: str) -> dict:
 FAKE_LINES = ["[x] double: done. The cells below use your function.", "[x] triple: done.",
               *(f"[x] made_up_{i}: done." for i in range(500)), "Exercises: 502 of 502 done"]
 
+# Writes the file the worker would write (every cell "ok") where the grader reads it, then ends the worker.
+FORGE_RESULTS = """import json, os, subprocess
+record = {str(i): {"status": "ok"} for i in range(40)}
+forged = {"nbformat": 4, "nbformat_minor": 5, "cells": [], "metadata": {"grading": {"stopped": "", "cells": record}}}
+for folder in ("..", "/tmp"):
+    try:
+        with open(os.path.join(folder, "executed.ipynb"), "w") as handle:
+            json.dump(forged, handle)
+    except OSError:
+        pass
+subprocess.run(["kill", "-9", str(os.getppid())])
+"""
+
 # Student id -> (name, {file name: content}). Each student is one case.
 CASES = {
     "200001": ("Honest Ann", {"01_test.ipynb": copy_of_kit(HONEST)}),
@@ -108,6 +121,7 @@ CASES = {
     "200012": ("Sly Sid", {"01_test.ipynb": copy_of_kit(
         {"sol-double": DOUBLE_WRONG},
         {"setup": ["import os\nsettings = os.environ\nsettings.update({'KIT_' + 'GRADING': '0'})"]})}),
+    "200014": ("Forger Fay", {"01_test.ipynb": copy_of_kit(added={"setup": [FORGE_RESULTS]})}),
     "200013": ("Own Checker Olga", {"01_test.ipynb": copy_of_kit(
         added={"setup": ['check("bonus", print, lambda f: None)\nreport(["bonus"])']})}),
 }
@@ -234,6 +248,14 @@ def test_a_switch_turned_off_at_run_time_still_fails(graded):
 
 
 @pytest.mark.grading
+def test_a_results_file_written_by_the_students_code_is_not_read(graded):
+    grade_, feedback, student = _grade(graded, "200014")
+    assert grade_ == "0.00", feedback
+    assert "ended before the grader could read its results" in feedback
+    assert {s for s, _ in student.notebooks["01_test"]["exercises"].values()} == {"not reached"}
+
+
+@pytest.mark.grading
 def test_a_students_own_check_calls_count_for_nothing(graded):
     grade_, feedback, student = _grade(graded, "200013")
     assert grade_ == "0.00" and "bonus" not in feedback
@@ -350,3 +372,25 @@ def test_notebook_02_end_to_end(tmp_path):
         rows = list(csv.reader(handle))[1:]
     assert [row[4] for row in rows] == ["3.00", "3.00", "0.00"], [row[9] for row in rows]
     assert "it hands its work to the kit's helpers.text.get_text" in rows[2][9] and "bonus" not in rows[2][9]
+
+
+# --- check() under a grader ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variable", ["KIT_GRADING", "NBGRADER_EXECUTION"])
+def test_check_raises_under_a_grader_and_not_otherwise(monkeypatch, capsys, variable):
+    from course.exercises import ExerciseNotPassed, check
+
+    def test_double(f):
+        assert f(2) == 4, "double(2) should be 4"
+
+    def wrong(x):
+        return x
+
+    monkeypatch.delenv("KIT_GRADING", raising=False)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert check("double", wrong, test_double, reference=abs) is abs
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ExerciseNotPassed, match=r"^\[ \] double: not right yet: double\(2\) should be 4\.$"):
+        check("double", wrong, test_double, reference=abs)
+    assert check("double", lambda x: 2 * x, test_double, reference=abs)(3) == 6  # a pass does not raise
+    assert "[x] double: done." in capsys.readouterr().out
