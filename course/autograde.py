@@ -459,6 +459,13 @@ def static_checks(nb, kit_reference, steps: dict[str, list[str]]) -> Findings:
                     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                         kit_functions[stmt.name] = stmt
     kit_bound = {name for tree in kit_trees for name, _node in _bound(tree)}
+    # name -> the values the kit's own cells assign it: a student cell repeating one (a copied setup line) is fine
+    kit_values: dict[str, set[str]] = {}
+    for tree in kit_trees:
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                kit_values.setdefault(stmt.targets[0].id, set()).add(ast.dump(stmt.value))
+    kit_modules = set(kit_imports.values())
     names = check_names(kit_reference)
 
     # What each check cell of the built notebook reads, through the kit's functions it calls.
@@ -503,10 +510,14 @@ def static_checks(nb, kit_reference, steps: dict[str, list[str]]) -> Findings:
             if text not in findings.tampering:
                 findings.tampering.append(text)
 
+        parents = _parents(tree)
         for name, node in _bound(tree):
             if name in protected:
                 same = isinstance(node, (ast.Import, ast.ImportFrom)) and _imports(ast.Module([node], []))[name] \
                     == kit_imports.get(name)
+                parent = parents.get(id(node))
+                same = same or (isinstance(parent, ast.Assign) and len(parent.targets) == 1
+                                and parent.targets[0] is node and ast.dump(parent.value) in kit_values.get(name, ()))
                 if not same:
                     flag(node, f"it rebinds `{name}`, which the kit's checks use")
         for node in ast.walk(tree):
@@ -518,6 +529,8 @@ def static_checks(nb, kit_reference, steps: dict[str, list[str]]) -> Findings:
                     if module == "course.exercises" and alias.name in ALLOWED_FROM_EXERCISES \
                             and alias.asname in (None, alias.name):
                         continue
+                    if module != "course.exercises" and full in kit_modules:
+                        continue  # an import the kit's own cells make (a copied setup line)
                     if top in TAMPER_MODULES:
                         flag(node, f"it imports {full}, which can change how the grader checks")
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in TAMPER_NAMES:

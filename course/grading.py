@@ -23,8 +23,9 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
    order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
    as short HTML), a feedback page per student, and a class summary (``summary.html`` and ``summary.png``).
 
-Results are cached per notebook hash in ``out_dir/cache``: a second run executes nothing new, and an
-interrupted batch resumes where it stopped. The worksheet is written atomically.
+Results are cached per hash of the notebook that runs (the kit's cells with the student's) in ``out_dir/cache``:
+a second run executes nothing new, identical copies run once, and an interrupted batch resumes where it
+stopped. The worksheet is written atomically.
 
 Example:
     >>> from course.grading import grade

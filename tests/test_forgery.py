@@ -298,7 +298,9 @@ def test_reasonable_honest_code_passes_the_static_checks():
                    "    vectors = normalise(model.encode_image(torch.stack([preprocess(i) for i in images])))\n"
                    "    text_vector = normalise(model.encode_text(tokenizer([text])))\n"
                    "    similarity = vectors @ text_vector.T\n    return similarity.flatten().tolist()")
-    added = ["import numpy as np\nimport torch\nfrom PIL import Image\n%matplotlib inline",
+    added = ["import numpy as np\nimport torch\nfrom PIL import Image\n%matplotlib inline\n"
+             "from course.notebook import setup\nfrom course.exercises import check",
+             "clip = load_clip(CLIP_NAME, CLIP_WEIGHTS)   # as the kit's cell does",
              "def normalise(v):\n    return v / v.norm(dim=-1, keepdim=True)",
              "%timeit pick_best([0.1, 0.2], 0.1)\nmy_scores = [0.3, 0.1]\nprint(sorted(my_scores))"]
     findings = _with_cells("05_clip_quality_check", {RATE: honest_rate}, added, "d9db86e2")
@@ -321,6 +323,7 @@ def test_handing_the_step_to_the_kit_is_seen(rate, used):
 @pytest.mark.parametrize("cell, why", [
     ("isinstance = lambda *args: True", "it rebinds `isinstance`"),
     ("captions = ['x']", "it rebinds `captions`"),
+    ("clip = (None, None, None)", "it rebinds `clip`"),
     ("np.allclose = lambda *args, **kwargs: True", "it sets an attribute of `np`"),
     ("globals()['test_rate'] = print", "it writes into globals()"),
     ("import sys\nsys.modules['course.exercises'] = None", "it uses .modules"),
