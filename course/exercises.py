@@ -15,7 +15,7 @@ cell lists which exercises are done. ``show_my_code`` prints a function you wrot
 to copy into notebook 06.
 
 Under a grader, a check that does not pass prints the same line, and its cell then ends in an error
-(``ExerciseNotDone``), so the grader gives that exercise 0. A grader is any of: nbgrader's ``autograde`` and
+(``ExerciseNotPassed``), so the grader gives that exercise 0. A grader is any of: nbgrader's ``autograde`` and
 ``validate`` (they set ``NBGRADER_EXECUTION`` to "autograde" / "validate" in the environment of the kernel
 they start: nbgrader's FAQ, "Can I modify the notebook behavior during autograding or validation?"), or the
 kit's grader (``KIT_GRADING=1``, any value but 0). The error comes at the end of the check's
@@ -51,11 +51,12 @@ DONE, NOT_DONE, NOT_RIGHT = "done", "not done yet", "not right yet"
 _STATUS: dict[str, tuple[str, str]] = {}
 
 
-class ExerciseNotDone(Exception):
-    """Raised by :func:`check` under a grader when the exercise does not pass (its message: check's line)."""
+class ExerciseNotPassed(AssertionError):
+    """Raised by :func:`check` under a grader when the exercise is not done or not right (its message: check's
+    line): the check cell fails, so nbgrader's autograde and the kit's ``make grade`` score it 0."""
 
 
-def under_grader() -> bool:
+def grading() -> bool:
     """True when a grader runs this notebook: nbgrader's autograde or validate, or the kit's grader."""
     return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("KIT_GRADING", "") not in ("", "0")
 
@@ -73,7 +74,7 @@ def _end_cell() -> None:
     global _PENDING
     failed, _PENDING = _PENDING, None
     if failed:
-        raise ExerciseNotDone("\n".join(failed))
+        raise ExerciseNotPassed("\n".join(failed))
 
 
 def _calls_check(tree: ast.AST) -> bool:
@@ -97,7 +98,7 @@ class _CheckCells(ast.NodeTransformer):
 
 def _install_grader_hook() -> None:
     """Under a grader in IPython, add the transformer of :class:`_CheckCells` (once)."""
-    if not under_grader():
+    if not grading():
         return
     try:
         from IPython import get_ipython
@@ -129,14 +130,14 @@ def check(name: str, yours, test, reference=None, uses: str = "the kit's referen
     line = f"[ ] {name}: {status}" + (f": {detail}" if detail else "")
     line += "" if line.endswith((".", "!", "?")) else "."
     print(line + (f" The cells below use {uses} instead." if reference is not None else "") + where)
-    if under_grader():
+    if grading():
         if _PENDING is not None:       # in a wrapped cell: it raises at its end (see the module doc)
             _PENDING.append(line)
         else:
             caller = sys._getframe(1).f_globals
             if reference is not None and caller.get(name) is yours:
                 caller[name] = reference   # the cells after this one go on with the kit's step, as in Run All
-            raise ExerciseNotDone(line)
+            raise ExerciseNotPassed(line)
     return yours if reference is None else reference
 
 

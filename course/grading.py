@@ -4,23 +4,30 @@ Moodle's assignment gives the two files: "Download all submissions" (one zip, a 
 ``<Full name>_<id>_assignsubmission_file_``) and the offline grading worksheet (a CSV). :func:`grade`
 
 1. unpacks the download and finds each student's notebooks: the kit's submission zip
-   (``<name>_notebooks.zip``) or loose ``.ipynb`` files;
-2. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
-   environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, a temporary HOME and working
-   folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
+   (``<name>_notebooks.zip``) or loose ``.ipynb`` files, whatever their names;
+2. matches each file to one of the kit's notebooks by its cell ids (a file that matches none earns nothing)
+   and builds the notebook to run from the kit's own copy of it: the kit's setup, test and check cells, the
+   student's solution cells and added cells, no saved outputs or tags; checks the student's cells statically
+   (a step handed to the kit's own version does not pass; tampering with the grading needs a manual look)
+   (:mod:`course.autograde`);
+3. runs each notebook in a fresh kernel, in its own process (:mod:`course.grading_worker`) with a clean
+   environment (PATH, LANG, the kit's SD_URL / LLM_BASE_URL / OUTPUT_DIR, KIT_GRADING=1, a temporary HOME and
+   working folder), a per-cell and per-notebook time limit and a memory limit, against the kit's own server on
    127.0.0.1 (preview engine: no GPU, no LLM, no internet needed); where Linux namespaces allow it, also
    without network, with the instructor's files hidden and everything else read-only
-   (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace);
-3. reads each exercise's result from the check cells' lines (``[x] name: done...``, ``[ ] name: not done
-   yet...``, ``[ ] name: not right yet: <why>...``, see :mod:`course.exercises`);
+   (:mod:`course.isolation`; the preview server then runs inside each notebook's namespace), and reads each
+   exercise's result from how the kit's check cell ran (``check()`` raises under the grader), as the worker
+   recorded the kernel's replies, never from what the notebook printed; only the kit's exercise names count,
+   each once per student (the best result over the student's copies of a notebook);
 4. writes into ``out_dir``: the filled worksheet for Moodle's "Upload grading worksheet" (the same columns,
    order and header; rows matched by ``Identifier``; ``Grade`` from the points table; ``Feedback comments``
    as short HTML, appended; read and written by Moodle's own rules, in any of its languages:
    :mod:`course.moodle`), a feedback page per student, and a class summary (``summary.html`` and
    ``summary.png``).
 
-Results are cached per notebook hash in ``out_dir/cache``: a second run executes nothing new, and an
-interrupted batch resumes where it stopped. The worksheet is written atomically.
+Results are cached per hash of the notebook that runs (the kit's cells with the student's) in ``out_dir/cache``:
+a second run executes nothing new, identical copies run once, and an interrupted batch resumes where it
+stopped. The worksheet is written atomically.
 
 Example:
     >>> from course.grading import grade
@@ -37,6 +44,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -48,12 +56,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course import moodle
+from course import autograde, moodle
+from course.autograde import MANUAL, Kit
 from course.isolation import INSIDE_PORT, available, kind, plan, prefix
 from helpers.config import KIT_ROOT
 from helpers.errors import KitError
 
-GRADER_VERSION = 2  # part of the cache key: bump when the way results are read changes
+GRADER_VERSION = 3  # part of the cache key: bump when the way results are read changes
 DEFAULT_POINTS = KIT_ROOT / "data" / "grading" / "points.json"
 MAX_DETAIL = 200  # characters of a student's "why" kept in the feedback
 DONE, NOT_DONE, NOT_RIGHT, NOT_CHECKED, NOT_REACHED = (
@@ -67,64 +76,79 @@ def _esc(text: str) -> str:
     return html_module.escape(text, quote=False)
 
 
-def _stream_text(nb) -> list[str]:
-    """Every stdout line the notebook printed, in order."""
+def _cell_stdout(cell) -> list[str]:
+    """The stdout lines one cell printed."""
     lines = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name", "stdout") == "stdout":
-                text = output.get("text", "")
-                lines += ("".join(text) if isinstance(text, list) else text).splitlines()
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name", "stdout") == "stdout":
+            text = output.get("text", "")
+            lines += ("".join(text) if isinstance(text, list) else text).splitlines()
     return lines
 
 
-def read_results(nb) -> dict[str, tuple[str, str]]:
-    """{exercise: (status, detail)} from the lines ``check()`` and ``report()`` printed; a later line wins.
+def parse_line(line: str) -> tuple[str, str] | None:
+    """(status, detail) of one line ``check()`` wrote (the message of its ExerciseNotPassed), or None.
 
-    >>> import nbformat
-    >>> cell = nbformat.v4.new_code_cell("")
-    >>> cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
-    ...     "[x] rate: done. The cells below use your function.\\n"
-    ...     "[ ] pick: not right yet: pick([]) should be None. The cells below use the kit's instead.\\n"
-    ...     "[ ] load: not done yet. The cells below use the kit's instead.\\n"
-    ...     "Exercises: 1 of 4 done\\n  [x] rate\\n  [ ] later: not checked yet\\n"))]
-    >>> for name, result in read_results(nbformat.v4.new_notebook(cells=[cell])).items():
-    ...     print(name, result)
-    rate ('done', '')
-    pick ('not right yet', 'pick([]) should be None.')
-    load ('not done yet', '')
-    later ('not checked yet', '')
+    >>> parse_line("[ ] pick: not right yet: pick([]) should be None. The cells below use the kit's instead.")
+    ('not right yet', 'pick([]) should be None.')
+    >>> parse_line("[ ] load: not done yet."), parse_line("hello")
+    (('not done yet', ''), None)
     """
+    if not line.startswith(("[x] ", "[ ] ")) or ": " not in line:
+        return None
+    rest = line[4:].split(": ", 1)[1].split(" The cells below use ", 1)[0]
+    if rest.startswith(DONE) and line.startswith("[x]"):
+        return DONE, ""
+    if rest.startswith(NOT_RIGHT):
+        return NOT_RIGHT, rest[len(NOT_RIGHT):].lstrip(": ").strip()[:MAX_DETAIL]
+    if rest.startswith(NOT_DONE):
+        return NOT_DONE, ""
+    return None
+
+
+def read_results(prepared, executed) -> dict[str, tuple[str, str]]:
+    """{exercise: (status, detail)} of every check cell of ``prepared`` (:func:`course.autograde.prepare`), from
+    how that cell ran in ``executed`` (the worker's record of the kernel's replies; never a printed line).
+
+    A check cell that raised ExerciseNotPassed gives its message's status; another error "not right yet" with
+    the error; one that ran without an error "done", unless it printed its own not-done/not-right line (the
+    grader's switch was turned off from inside); one that never ran "not reached".
+    """
+    record = executed.metadata.get("grading", {}).get("cells", {}) if executed is not None else {}
     found: dict[str, tuple[str, str]] = {}
-    for line in _stream_text(nb):
-        if line.startswith(("[x] ", "[ ] ")) and ": " in line:
-            name, rest = line[4:].split(": ", 1)
-            rest = rest.split(" The cells below use ", 1)[0]
-            if rest.startswith(DONE) and line.startswith("[x]"):
-                found[name.strip()] = (DONE, "")
-            elif rest.startswith(NOT_RIGHT):
-                detail = rest[len(NOT_RIGHT):].lstrip(": ").strip()
-                found[name.strip()] = (NOT_RIGHT, detail[:MAX_DETAIL])
-            elif rest.startswith(NOT_DONE):
-                found[name.strip()] = (NOT_DONE, "")
-        elif line.startswith("  [ ] ") and line.endswith(": " + NOT_CHECKED):
-            found.setdefault(line[6:-len(": " + NOT_CHECKED)].strip(), (NOT_CHECKED, ""))
+    for index, cell in enumerate(prepared.cells):
+        name = cell.get("metadata", {}).get("grading", {}).get("exercise")
+        if not name or name in found and found[name][0] == DONE:
+            continue
+        ran = record.get(str(index), {})
+        status = ran.get("status")
+        if status == "ok":
+            printed = _cell_stdout(executed.cells[index]) if index < len(executed.cells) else []
+            failed = any(line.startswith(f"[ ] {name}: not ") for line in printed)
+            found[name] = (NOT_RIGHT, "the check's result was changed from inside the notebook") if failed \
+                else (DONE, "")
+        elif status == "error" and ran.get("ename") == "ExerciseNotPassed":
+            found[name] = parse_line(ran.get("evalue", "")) or (NOT_RIGHT, "")
+        elif status == "error":
+            found[name] = (NOT_RIGHT, f"the check cell raised {ran.get('ename')}: {ran.get('evalue', '')}"[:MAX_DETAIL])
+        else:
+            found.setdefault(name, (NOT_REACHED, ""))
     return found
 
 
-def first_error(nb) -> str:
-    """'cell N: ErrorName' for the first cell that ended with an error, '' when none did."""
-    number = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        number += 1
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                return f"code cell {number}: {output.get('ename', 'Error')}"
+def first_error(prepared, executed) -> str:
+    """'code cell N: ErrorName' for the first cell that ended with an error other than a failed check, '' when none
+    did (N: the student's own numbering, or "the kit's code cell N")."""
+    record = executed.metadata.get("grading", {}).get("cells", {}) if executed is not None else {}
+    for index, cell in enumerate(prepared.cells):
+        ran = record.get(str(index), {})
+        if ran.get("status") == "error" and ran.get("ename") not in ("ExerciseNotPassed", ""):
+            return f"{_label(cell, index)}: {ran.get('ename')}"
     return ""
+
+
+def _label(cell, index: int) -> str:
+    return cell.get("metadata", {}).get("grading", {}).get("label") or f"code cell {index + 1}"
 
 
 # --- Points table ----------------------------------------------------------------------------------
@@ -178,8 +202,21 @@ def _safe_members(archive: zipfile.ZipFile):
         yield info
 
 
+def _keep(files: dict[str, bytes], name: str, data: bytes) -> None:
+    """files[name] = data, under a name of its own when two files have the same name."""
+    unique, number = name, 1
+    while unique in files:
+        number += 1
+        unique = f"{name} ({number})"
+    files[unique] = data
+
+
 def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dict]:
-    """{owner: {"name", "entry", "notebooks": {key: bytes}, "skipped"}} from Moodle's "Download all submissions".
+    """{owner: {"name", "entry", "notebooks": {file name: bytes}, "skipped"}} from Moodle's "Download all
+    submissions" (owners and layouts: :func:`course.moodle.parse_path`).
+
+    Every notebook is kept under its own file name (a file inside the kit's submission zip as ``zip/member``):
+    which kit notebook a file is comes from its content (:func:`course.autograde.match`), not its name.
 
     ``owner`` is the prefix Moodle gave the files (a participant's or a group's, see :mod:`course.moodle`,
     which reads every layout: with or without folders, up to 4.0 and from 4.1, blind marking, teams);
@@ -200,14 +237,13 @@ def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dic
             if entry.plugin != "file":
                 continue
             if name.endswith(".ipynb"):
-                student["notebooks"][notebook_key(name)] = archive.read(info)
+                _keep(student["notebooks"], name, archive.read(info))
             elif name.endswith(".zip"):
                 try:
                     with zipfile.ZipFile(io.BytesIO(archive.read(info))) as inner:
                         for member in _safe_members(inner):
                             if member.filename.endswith(".ipynb") and member.file_size <= limit:
-                                key = notebook_key(Path(member.filename).name)
-                                student["notebooks"][key] = inner.read(member)
+                                _keep(student["notebooks"], f"{name}/{member.filename}", inner.read(member))
                 except zipfile.BadZipFile:
                     student["skipped"].append(f"{name} is not a readable zip")
     return found
@@ -247,6 +283,7 @@ def clean_env(sd_url: str, home: Path, work: Path) -> dict[str, str]:
         "LLM_API_KEY": "not-needed",
         "OUTPUT_DIR": str(work / "outputs"),
         "MPLBACKEND": "Agg",
+        "KIT_GRADING": "1",  # check() raises when an exercise is not passed: the check cell's status says it
         "PYTHONDONTWRITEBYTECODE": "1",
         "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MB of address space per thread otherwise (RLIMIT_AS)
         # CPU only, and the CLIP weights from the instructor's Hugging Face cache, never downloaded.
@@ -295,14 +332,17 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
     """
     import nbformat
 
+    from course.autograde import prepare, read
+
     isolated = not available() if isolate is None else isolate
 
     started = time.monotonic()
     try:
-        nbformat.reads(source.decode("utf-8"), as_version=4)
-    except Exception:  # noqa: BLE001 - not UTF-8, not JSON, not a notebook: nothing to run
+        prepared = prepare(read(source))
+    except ValueError:  # not UTF-8, not JSON, not a notebook: nothing to run
         return {"exercises": {}, "stopped": "the file is not a readable notebook", "error": "", "seconds": 0.0,
                 "isolated": isolated}
+    source = nbformat.writes(prepared).encode()
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         tmp = Path(tmp)
         home, work = tmp / "home", tmp / "work"
@@ -313,7 +353,8 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
         (work / ".env").write_text("")
         notebook, executed, pid_file = work / "submission.ipynb", tmp / "executed.ipynb", tmp / "kernel.pid"
         notebook.write_bytes(source)
-        command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed),
+        key = secrets.token_bytes(32)
+        command = [sys.executable, "-m", "course.grading_worker", str(notebook), str(executed), "--sign",
                    "--cell-timeout", str(limits.cell_timeout), "--memory-mb", str(limits.memory_mb),
                    "--file-mb", str(limits.file_mb), "--cpu-s", str(limits.notebook_timeout + 30),
                    "--processes", str(_my_processes() + 256)]
@@ -330,11 +371,11 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             command += ["--pid-file", str(pid_file)]
         env = clean_env(sd_url, home, work)
         env["PYTHONPATH"] = str(KIT_ROOT)  # the kit's helpers and course packages, whatever the install
-        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         stopped, output = "", ""
         try:
-            output = process.communicate(timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
+            output = process.communicate(key, timeout=limits.notebook_timeout)[0].decode("utf-8", "replace")
         except subprocess.TimeoutExpired:
             stopped = f"the notebook ran longer than {limits.notebook_timeout} s and was stopped"
             process.terminate()  # the worker ends everything the notebook started, detached processes too
@@ -347,6 +388,10 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             if pid_file.is_file():
                 _kill(int(pid_file.read_text() or 0) or -1)
             process.wait()
+        if executed.is_file() and not _signed(executed, key, output):
+            # Not the file the worker wrote (it was stopped, killed, or the student's code wrote one): not read.
+            stopped = stopped or "the notebook's run ended before the grader could read its results"
+            executed.unlink()
         result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0, "isolated": isolated}
         if executed.is_file():
             try:
@@ -354,19 +399,32 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             except Exception:  # noqa: BLE001 - a notebook the worker could not write whole
                 nb = None
             if nb is not None:
-                result["exercises"] = {k: list(v) for k, v in read_results(nb).items()}
+                result["exercises"] = {k: list(v) for k, v in read_results(prepared, nb).items()}
                 result["stopped"] = stopped or nb.metadata.get("grading", {}).get("stopped", "")
-                result["error"] = first_error(nb)
-                if result["stopped"].startswith("a cell") and result["error"].endswith(": KeyboardInterrupt"):
-                    # The timed-out cell was interrupted: name it in the stop line, not as a second error.
-                    where = result["error"].rsplit(":", 1)[0]
-                    result["stopped"], result["error"] = where + result["stopped"][len("a cell"):], ""
+                result["error"] = first_error(prepared, nb)
+                record = nb.metadata.get("grading", {}).get("cells", {})
+                running = next((int(i) for i, ran in record.items() if ran.get("status") == "running"), None)
+                if result["stopped"].startswith("a cell") and running is not None and running < len(prepared.cells):
+                    # Name the timed-out cell in the stop line.
+                    label = _label(prepared.cells[running], running)
+                    result["stopped"] = label + result["stopped"][len("a cell"):]
+                    if result["error"].startswith(label + ": KeyboardInterrupt"):
+                        result["error"] = ""
         elif not stopped:
             why = next((line for line in output.splitlines() if line.startswith("isolation failed:")),
                        f"exit status {process.returncode}")
             result["stopped"] = f"the notebook could not be run ({why})"
     result["seconds"] = round(time.monotonic() - started, 2)
     return result
+
+
+def _signed(path: Path, key: bytes, output: str) -> bool:
+    """Whether the worker's last "signed:" line is the HMAC of ``path`` with this run's key."""
+    import hmac
+
+    lines = [line for line in output.splitlines() if line.startswith("signed: ")]
+    expected = hmac.new(key, path.read_bytes(), hashlib.sha256).hexdigest()
+    return bool(lines) and hmac.compare_digest(lines[-1][len("signed: "):].strip(), expected)
 
 
 # --- Grading the batch -----------------------------------------------------------------------------
@@ -376,7 +434,8 @@ class StudentResult:
     identifier: str
     name: str
     submitted: bool
-    notebooks: dict[str, dict] = field(default_factory=dict)  # key -> run_notebook's result
+    notebooks: dict[str, dict] = field(default_factory=dict)  # kit notebook -> its files' combined result
+    skipped: list[str] = field(default_factory=list)  # files that earn nothing, and why
     grade: float | None = None
     maximum: float = 0.0
 
@@ -406,11 +465,13 @@ def _feedback_comment(student: StudentResult, points: Points) -> str:
     """Short HTML for the worksheet's Feedback comments column."""
     if not student.submitted:
         return "<p>No notebook found in this submission.</p>"
-    items = []
+    items = [f"<li>{_esc(text)}</li>" for text in student.skipped]
     for key, result in sorted(student.notebooks.items()):
         problems = [text for text in (result["stopped"], result["error"] and f"an error in {result['error']}") if text]
         if problems:
             items.append(f"<li>{_esc(key)}: {_esc('; '.join(problems))}</li>")
+        if len(result.get("files", [])) > 1:
+            items.append(f"<li>{_esc(key)}: {_esc(_files_note(result))}</li>")
     for key, name, status, detail, earned, _possible in _exercise_rows(student, points):
         mark = "passed" if status == DONE else status + (f": {detail}" if detail else "")
         items.append(f"<li>{_esc(key)} {_esc(name)}: {_esc(mark)} ({earned:g})</li>")
@@ -418,13 +479,21 @@ def _feedback_comment(student: StudentResult, points: Points) -> str:
     return grade + "<ul>" + "".join(items) + "</ul>"
 
 
+def _files_note(result: dict) -> str:
+    counted = sorted(set(result.get("counted", {}).values()))
+    return (f"graded from {len(result['files'])} files ({', '.join(result['files'])}); each exercise counts once, "
+            f"its best result, from {', '.join(counted)}")
+
+
 def _feedback_page(student: StudentResult, points: Points) -> str:
     rows = "".join(
         f"<tr><td>{_esc(key)}</td><td>{_esc(name)}</td><td>{_esc(status)}</td>"
         f"<td>{_esc(detail)}</td><td>{earned:g} / {possible:g}</td></tr>"
         for key, name, status, detail, earned, possible in _exercise_rows(student, points))
-    notes = "".join(f"<li>{_esc(key)}: {_esc(text)}</li>" for key, result in
-                    sorted(student.notebooks.items()) for text in (result["stopped"], result["error"]) if text)
+    notes = "".join(f"<li>{_esc(text)}</li>" for text in student.skipped)
+    notes += "".join(f"<li>{_esc(key)}: {_esc(text)}</li>" for key, result in sorted(student.notebooks.items())
+                     for text in (result["stopped"], result["error"],
+                                  _files_note(result) if len(result.get("files", [])) > 1 else "") if text)
     grade = "no grade (no submission)" if student.grade is None else f"{student.grade:g}"
     return (f"<!doctype html><meta charset='utf-8'><title>Feedback: {_esc(student.name)}</title>"
             f"<h1>{_esc(student.name)}</h1><p>Grade: {grade}</p>"
@@ -451,7 +520,8 @@ def _summary(students: list[StudentResult], points: Points, out_dir: Path, isola
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        labels = [f"{k[:2]} {n}" for k, n in sorted(counts)]
+        # A "$" would start matplotlib's mathtext (and an unbalanced one fails the whole plot): escaped.
+        labels = [f"{k[:2]} {n}".replace("$", r"\$") for k, n in sorted(counts)]
         fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(labels) + 2), 4))
         ax.bar(labels, [counts[key][0] for key in sorted(counts)], color="tab:green")
         ax.set_ylabel("students who passed")
@@ -498,9 +568,76 @@ def not_isolated(why: str) -> str:
             "not trust, grade in the sandbox (README, Instructor guide).")
 
 
+MAX_COPIES = 3  # files run per kit notebook and student; more copies are listed, not run
+
+
+def _grade_file(filename: str, source: bytes, kit: Kit, runs: dict, limits: Limits, isolate: bool, out_dir: Path,
+                log, student: str, server_url) -> tuple[str | None, dict | str]:
+    """(kit notebook key, result) of one file, or (None, why it earns nothing)."""
+    import nbformat
+
+    try:
+        nb = autograde.read(source)
+    except ValueError as err:
+        return None, str(err)
+    key = autograde.match(nb, kit)
+    if key is None:
+        return None, "it matches none of the kit's notebooks (too few of their cells), so it earns nothing"
+    names = kit.exercises(key)
+    if len(runs.get(key, [])) >= MAX_COPIES:
+        return None, f"a copy of {key} beyond the first {MAX_COPIES}: not run"
+    reference = kit.notebooks[key]
+    built = autograde.build(reference, nb)
+    findings = autograde.static_checks(built, reference, kit.steps)
+    if findings.tampering:
+        why = "; ".join(findings.tampering)
+        log(f"{student}: {filename} ({key}) needs a manual look: {why}")
+        return key, {"exercises": {n: [MANUAL, why[:MAX_DETAIL]] for n in names}, "seconds": 0.0, "error": "",
+                     "stopped": f"not run, it needs a manual look: {why}", "isolated": isolate}
+    payload = nbformat.writes(built).encode()
+    # An isolated run is cached apart: a result from a run without the isolation is not reused for one.
+    mode = f"|{GRADER_VERSION}|{limits}" + ("|isolated" if isolate else "")
+    cached = out_dir / "cache" / f"{hashlib.sha256(payload + mode.encode()).hexdigest()}.json"
+    if cached.is_file():
+        result = json.loads(cached.read_text(encoding="utf-8"))
+        log(f"{student}: {key} (cached)")
+    else:
+        result = run_notebook(payload, server_url(), limits, isolate)
+        _write_atomic(cached, json.dumps(result), "utf-8")
+        log(f"{student}: {key} ran in {result['seconds']:.1f} s" + (f" ({result['stopped']})" if result["stopped"]
+                                                                        else ""))
+        result["_executed"] = 1
+    # Only the kit's exercise names count; a step handed to the kit's own version does not pass.
+    exercises = {n: list(result["exercises"].get(n, [NOT_REACHED, ""])) for n in names}
+    for name, used in findings.handoffs.items():
+        exercises[name] = [NOT_RIGHT, f"it hands its work to the kit's {used}: write this step yourself"]
+    return key, {**result, "exercises": exercises}
+
+
+RANK = {DONE: 4, MANUAL: 3, NOT_RIGHT: 2, NOT_DONE: 1, NOT_REACHED: 0}
+
+
+def _combine(files: list[tuple[str, dict]], names: list[str]) -> dict:
+    """One result per kit notebook from the student's files of it: each exercise once, its best result."""
+    combined = {"exercises": {}, "files": [f for f, _ in files], "counted": {}, "stopped": "", "error": "",
+                "seconds": round(sum(r["seconds"] for _f, r in files), 2),
+                "isolated": all(r.get("isolated") for _f, r in files)}
+    for name in names:
+        filename, result = max(files, key=lambda item: RANK.get(item[1]["exercises"][name][0], 0))
+        combined["exercises"][name] = result["exercises"][name]
+        combined["counted"][name] = filename
+    notes = [(f, r) for f, r in files if r["stopped"] or r["error"]]
+    prefix = len(files) > 1
+    combined["stopped"] = "; ".join(f"{f}: {r['stopped']}" if prefix else r["stopped"] for f, r in notes
+                                    if r["stopped"])
+    combined["error"] = "; ".join(f"{f}: {r['error']}" if prefix else r["error"] for f, r in notes if r["error"])
+    return combined
+
+
 def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str | Path, points: str | Path | None
           = None, limits: Limits | None = None, sd_url: str | None = None, log=lambda message: None,
-          isolate: bool | None = None, columns: dict[str, str] | None = None, teams: str | Path | None = None
+          isolate: bool | None = None, columns: dict[str, str] | None = None, teams: str | Path | None = None,
+          kit_dir: str | Path | None = None, kit_steps: str | Path | None = None
           ) -> GradingResult:
     """Grade every submission of the download into ``out_dir`` (see the module doc); returns what was written.
 
@@ -512,6 +649,10 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     :class:`NoSandbox` when there is none here; ``False`` on purpose: without it (a clean environment, limits, and
     every process ended with its notebook). ``log`` is called with one line per notebook, and once when the
     sandbox is off.
+    ``kit_dir``: the folder of the kit's reference notebooks (the solution versions; default ``notebooks/``):
+    each file is matched to one of them by its cell ids and run as that notebook (:mod:`course.autograde`).
+    ``kit_steps``: the table of the kit functions each exercise may not hand its work to (default
+    ``data/grading/kit_steps.json``).
     """
     limits = limits or Limits()
     if isolate is None:
@@ -533,34 +674,38 @@ def grade(submissions_zip: str | Path, worksheet_csv: str | Path, out_dir: str |
     found = find_submissions(submissions_zip)
     owners = sheet.owners(found)  # {participant number: the download's folder its row is graded from}
 
+    kit = Kit.load(kit_dir, kit_steps)
     server = None
     executed = 0
     students: list[StudentResult] = []
+
+    def start_server() -> str:
+        nonlocal server
+        if sd_url is not None or isolate:
+            return sd_url or ""
+        if server is None:
+            from sdserver import serve_in_thread
+
+            server = serve_in_thread(engine="preview", step_delay=0.0)
+        return server.url
+
     try:
         for row in sheet.rows:
             number = sheet.identifier(row)
             submission = found.get(owners.get(number, ""))
             identifier, name = row[sheet.roles["identifier"]], sheet.name(row)
             student = StudentResult(identifier, name, bool(submission and submission["notebooks"]))
-            for key, source in sorted((submission or {}).get("notebooks", {}).items()):
-                # An isolated run is cached apart: a result from a run without the isolation is not reused for one.
-                mode = f"|{GRADER_VERSION}|{limits}" + ("|isolated" if isolate else "")
-                digest = hashlib.sha256(source + mode.encode()).hexdigest()
-                cached = out_dir / "cache" / f"{digest}.json"
-                if cached.is_file():
-                    result = json.loads(cached.read_text(encoding="utf-8"))
-                    log(f"{name}: {key} (cached)")
-                else:
-                    if server is None and sd_url is None and not isolate:
-                        from sdserver import serve_in_thread
-
-                        server = serve_in_thread(engine="preview", step_delay=0.0)
-                    result = run_notebook(source, sd_url or (server.url if server else ""), limits, isolate)
-                    executed += 1
-                    _write_atomic(cached, json.dumps(result), "utf-8")
-                    log(f"{name}: {key} ran in {result['seconds']:.1f} s"
-                        + (f" ({result['stopped']})" if result["stopped"] else ""))
-                student.notebooks[key] = result
+            runs: dict[str, list[tuple[str, dict]]] = {}
+            for filename, source in sorted((submission or {}).get("notebooks", {}).items()):
+                key, result = _grade_file(filename, source, kit, runs, limits, isolate, out_dir, log, name,
+                                          lambda: start_server())
+                if key is None:
+                    student.skipped.append(f"{filename}: {result}")
+                    continue
+                executed += result.pop("_executed", 0)
+                runs.setdefault(key, []).append((filename, result))
+            for key, files in runs.items():
+                student.notebooks[key] = _combine(files, kit.exercises(key))
             if student.submitted:
                 student.grade = sum(row_[4] for row_ in _exercise_rows(student, table))
                 student.maximum = sum(row_[5] for row_ in _exercise_rows(student, table))

@@ -21,7 +21,14 @@ host's is out of reach), while the kernel starts.
 
 Then nbclient runs every cell (``allow_errors``: a failing cell does not stop the later checks) with a
 per-cell timeout, and the executed notebook is written to OUT, also when a cell timed out or the kernel
-died: OUT's metadata ``grading.stopped`` says why it stopped early.
+died: OUT's metadata ``grading.stopped`` says why it stopped early, and ``grading.cells`` records, per cell
+index, how the cell ran as the kernel answered the execute request (``status`` "ok" or "error", ``ename``,
+``evalue``; "running" for the cell that was stopped; no entry for a cell never run). This process writes
+that record from nbclient's replies, not from anything the cell printed: :mod:`course.grading` reads each
+check's result from it (:mod:`course.autograde`).
+
+With ``--sign`` it reads a key from stdin first and prints ``signed: <HMAC-SHA256 of OUT>`` last, so the grader
+trusts OUT only as this process wrote it (not a file the student's code put there).
 
 Exit status: 0 ran to the end, 3 a cell timed out, 4 the kernel died, 5 another error, 6 the isolation
 could not be set up (nothing ran), 7 stopped by the grader (SIGTERM: its time was up).
@@ -143,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isolate", default=None, help="a plan from course.isolation.plan (JSON file)")
     parser.add_argument("--serve-preview", type=int, default=0, help="start the preview server on this port")
     parser.add_argument("--processes", type=int, default=0, help="at most this many processes of this user")
+    parser.add_argument("--sign", action="store_true",
+                        help="read a key from stdin (before any student code runs) and print OUT's HMAC with it")
     args = parser.parse_args(argv)
+    # The key arrives on stdin and is read to its end here, before the kernel starts: the student's code never
+    # sees it, so a file it writes in OUT's place (and ends this process to keep) does not carry a valid HMAC.
+    key = sys.stdin.buffer.read() if args.sign else b""
 
     if args.isolate:
         from course.isolation import enter
@@ -177,10 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             if pid:
                 pid_file.write_text(str(pid))
 
+    record: dict[str, dict] = {}
+
+    def started(cell_index: int, **_kwargs) -> None:
+        record[str(cell_index)] = {"status": "running"}
+
+    def executed(cell_index: int, execute_reply: dict | None = None, **_kwargs) -> None:
+        content = (execute_reply or {}).get("content", {})
+        record[str(cell_index)] = {"status": str(content.get("status", "error")),
+                                   "ename": str(content.get("ename", ""))[:200],
+                                   "evalue": str(content.get("evalue", ""))[:2000]}
+
     # kernel_name python3: the kernel of this same Python (the kit's venv), whatever the notebook names.
     client = NotebookClient(nb, timeout=args.cell_timeout, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=False, resources={"metadata": {"path": "."}},
-                            on_notebook_start=note_kernel, record_timing=False)
+                            on_notebook_start=note_kernel, on_cell_execute=started,
+                            on_cell_executed=executed, record_timing=False)
     stopped, status = "", 0
     try:
         client.execute()
@@ -195,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     end_descendants()
     if server is not None:
         server.wait()
-    nb.metadata["grading"] = {"stopped": stopped}
+    nb.metadata["grading"] = {"stopped": stopped, "cells": record}
     nbformat.write(nb, args.out)
+    if args.sign:
+        import hashlib
+        import hmac
+
+        print("signed: " + hmac.new(key, Path(args.out).read_bytes(), hashlib.sha256).hexdigest(), flush=True)
     return status
 
 

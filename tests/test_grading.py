@@ -29,6 +29,10 @@ STUDENTS = [  # id, full name: what they submitted
 ]
 LIMITS = Limits(cell_timeout=4, notebook_timeout=60, memory_mb=4096)
 
+
+def kit_of(tmp_path):
+    return tmp_path / "kit"
+
 DOUBLE_OK = "def double(x):\n    return 2 * x"
 TRIPLE_OK = "def triple(x):\n    return 3 * x"
 CHECKS = [
@@ -40,19 +44,66 @@ CHECKS = [
 
 
 def _nb(*sources: str) -> bytes:
+    """A plain notebook (no kit reference): what run_notebook runs as it is."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(s) for s in ("from course.exercises import check, report", *sources)]
     return nbformat.writes(nb).encode()
 
 
+def _solution(source: str) -> str:
+    head, body = source.split("\n", 1)
+    return f"{head}\n    ### BEGIN SOLUTION\n{body}\n    ### END SOLUTION"
+
+
+# The kit's reference notebook "01_test": setup, then for each exercise a solution cell and a check cell.
+KIT_CELLS = [("intro", "markdown", "# 01 test"), ("setup", "code", "from course.exercises import check, report"),
+             ("sol-double", "code", _solution(DOUBLE_OK)), ("chk-double", "code", CHECKS[0]),
+             ("sol-triple", "code", _solution(TRIPLE_OK)), ("chk-triple", "code", CHECKS[1]),
+             ("report", "code", 'report(["double", "triple"])')]
+
+
+def _notebook(cells) -> bytes:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell_id, kind, source in cells:
+        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        cell["id"] = cell_id
+        nb.cells.append(cell)
+    return nbformat.writes(nb).encode()
+
+
+def write_kit(folder):
+    """The folder of kit reference notebooks the tests grade against."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "01_test.ipynb").write_bytes(_notebook(KIT_CELLS))
+    return folder
+
+
+def submission(replace=None, added=None, drop=()) -> bytes:
+    """A student's copy of 01_test: solution cells replaced ({id: source}), code cells added after a kit cell
+    ({id: [sources]}), cells dropped."""
+    replace, added = replace or {}, added or {}
+    cells = []
+    for cell_id, kind, source in KIT_CELLS:
+        if cell_id in drop:
+            continue
+        cells.append((cell_id, kind, replace.get(cell_id, source)))
+        cells += [(f"{cell_id}-mine-{k}", "code", extra) for k, extra in enumerate(added.get(cell_id, []))]
+    return _notebook(cells)
+
+
 NOTEBOOKS = {
-    "100001": _nb(DOUBLE_OK, CHECKS[0], TRIPLE_OK, CHECKS[1], 'report(["double", "triple"])'),
-    "100002": _nb(DOUBLE_OK, CHECKS[0], "def triple(x):\n    return x + x", CHECKS[1], "report()"),
-    "100004": _nb(DOUBLE_OK, CHECKS[0], "while True:\n    pass", TRIPLE_OK, CHECKS[1], "report()"),
-    "100005": _nb("import not_a_module_xyz", "def double(x):\n    return not_a_module_xyz.double(x)", CHECKS[0]),
-    "100006": _nb("import os\nprint(os.environ.get('GRADING_TEST_SECRET', 'no secret here'))",
-                  "import os\ndef double(x):\n    return os.environ.get('GRADING_TEST_SECRET', 'none')", CHECKS[0]),
+    "100001": submission({"sol-double": DOUBLE_OK, "sol-triple": TRIPLE_OK}),
+    "100002": submission({"sol-double": DOUBLE_OK, "sol-triple": "def triple(x):\n    return x + x"}),
+    "100004": submission({"sol-double": DOUBLE_OK, "sol-triple": TRIPLE_OK},
+                         {"chk-double": ["while True:\n    pass"]}),
+    "100005": submission({"sol-double": "def double(x):\n    return not_a_module_xyz.double(x)"},
+                         {"setup": ["import not_a_module_xyz"]}, drop=("sol-triple", "chk-triple", "report")),
+    "100006": submission({"sol-double": "import os\ndef double(x):\n"
+                                        "    return os.environ.get('GRADING_TEST_SECRET', 'none')"},
+                         {"setup": ["import os\nprint(os.environ.get('GRADING_TEST_SECRET', 'no secret here'))"]},
+                         drop=("sol-triple", "chk-triple", "report")),
 }
 
 
@@ -90,6 +141,7 @@ def make_download(tmp_path, ids=None) -> tuple:
                                  "-", ""])
     points = tmp_path / "points.json"
     points.write_text(json.dumps({"default": 1, "exercises": {"01_test": {"double": 2, "triple": 1}}}))
+    write_kit(tmp_path / "kit")
     return download, worksheet, points
 
 
@@ -100,7 +152,7 @@ def graded(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("GRADING_TEST_SECRET", SECRET)
     try:
-        result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+        result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, kit_dir=kit_of(tmp_path))
     finally:
         mp.undo()
     return tmp_path, result
@@ -111,6 +163,7 @@ def _rows(path):
         return list(csv.reader(handle))
 
 
+@pytest.mark.grading
 def test_worksheet_keeps_columns_order_and_untouched_cells(graded):
     tmp_path, result = graded
     before, after = _rows(tmp_path / "worksheet.csv"), _rows(result.worksheet)
@@ -125,6 +178,7 @@ def test_worksheet_keeps_columns_order_and_untouched_cells(graded):
     assert "\nParticipant 100001,Ann Full," in raw      # and nothing else quoted needlessly
 
 
+@pytest.mark.grading
 def test_grades_and_feedback_row_by_row(graded):
     _tmp, result = graded
     rows = {row[0]: row for row in _rows(result.worksheet)[1:]}
@@ -144,6 +198,7 @@ def test_grades_and_feedback_row_by_row(graded):
     assert feedback["100001"].startswith('<div class="kit-grading"><p>Grade: 3</p><ul><li>')
 
 
+@pytest.mark.grading
 def test_the_instructors_environment_never_reaches_the_students_code(graded):
     tmp_path, result = graded
     out = tmp_path / "out"
@@ -153,6 +208,7 @@ def test_the_instructors_environment_never_reaches_the_students_code(graded):
     assert "double(2) should be 4, got none" in finn  # the variable was not there: the clean environment
 
 
+@pytest.mark.grading
 def test_feedback_pages_and_class_summary(graded):
     tmp_path, result = graded
     pages = sorted(p.name for p in (tmp_path / "out" / "feedback").iterdir())
@@ -164,15 +220,17 @@ def test_feedback_pages_and_class_summary(graded):
     assert not (tmp_path / "evil_1_assignsubmission_file_").exists()
 
 
+@pytest.mark.grading
 def test_second_run_uses_the_cache(graded):
     tmp_path, first = graded
     assert first.executed == 5
     second = grade(tmp_path / "download.zip", tmp_path / "worksheet.csv", tmp_path / "out",
-                   points=tmp_path / "points.json", limits=LIMITS)
+                   points=tmp_path / "points.json", limits=LIMITS, kit_dir=kit_of(tmp_path))
     assert second.executed == 0
     assert second.worksheet.read_bytes() == first.worksheet.read_bytes()
 
 
+@pytest.mark.grading
 def test_interrupted_batch_resumes(tmp_path):
     download, worksheet, points = make_download(tmp_path, ids=["100001", "100002"])
 
@@ -181,14 +239,17 @@ def test_interrupted_batch_resumes(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=interrupt)
+        grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=interrupt,
+              kit_dir=kit_of(tmp_path))
     assert not (tmp_path / "out" / "worksheet_graded.csv").exists()
     lines = []
-    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append)
+    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append,
+                   kit_dir=kit_of(tmp_path))
     assert result.executed == 1 and lines[0] == "Ann Full: 01_test (cached)"
     assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00", "2.00"]
 
 
+@pytest.mark.grading
 def test_a_notebook_past_its_time_is_killed(tmp_path):
     result = run_notebook(_nb("while True:\n    pass"), "http://127.0.0.1:9",
                           Limits(cell_timeout=60, notebook_timeout=3))
@@ -196,6 +257,7 @@ def test_a_notebook_past_its_time_is_killed(tmp_path):
     assert result["seconds"] < 15
 
 
+@pytest.mark.grading
 def test_command_line(tmp_path):
     download, worksheet, points = make_download(tmp_path, ids=["100003"])
     out = subprocess.run([sys.executable, "-m", "course", "grade", "--submissions", str(download), "--worksheet",
@@ -205,6 +267,7 @@ def test_command_line(tmp_path):
     assert "worksheet_graded.csv" in out.stdout
 
 
+@pytest.mark.grading
 def test_memory_limit_and_unreadable_files_are_reported(tmp_path):
     result = run_notebook(_nb("x = bytearray(3 * 1024**3)", "print('after')"), "http://127.0.0.1:9",
                           Limits(cell_timeout=30, notebook_timeout=60, memory_mb=2048))
@@ -212,6 +275,7 @@ def test_memory_limit_and_unreadable_files_are_reported(tmp_path):
     assert run_notebook(b"not json", "http://127.0.0.1:9", Limits())["stopped"] == "the file is not a readable notebook"
 
 
+@pytest.mark.grading
 def test_maximum_grade_caps_and_a_locked_grade_stays(tmp_path):
     download, worksheet, points = make_download(tmp_path, ids=["100001", "100002"])
     rows = _rows(worksheet)
@@ -219,7 +283,7 @@ def test_maximum_grade_caps_and_a_locked_grade_stays(tmp_path):
     rows[2][4], rows[2][6] = "7.00", "No"  # Bob's grade is locked in Moodle (e.g. already released)
     with open(worksheet, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle, lineterminator="\n").writerows(rows)
-    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+    result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, kit_dir=kit_of(tmp_path))
     ann, bob = _rows(result.worksheet)[1:]
     assert ann[4] == "2.00"
     assert bob[4] == "7.00" and "triple" in bob[9], "a locked grade stays; the feedback is still written"
@@ -308,6 +372,7 @@ def instructor(tmp_path, monkeypatch):
         (KIT_ROOT / "helpers" / "_tampered.py").unlink(missing_ok=True)
 
 
+@pytest.mark.grading
 @needs_namespaces
 def test_isolated_notebook_reaches_no_network_and_no_instructor_file(instructor):
     port, paths = instructor
@@ -335,11 +400,12 @@ def test_isolated_notebook_reaches_no_network_and_no_instructor_file(instructor)
     assert SECRET not in json.dumps(isolated)
 
 
+@pytest.mark.grading
 def test_without_isolation_the_summary_says_so_once(tmp_path):
     download, worksheet, points = make_download(tmp_path, ids=["100001"])
     lines = []
     result = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, log=lines.append,
-                   isolate=False)
+                   isolate=False, kit_dir=kit_of(tmp_path))
     assert result.isolation and [line for line in lines if "without the sandbox" in line] == [
         f"The notebooks ran without the sandbox ({result.isolation}): with a clean environment, limits, and every "
         "process ended with its notebook, but they could reach the network and read your files. For a class you "
@@ -349,10 +415,11 @@ def test_without_isolation_the_summary_says_so_once(tmp_path):
     assert [row[4] for row in _rows(result.worksheet)[1:]] == ["3.00"]  # graded all the same
     assert result.students[0].notebooks["01_test"]["isolated"] is False
     if not WHY_NOT_ISOLATED:  # that result is not reused for an isolated run
-        again = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS)
+        again = grade(download, worksheet, tmp_path / "out", points=points, limits=LIMITS, kit_dir=kit_of(tmp_path))
         assert again.executed == 1 and again.isolation == "" and again.students[0].notebooks["01_test"]["isolated"]
 
 
+@pytest.mark.grading
 @needs_namespaces
 def test_graded_batch_ran_isolated(graded):
     _tmp, result = graded

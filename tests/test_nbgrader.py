@@ -19,7 +19,7 @@ import pytest
 from conftest import free_url
 
 from course import exercises
-from course.exercises import ExerciseNotDone, check
+from course.exercises import ExerciseNotPassed, check
 from course.nbgrader_metadata import EDIT_HINTS, with_metadata
 from course.student import make_student_versions
 
@@ -146,7 +146,7 @@ def test_under_a_grader_a_failed_check_raises(student, env, capsys):
     for name, value in env.items():
         student.setenv(name, value)
     namespace = {"check": check, "test": _not_done}
-    with pytest.raises(ExerciseNotDone, match=r"^\[ \] double: not done yet\.$"):
+    with pytest.raises(ExerciseNotPassed, match=r"^\[ \] double: not done yet\.$"):
         exec(CELL, namespace)
     assert capsys.readouterr().out.startswith("[ ] double: not done yet. The cells below use 2 * x instead.")
     assert namespace["double"](2) == 4, "the cells after the check still get the kit's reference"
@@ -161,7 +161,7 @@ def test_under_a_grader_a_check_cell_raises_at_its_end(student, capsys):
     student.setenv("NBGRADER_EXECUTION", "autograde")
     tree = exercises._CheckCells().visit(ast.parse(CELL))
     namespace = {"check": check, "test": _not_done}
-    with pytest.raises(ExerciseNotDone) as raised:
+    with pytest.raises(ExerciseNotPassed) as raised:
         exec(compile(ast.fix_missing_locations(tree), "<cell>", "exec"), namespace)
     assert str(raised.value) == "[ ] double: not done yet.\n[ ] triple: not done yet."
     assert namespace["after"] == 10, "the lines after the checks ran, with the kit's references"
@@ -229,7 +229,7 @@ def _scores(root: Path, student: str) -> dict[str, dict[str, tuple]]:
 @pytest.mark.parametrize("solved", [False, True], ids=["unsolved", "solved"])
 def test_nbgrader_autograde_scores_the_exercises(course, solved, tmp_path):
     """nbgrader's autograde on all six notebooks, against the kit's preview server and no LLM: the student
-    version as released scores 0 on every exercise (each check cell ends in ExerciseNotDone, and nothing else
+    version as released scores 0 on every exercise (each check cell ends in ExerciseNotPassed, and nothing else
     fails); the solution version scores every check cell's full points, its written answers wait for a
     person (nbgrader grades an unchanged answer 0 by itself)."""
     from sdserver import serve_in_thread
@@ -267,7 +267,7 @@ def test_nbgrader_autograde_scores_the_exercises(course, solved, tmp_path):
         else:
             assert set(errors) == set(code), f"{stem}: only the check cells fail: {sorted(errors)}"
             for grade_id, error in errors.items():
-                assert error.ename == "ExerciseNotDone", f"{stem} {grade_id}: {error.ename}: {error.evalue}"
+                assert error.ename == "ExerciseNotPassed", f"{stem} {grade_id}: {error.ename}: {error.evalue}"
                 names = grade_id.split("-check-")[1].split("-")
                 assert [f"[ ] {name}: not done yet." for name in names] == error.evalue.splitlines(), \
                     f"{stem} {grade_id}: every check of the cell ran: {error.evalue!r}"

@@ -126,10 +126,10 @@ def probe(source: bytes, monkeypatch, **kwargs) -> tuple[dict, dict]:
     seen = {}
     first_error = grading.first_error
 
-    def keep(nb):
+    def keep(prepared, nb):
         seen["text"] = "".join("".join(out.get("traceback", [])) + out.get("evalue", "")
                                for cell in nb.cells for out in cell.get("outputs", []))
-        return first_error(nb)
+        return first_error(prepared, nb)
 
     monkeypatch.setattr(grading, "first_error", keep)
     result = run_notebook(source, "http://127.0.0.1:9", Limits(cell_timeout=60, notebook_timeout=120), **kwargs)
