@@ -270,7 +270,7 @@ def available() -> str:
     if done.returncode == 0 and done.stdout.strip() == "isolated":
         return ""
     lines = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
-    said = [line for line in lines if line.startswith(("unshare:", "bwrap:", "setting up"))]  # not "Try --help"
+    said = [line for line in lines if "unshare:" in line or "bwrap:" in line or line.startswith("setting up")]
     return f"{which} failed: {(said or lines)[-1]}"
 
 
