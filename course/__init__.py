@@ -22,6 +22,7 @@ Module map:
     submission.py  Moodle files for one notebook or all of them (one zip with a summary of exercises done)
     isolation.py   the graded notebook's sandbox from an allow-list (bubblewrap, or unshare + pivot_root)
     moodle.py      Moodle's grading worksheet and download layouts, as Moodle's own code reads them
+    autograde.py   what a grade is based on: the kit's cells put back by id, files matched by content, ast checks
     grading.py     grade a class's Moodle download; grading_worker.py runs one notebook under limits
 
 Every error raised here derives from ``helpers.errors.KitError`` and names its fix.
