@@ -464,8 +464,8 @@ def test_flat_download_with_a_two_digit_id_and_online_text(tmp_path):
         archive.writestr("Ann Lee_42_assignsubmission_onlinetext_onlinetext.html", b"<p>notes</p>")
         archive.writestr("Participant_43_assignsubmission_file_01_test.ipynb", b"{}")  # blind marking
     found = find_submissions(download)
-    assert list(found["Ann Lee_42"]["notebooks"]) == ["02_text_generation"]
-    assert list(found["Participant_43"]["notebooks"]) == ["01_test"]
+    assert list(found["Ann Lee_42"]["notebooks"]) == ["02_text_generation.ipynb"]
+    assert list(found["Participant_43"]["notebooks"]) == ["01_test.ipynb"]  # file names: content says which notebook
     sheet = Worksheet.parse(moodle_csv(EN, [["Participant 42", "Ann Lee"] + [""] * 3 + ["10.00", "Yes", "", "", ""],
                                             ["Participant 43", "x"] + [""] * 3 + ["10.00", "Yes", "", "", ""]]))
     assert sheet.owners(found) == {"42": "Ann Lee_42", "43": "Participant_43"}
