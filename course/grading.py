@@ -202,6 +202,10 @@ def _safe_members(archive: zipfile.ZipFile):
         yield info
 
 
+MAX_FILES = 20  # notebooks read per student (copies past the first three of a kit notebook are not run anyway)
+MAX_RESULT_MB = 64  # an executed notebook larger than this is not read (the worker cuts outputs well below it)
+
+
 def _keep(files: dict[str, bytes], name: str, data: bytes) -> None:
     """files[name] = data, under a name of its own when two files have the same name."""
     unique, number = name, 1
@@ -211,7 +215,7 @@ def _keep(files: dict[str, bytes], name: str, data: bytes) -> None:
     files[unique] = data
 
 
-def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dict]:
+def find_submissions(download: str | Path, max_mb: float = 20) -> dict[str, dict]:
     """{owner: {"name", "entry", "notebooks": {file name: bytes}, "skipped"}} from Moodle's "Download all
     submissions" (owners and layouts: :func:`course.moodle.parse_path`).
 
@@ -222,14 +226,26 @@ def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dic
     which reads every layout: with or without folders, up to 4.0 and from 4.1, blind marking, teams);
     :meth:`course.moodle.Worksheet.owners` says which rows it grades. Reads the zip in memory (no extraction,
     so no path in it can write outside); a nested ``.zip`` (the kit's submission) is opened the same way, one
-    level deep. Files larger than ``max_mb`` are skipped; other plugins' files (online text) are not notebooks.
+    level deep. Nothing read is unbounded (a zip bomb costs nothing): a file over ``max_mb`` unpacked (ten times
+    ``make submission``'s 2 MB budget), more than ``max_mb`` or ``MAX_FILES`` notebooks of one student, are
+    skipped and said in the feedback; other plugins' files (online text) are not notebooks.
     """
     found: dict[str, dict] = {}
     limit = int(max_mb * 1_000_000)
+
+    def take(student: dict, name: str, size: int, read) -> None:
+        kept = sum(len(data) for data in student["notebooks"].values())
+        if size > limit or kept + size > limit or len(student["notebooks"]) >= MAX_FILES:
+            why = (f"{size / 1e6:.1f} MB, over the grader's {max_mb:g} MB" if size > limit else
+                   f"past the grader's limit of {MAX_FILES} notebooks or {max_mb:g} MB per student")
+            student["skipped"].append(f"{name}: not graded ({why})")
+            return
+        _keep(student["notebooks"], name, read())  # zipfile reads no more than the size it announced
+
     with zipfile.ZipFile(download) as archive:
         for info in _safe_members(archive):
             entry = moodle.parse_path(info.filename)
-            if entry is None or info.file_size > limit:
+            if entry is None:
                 continue
             student = found.setdefault(entry.owner, {"name": entry.prefix, "entry": entry, "notebooks": {},
                                                      "skipped": []})
@@ -237,13 +253,18 @@ def find_submissions(download: str | Path, max_mb: float = 200) -> dict[str, dic
             if entry.plugin != "file":
                 continue
             if name.endswith(".ipynb"):
-                _keep(student["notebooks"], name, archive.read(info))
+                take(student, name, info.file_size, lambda info=info: archive.read(info))
             elif name.endswith(".zip"):
+                if info.file_size > limit:
+                    student["skipped"].append(f"{name}: not graded ({info.file_size / 1e6:.1f} MB, over the "
+                                              f"grader's {max_mb:g} MB)")
+                    continue
                 try:
                     with zipfile.ZipFile(io.BytesIO(archive.read(info))) as inner:
                         for member in _safe_members(inner):
-                            if member.filename.endswith(".ipynb") and member.file_size <= limit:
-                                _keep(student["notebooks"], f"{name}/{member.filename}", inner.read(member))
+                            if member.filename.endswith(".ipynb"):
+                                take(student, f"{name}/{member.filename}", member.file_size,
+                                     lambda member=member, inner=inner: inner.read(member))
                 except zipfile.BadZipFile:
                     student["skipped"].append(f"{name} is not a readable zip")
     return found
@@ -392,6 +413,9 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             # Not the file the worker wrote (it was stopped, killed, or the student's code wrote one): not read.
             stopped = stopped or "the notebook's run ended before the grader could read its results"
             executed.unlink()
+        if executed.is_file() and executed.stat().st_size > MAX_RESULT_MB * 1_000_000:
+            stopped = stopped or f"its results were over the grader's {MAX_RESULT_MB} MB and were not read"
+            executed.unlink()
         result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0, "isolated": isolated}
         if executed.is_file():
             try:
@@ -402,6 +426,11 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
                 result["exercises"] = {k: list(v) for k, v in read_results(prepared, nb).items()}
                 result["stopped"] = stopped or nb.metadata.get("grading", {}).get("stopped", "")
                 result["error"] = first_error(prepared, nb)
+                marks = nb.metadata.get("grading", {})
+                cut = [int(i) for i in marks.get("cut", []) if int(i) < len(prepared.cells)]
+                if cut:  # the checks still count: the record of how each cell ran is kept whole
+                    result["cut"] = (f"the output of {', '.join(_label(prepared.cells[i], i) for i in cut[:5])} was "
+                                     f"cut at the grader's {int(marks.get('cut_at', 0)) // 1000} KB per cell")
                 record = nb.metadata.get("grading", {}).get("cells", {})
                 running = next((int(i) for i, ran in record.items() if ran.get("status") == "running"), None)
                 if result["stopped"].startswith("a cell") and running is not None and running < len(prepared.cells):
@@ -467,7 +496,8 @@ def _feedback_comment(student: StudentResult, points: Points) -> str:
         return "<p>No notebook found in this submission.</p>"
     items = [f"<li>{_esc(text)}</li>" for text in student.skipped]
     for key, result in sorted(student.notebooks.items()):
-        problems = [text for text in (result["stopped"], result["error"] and f"an error in {result['error']}") if text]
+        problems = [text for text in (result["stopped"], result["error"] and f"an error in {result['error']}",
+                                      result.get("cut", "")) if text]
         if problems:
             items.append(f"<li>{_esc(key)}: {_esc('; '.join(problems))}</li>")
         if len(result.get("files", [])) > 1:
@@ -492,7 +522,7 @@ def _feedback_page(student: StudentResult, points: Points) -> str:
         for key, name, status, detail, earned, possible in _exercise_rows(student, points))
     notes = "".join(f"<li>{_esc(text)}</li>" for text in student.skipped)
     notes += "".join(f"<li>{_esc(key)}: {_esc(text)}</li>" for key, result in sorted(student.notebooks.items())
-                     for text in (result["stopped"], result["error"],
+                     for text in (result["stopped"], result["error"], result.get("cut", ""),
                                   _files_note(result) if len(result.get("files", [])) > 1 else "") if text)
     grade = "no grade (no submission)" if student.grade is None else f"{student.grade:g}"
     return (f"<!doctype html><meta charset='utf-8'><title>Feedback: {_esc(student.name)}</title>"
@@ -631,6 +661,7 @@ def _combine(files: list[tuple[str, dict]], names: list[str]) -> dict:
     combined["stopped"] = "; ".join(f"{f}: {r['stopped']}" if prefix else r["stopped"] for f, r in notes
                                     if r["stopped"])
     combined["error"] = "; ".join(f"{f}: {r['error']}" if prefix else r["error"] for f, r in notes if r["error"])
+    combined["cut"] = "; ".join(f"{f}: {r['cut']}" if prefix else r["cut"] for f, r in files if r.get("cut"))
     return combined
 
 

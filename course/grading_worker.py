@@ -120,6 +120,35 @@ def end_descendants(root: int | None = None, keep: tuple[int, ...] = ()) -> None
         time.sleep(0.02)
 
 
+OUTPUT_CAP = 256_000  # characters of output kept per cell: what the grader reads of a notebook stays small
+
+
+def capped_client(base):
+    """nbclient's NotebookClient keeping at most OUTPUT_CAP characters of each cell's output (then one line saying
+    so): a notebook that prints a gigabyte costs the worker and the grader no memory, and its checks still count.
+    ``cut`` lists the cells it cut."""
+
+    class CappedClient(base):
+        def output(self, outs, msg, display_id, cell_index):
+            content = msg.get("content", {})
+            size = len(content.get("text", "")) + sum(len(str(v)) for v in (content.get("data") or {}).values())
+            size += sum(len(line) for line in content.get("traceback", []) or [])
+            used = self.__dict__.setdefault("_sizes", {}).get(cell_index, 0)
+            self._sizes[cell_index] = used + size
+            if used + size <= OUTPUT_CAP:
+                return super().output(outs, msg, display_id, cell_index)
+            if cell_index not in self.cut:
+                import nbformat
+
+                self.cut.append(cell_index)
+                note = f"[the grader kept this cell's first {OUTPUT_CAP // 1000} KB of output]\n"
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
+            return None
+
+    CappedClient.cut = None
+    return CappedClient
+
+
 def _start_preview(port: int) -> subprocess.Popen:
     """The kit's preview server on 127.0.0.1:port, in a process of its own: it starts (fastapi's imports, 1-3 s)
     on another core while this process starts the kernel, and it ends with this namespace."""
@@ -201,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "evalue": str(content.get("evalue", ""))[:2000]}
 
     # kernel_name python3: the kernel of this same Python (the kit's venv), whatever the notebook names.
-    client = NotebookClient(nb, timeout=args.cell_timeout, kernel_name="python3", allow_errors=True,
+    client = capped_client(NotebookClient)(nb, timeout=args.cell_timeout, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=False, resources={"metadata": {"path": "."}},
                             on_notebook_start=note_kernel, on_cell_execute=started,
                             on_cell_executed=executed, record_timing=False)
+    client.cut = []
     stopped, status = "", 0
     try:
         client.execute()
@@ -219,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     end_descendants()
     if server is not None:
         server.wait()
-    nb.metadata["grading"] = {"stopped": stopped, "cells": record}
+    nb.metadata["grading"] = {"stopped": stopped, "cells": record, "cut": client.cut, "cut_at": OUTPUT_CAP}
     nbformat.write(nb, args.out)
     if args.sign:
         import hashlib

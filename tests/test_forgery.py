@@ -398,3 +398,59 @@ def test_check_raises_under_a_grader_and_not_otherwise(monkeypatch, capsys, vari
         check("double", wrong, test_double, reference=abs)
     assert check("double", lambda x: 2 * x, test_double, reference=abs)(3) == 6  # a pass does not raise
     assert "[x] double: done." in capsys.readouterr().out
+
+
+# --- The same verdicts in every layout of Moodle's download ------------------------------------------
+
+LAYOUTS = {  # Moodle's name for a file of student (name, sid): how each version of the download writes it
+    "4.1+ with folders": lambda name, sid, file: f"{name}_{sid}_assignsubmission_file/{file}",
+    "4.1+ without folders": lambda name, sid, file: f"{name}_{sid}_assignsubmission_file_{file}",
+    "up to 4.0": lambda name, sid, file: f"{name}_{sid}_assignsubmission_file_/{file}",
+    "blind marking": lambda name, sid, file: f"Participant_{sid}_assignsubmission_file/{file}",
+}
+
+
+@pytest.mark.grading
+@pytest.mark.parametrize("layout", [*LAYOUTS, "team"])
+def test_honest_full_and_forged_nothing_in_every_layout_of_the_download(tmp_path, layout):
+    """An honest file under another name earns full points, a forged one (printed done-lines, a kit wrapper)
+    nothing, whatever layout Moodle wrote: with or without folders, up to 4.0, blind marking, teams."""
+    cases = {"300001": ("Honest Ann", "my work (1).ipynb", copy_of_kit(HONEST)),
+             "300002": ("Forger Bo", "01_test.ipynb", copy_of_kit(
+                 {"sol-double": "def double(x):\n    return kit_double(x)"},
+                 {"setup": ["print(%r)" % "\n".join(FAKE_LINES)]}))}
+    header, rows = list(HEADER), []
+    if layout == "team":  # one folder per group, named with the group's id (300002 is also Bo's number)
+        header = HEADER[:4] + ["Group"] + HEADER[4:]
+        groups = {"300001": ("Team A", "300002"), "300002": ("Team B", "77")}
+        files = {f"{groups[sid][0]}_{groups[sid][1]}_assignsubmission_file/{file}": content
+                 for sid, (_name, file, content) in cases.items()}
+        rows = [[f"Participant {sid}", name, "", "", groups[sid][0], "", "100.00", "Yes", "-", "-", ""]
+                for sid, (name, _file, _content) in cases.items()]
+        rows.append(["Participant 300003", "Mate Cy", "", "", "Team A", "", "100.00", "Yes", "-", "-", ""])
+    else:
+        files = {LAYOUTS[layout](name, sid, file): content for sid, (name, file, content) in cases.items()}
+        rows = [[f"Participant {sid}", "Participant" if layout == "blind marking" else name, "", "", "", "100.00",
+                 "Yes", "-", "-", ""] for sid, (name, _file, _content) in cases.items()]
+    download = tmp_path / "download.zip"
+    with zipfile.ZipFile(download, "w") as archive:
+        for path, content in files.items():
+            archive.writestr(path, content)
+    worksheet = tmp_path / "worksheet.csv"
+    with open(worksheet, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([header, *rows])
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "01_test.ipynb").write_bytes(_notebook(KIT))
+    (tmp_path / "points.json").write_text(json.dumps(POINTS))
+    (tmp_path / "steps.json").write_text(json.dumps({"exercises": {}}))
+    result = grade(download, worksheet, tmp_path / "out", points=tmp_path / "points.json", limits=LIMITS,
+                   kit_dir=tmp_path / "kit", kit_steps=tmp_path / "steps.json", isolate=False)
+    with open(result.worksheet, newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    grade_column = table[0].index("Grade")
+    grades = {row[0].split()[-1]: row[grade_column] for row in table[1:]}
+    # Bo's double hands its work to the kit's, his triple is the stub, his printed lines count for nothing.
+    expected = {"300001": FULL, "300002": "0.00"}
+    if layout == "team":
+        expected["300003"] = FULL  # Ann's team mate gets the group's grade; group id 300002 is never Bo
+    assert grades == expected, (layout, grades)
