@@ -60,7 +60,7 @@ submission: $(STAMP)  ## one Moodle zip of all your notebooks: make submission N
 	$(PY) -m course submit $(if $(NB),"$(NB)") $(if $(DIR),--dir "$(DIR)") $(if $(NAME),--name "$(NAME)") $(if $(EXECUTE),--execute)
 
 grade: $(STAMP)  ## grade a Moodle download: make grade SUBMISSIONS=download.zip WORKSHEET=worksheet.csv [OUT=outputs/grading] [POINTS=file] [NO_ISOLATION=1]
-	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)") $(if $(NO_ISOLATION),--no-isolation)
+	$(PY) -m course grade --submissions "$(SUBMISSIONS)" --worksheet "$(WORKSHEET)" $(if $(OUT),--out "$(OUT)") $(if $(POINTS),--points "$(POINTS)") $(if $(KIT_DIR),--kit-dir "$(KIT_DIR)") $(if $(NO_ISOLATION),--no-isolation)
 
 models-sd: $(STAMP)  ## download sd-turbo and its tiny decoder for `make serve ENGINE=diffusers` (~2.6 GB, needs internet); OPENVINO=1 [INT8=1]: then convert it to OpenVINO (faster on a CPU)
 	$(PY) -m sdserver --engine diffusers --download $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)")

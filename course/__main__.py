@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m course") -> int:
                               "'identifier=ID,grade=Note,modified=...,feedback=...' (README, Instructor guide)")
     grading.add_argument("--teams", default=None,
                          help="team assignment where two groups share a name: JSON {group id: [identifiers]}")
+    grading.add_argument("--kit-dir", default=None,
+                         help="the kit's reference notebooks the files are matched to and run as (default notebooks/)")
     grading.add_argument("--no-isolation", action="store_true",
                          help="run the notebooks without the sandbox (no sandbox here, or code you trust): "
                               "a clean environment, limits, every process ended with its notebook")
@@ -161,7 +163,7 @@ def grade_command(args) -> int:
     try:
         result = grade(args.submissions, args.worksheet, out, points=args.points, limits=limits, log=print,
                        isolate=False if args.no_isolation else None, columns=parse_columns(args.columns),
-                       teams=args.teams)
+                       teams=args.teams, kit_dir=args.kit_dir)
     except (OSError, ValueError, KitError) as err:  # a missing file, a zip that is not one, no sandbox, ...
         print(f"Not graded: {err}")
         return 1

@@ -259,12 +259,15 @@ def test_a_notebook_past_its_time_is_killed(tmp_path):
 
 @pytest.mark.grading
 def test_command_line(tmp_path):
-    download, worksheet, points = make_download(tmp_path, ids=["100003"])
+    download, worksheet, points = make_download(tmp_path, ids=["100001", "100003"])
     out = subprocess.run([sys.executable, "-m", "course", "grade", "--submissions", str(download), "--worksheet",
-                          str(worksheet), "--out", str(tmp_path / "out"), "--points", str(points)],
-                         capture_output=True, text=True, timeout=120, check=False)
+                          str(worksheet), "--out", str(tmp_path / "out"), "--points", str(points),
+                          "--kit-dir", str(kit_of(tmp_path))],
+                         capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "worksheet_graded.csv" in out.stdout
+    grades = {row[0].split()[-1]: row[4] for row in _rows(tmp_path / "out" / "worksheet_graded.csv")[1:]}
+    assert grades["100001"] == "3.00" and grades["100003"] == ""  # matched to the reference kit given by --kit-dir
 
 
 @pytest.mark.grading
