@@ -10,7 +10,7 @@ ENGINE ?= preview
 # The preview engine waits per step so progress can be watched; a real engine needs no delay.
 STEP_DELAY ?= $(if $(filter preview,$(ENGINE)),0.05,0)
 
-.PHONY: help setup lab demo test test-fast serve doctor models models-sd student submission grade bench clean
+.PHONY: help setup lab demo test test-fast test-real serve doctor models models-sd student submission grade bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,9 +40,12 @@ test: $(STAMP)  ## run the linter (ruff) and the whole test suite (unit, HTTP, e
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest --durations=10
 
+test-real: $(STAMP)  ## the conformance lane: the client against the real AUTOMATIC1111 v1.10.1 (builds its venv once, minutes)
+	KIT_REAL=1 $(PY) -m pytest -m real --durations=5
+
 test-fast: $(STAMP)  ## the quick tests before a commit (no notebook, browser, subprocess, diffusers or grading tests)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not ($(SLOW_LANES))" --durations=5
+	$(PY) -m pytest -m "not ($(SLOW_LANES) or real)" --durations=5
 
 serve: $(STAMP)  ## start the kit's A1111-compatible server (ENGINE=preview|diffusers, BACKEND=auto|pytorch|openvino, MODEL=, CONFIG=, PORT=7860)
 	$(PY) -m sdserver --host 127.0.0.1 --port $(PORT) --engine $(ENGINE) --step-delay $(STEP_DELAY) $(if $(MODEL),--model "$(MODEL)") $(if $(CONFIG),--config "$(CONFIG)") $(if $(BACKEND),--backend $(BACKEND))
