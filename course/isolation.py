@@ -59,9 +59,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # <sys/mount.h>, <linux/prctl.h>, <linux/sockios.h>
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
-MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
-PER_MOUNT = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
-             "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+MS_RELATIME = 1 << 21
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
 MNT_DETACH = 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "amd64": 155, "aarch64": 41, "arm64": 41}  # <asm/unistd.h>: no libc wrapper
