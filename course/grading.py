@@ -58,15 +58,14 @@ from pathlib import Path
 
 from course import autograde, moodle
 from course.autograde import MANUAL, Kit
-from course.isolation import INSIDE_PORT, available, kind, plan, prefix
+from course.isolation import INSIDE_PORT, _hf_home, available, kind, plan, prefix
 from helpers.config import KIT_ROOT
 from helpers.errors import KitError
 
 GRADER_VERSION = 3  # part of the cache key: bump when the way results are read changes
 DEFAULT_POINTS = KIT_ROOT / "data" / "grading" / "points.json"
 MAX_DETAIL = 200  # characters of a student's "why" kept in the feedback
-DONE, NOT_DONE, NOT_RIGHT, NOT_CHECKED, NOT_REACHED = (
-    "done", "not done yet", "not right yet", "not checked yet", "not reached")
+DONE, NOT_DONE, NOT_RIGHT, NOT_REACHED = "done", "not done yet", "not right yet", "not reached"
 
 
 # --- Reading the results of the check cells --------------------------------------------------------
@@ -182,17 +181,6 @@ class Points:
 
 
 # --- Unpacking Moodle's download -------------------------------------------------------------------
-
-def notebook_key(filename: str) -> str:
-    """The kit's notebook a file is, from its name: 'ann_02_text_generation.ipynb' -> '02_text_generation'.
-
-    >>> notebook_key("Ann-Lee_02_text_generation.ipynb"), notebook_key("my work.ipynb")
-    ('02_text_generation', 'my work')
-    """
-    stem = Path(filename).stem
-    match = re.search(r"(?:^|_)(\d\d_\w+)$", stem)
-    return match.group(1) if match else stem
-
 
 def _safe_members(archive: zipfile.ZipFile):
     for info in archive.infolist():
@@ -316,15 +304,6 @@ def clean_env(sd_url: str, home: Path, work: Path) -> dict[str, str]:
     }
 
 
-def _hf_home() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HOME)
-    except ImportError:
-        return str(Path.home() / ".cache" / "huggingface")
-
-
 def _my_processes() -> int:
     """How many processes this user runs now (Linux; 0 elsewhere): RLIMIT_NPROC counts them all, so a notebook's
     limit is this plus a margin."""
@@ -409,12 +388,12 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
             if pid_file.is_file():
                 _kill(int(pid_file.read_text() or 0) or -1)
             process.wait()
+        if executed.is_file() and executed.stat().st_size > MAX_RESULT_MB * 1_000_000:  # before reading it
+            stopped = stopped or f"its results were over the grader's {MAX_RESULT_MB} MB and were not read"
+            executed.unlink()
         if executed.is_file() and not _signed(executed, key, output):
             # Not the file the worker wrote (it was stopped, killed, or the student's code wrote one): not read.
             stopped = stopped or "the notebook's run ended before the grader could read its results"
-            executed.unlink()
-        if executed.is_file() and executed.stat().st_size > MAX_RESULT_MB * 1_000_000:
-            stopped = stopped or f"its results were over the grader's {MAX_RESULT_MB} MB and were not read"
             executed.unlink()
         result = {"exercises": {}, "stopped": stopped, "error": "", "seconds": 0.0, "isolated": isolated}
         if executed.is_file():
@@ -431,7 +410,7 @@ def run_notebook(source: bytes, sd_url: str, limits: Limits, isolate: bool | Non
                 if cut:  # the checks still count: the record of how each cell ran is kept whole
                     result["cut"] = (f"the output of {', '.join(_label(prepared.cells[i], i) for i in cut[:5])} was "
                                      f"cut at the grader's {int(marks.get('cut_at', 0)) // 1000} KB per cell")
-                record = nb.metadata.get("grading", {}).get("cells", {})
+                record = marks.get("cells", {})
                 running = next((int(i) for i, ran in record.items() if ran.get("status") == "running"), None)
                 if result["stopped"].startswith("a cell") and running is not None and running < len(prepared.cells):
                     # Name the timed-out cell in the stop line.

@@ -98,12 +98,11 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def end_descendants(root: int | None = None, keep: tuple[int, ...] = ()) -> None:
-    """Kill every process below ``root`` (this one) but ``keep``, until none is left: what the student's code
-    started may not outlive its notebook, nor change the result written after it."""
-    root = os.getpid() if root is None else root
+def end_descendants() -> None:
+    """Kill every process below this one until none is left: what the student's code started may not outlive its
+    notebook, nor change the result written after it."""
     for _ in range(100):
-        left = [pid for pid in descendants(root) if pid not in keep]
+        left = descendants(os.getpid())
         if not left:
             return
         for pid in left:
@@ -111,12 +110,11 @@ def end_descendants(root: int | None = None, keep: tuple[int, ...] = ()) -> None
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        if root == os.getpid():
-            try:  # reap them here (adopted orphans are our children now)
-                while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                    pass
-            except ChildProcessError:
+        try:  # reap them here (adopted orphans are our children now)
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
+        except ChildProcessError:
+            pass
         time.sleep(0.02)
 
 
@@ -129,11 +127,15 @@ def capped_client(base):
     ``cut`` lists the cells it cut."""
 
     class CappedClient(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cut, self._sizes = [], {}  # the cells cut; characters of output seen per cell
+
         def output(self, outs, msg, display_id, cell_index):
             content = msg.get("content", {})
             size = len(content.get("text", "")) + sum(len(str(v)) for v in (content.get("data") or {}).values())
             size += sum(len(line) for line in content.get("traceback", []) or [])
-            used = self.__dict__.setdefault("_sizes", {}).get(cell_index, 0)
+            used = self._sizes.get(cell_index, 0)
             self._sizes[cell_index] = used + size
             if used + size <= OUTPUT_CAP:
                 return super().output(outs, msg, display_id, cell_index)
@@ -145,7 +147,6 @@ def capped_client(base):
                 outs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
             return None
 
-    CappedClient.cut = None
     return CappedClient
 
 
@@ -234,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
                             interrupt_on_timeout=False, resources={"metadata": {"path": "."}},
                             on_notebook_start=note_kernel, on_cell_execute=started,
                             on_cell_executed=executed, record_timing=False)
-    client.cut = []
     stopped, status = "", 0
     try:
         client.execute()
