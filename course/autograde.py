@@ -23,9 +23,9 @@ raises :class:`course.exercises.ExerciseNotPassed` when an exercise is not done 
 *execution status* says pass or fail. The exercise of each check cell comes from the kit's source (the first
 argument of its ``check("name", ...)`` call), never from a printed line. A kit cell with several checks, or
 with code after its check, is cut into one cell per check (and cells for the code between), so each check has
-its own status; each check call is wrapped so that a failed check still binds the kit's ``reference`` before it
-raises, as ``check`` does outside the grader: the cells below keep working, and a later exercise is graded on
-its own, not on an earlier one. The status is the kernel's ``execute_reply`` for that cell, which
+its own status; a failed check still hands the kit's ``reference`` to the cells below before its cell raises
+(``course.exercises`` does that under any grader, nbgrader's too), so a later exercise is graded on its own,
+not on an earlier one. The status is the kernel's ``execute_reply`` for that cell, which
 :mod:`course.grading_worker` (the process that drives the kernel, not the student's code) records; a check cell
 that ran without an error passes only if it did not also print that check's "not done"/"not right" line (which
 happens only when the grading switch was turned off from inside). Only the kit's exercise names count, each
@@ -247,9 +247,9 @@ def build(reference, student):
     return out
 
 
-def _segments(source: str, tree: ast.Module) -> list[tuple[int, int, str | None, ast.Call | None, ast.stmt | None]]:
-    """(first line, end line, exercise or None, check call, its statement) of each piece of a cell: one per check
-    statement (with the code before it), the code between two checks, the code after the last."""
+def _segments(source: str, tree: ast.Module) -> list[tuple[int, int, str | None]]:
+    """(first line, end line, exercise or None) of each piece of a cell: one per check statement (with the code
+    before it), the code between two checks, the code after the last."""
     lines = source.splitlines()
     pieces, start = [], 0
     for stmt in tree.body:
@@ -258,28 +258,13 @@ def _segments(source: str, tree: ast.Module) -> list[tuple[int, int, str | None,
             continue
         first = stmt.lineno - 1
         if pieces and "".join(lines[start:first]).strip():  # code between two checks: a cell of its own
-            pieces.append((start, first, None, None, None))
+            pieces.append((start, first, None))
             start = first
-        pieces.append((start, stmt.end_lineno, found[0], found[1], stmt))
+        pieces.append((start, stmt.end_lineno, found[0]))
         start = stmt.end_lineno
     if "".join(lines[start:]).strip():
-        pieces.append((start, len(lines), None, None, None))
+        pieces.append((start, len(lines), None))
     return pieces
-
-
-def _wrap(lines: list[str], stmt: ast.stmt, call: ast.Call, offset: int) -> list[str]:
-    """The piece's lines with its check statement in ``try``: a failed check binds the reference, then raises."""
-    if not isinstance(stmt, ast.Assign):
-        return lines
-    reference = next((k.value for k in call.keywords if k.arg == "reference"), None)
-    if reference is None or (isinstance(reference, ast.Constant) and reference.value is None):
-        return lines
-    first, last = stmt.lineno - 1 - offset, stmt.end_lineno - offset
-    targets = " = ".join(ast.unparse(t) for t in stmt.targets)
-    body = ["try:", *("    " + line for line in lines[first:last]),
-            "except AssertionError:  # the check failed under the grader: the cells below use the kit's reference",
-            f"    {targets} = {ast.unparse(reference)}", "    raise"]
-    return lines[:first] + body + lines[last:]
 
 
 def prepare(nb):
@@ -307,10 +292,8 @@ def prepare(nb):
             out.cells.append(_code_cell(cell.source, cell_id, **grading))
             continue
         lines = cell.source.splitlines()
-        for k, (first, end, exercise, call, stmt) in enumerate(pieces):
+        for k, (first, end, exercise) in enumerate(pieces):
             piece = lines[first:end]
-            if exercise:
-                piece = _wrap(piece, stmt, call, first)
             marks = dict(grading, **({"exercise": exercise} if exercise else {}))
             out.cells.append(_code_cell("\n".join(piece), f"{cell_id}-{k}" if len(pieces) > 1 else cell_id, **marks))
     return out

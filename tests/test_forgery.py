@@ -454,3 +454,29 @@ def test_honest_full_and_forged_nothing_in_every_layout_of_the_download(tmp_path
     if layout == "team":
         expected["300003"] = FULL  # Ann's team mate gets the group's grade; group id 300002 is never Bo
     assert grades == expected, (layout, grades)
+
+
+@pytest.mark.grading
+def test_a_failed_exercise_hands_the_kits_reference_to_the_next_one(tmp_path):
+    """Graded on its own: a later exercise that calls an earlier one passes with the kit's reference of the
+    earlier one when the student's earlier one failed (course.exercises binds it before the check cell raises)."""
+    quad_check = ('def test_quad(f):\n    assert f(3) == 12, f"quad(3) should be 12, got {f(3)}"\n\n\n'
+                  'quad = check("quad", quad, test_quad, reference=lambda x: 4 * x)')
+    kit = [*KIT[:4], ("sol-quad", "code", _solution("def quad(x):\n    return double(double(x))")),
+           ("chk-quad", "code", quad_check)]
+    mine = [*kit[:2], ("sol-double", "code", DOUBLE_WRONG), kit[3],
+            ("sol-quad", "code", "def quad(x):\n    return double(double(x))"), kit[5]]
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "01_test.ipynb").write_bytes(_notebook(kit))
+    download = tmp_path / "download.zip"
+    with zipfile.ZipFile(download, "w") as archive:
+        archive.writestr("Ann Lee_400001_assignsubmission_file/01_test.ipynb", _notebook(mine))
+    worksheet = tmp_path / "worksheet.csv"
+    with open(worksheet, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            [HEADER, ["Participant 400001", "Ann Lee", "", "", "", "100.00", "Yes", "-", "-", ""]])
+    (tmp_path / "steps.json").write_text(json.dumps({"exercises": {}}))
+    result = grade(download, worksheet, tmp_path / "out", limits=LIMITS, kit_dir=tmp_path / "kit",
+                   kit_steps=tmp_path / "steps.json", isolate=False)
+    exercises = result.students[0].notebooks["01_test"]["exercises"]
+    assert exercises["double"][0] == "not right yet" and exercises["quad"] == ["done", ""], exercises
