@@ -298,4 +298,10 @@ class A1111Client(A1111Http):
         A1111 downloads its captioning model on first use, so the first call can take minutes."""
         answer = self.request("POST", "interrogate", json={"image": encode_b64(image), "model": model}, timeout=timeout)
         ok = isinstance(answer, dict) and isinstance(answer.get("caption"), str)
-        return self._expect("interrogate", answer, ok, "an object with a 'caption' text")["caption"]
+        caption = self._expect("interrogate", answer, ok, "an object with a 'caption' text")["caption"]
+        if caption.rstrip().endswith("<error>"):  # A1111 answers 200 and appends this when captioning failed
+            shown = without_password(self._url("interrogate"))
+            raise A1111Error(f"{shown} could not caption the image (it answered {_short(caption, 80)!r}).", url=shown,
+                             fix="A1111's console says why: usually its captioning model (BLIP) could not be "
+                                 "downloaded, which it does on first use and needs internet for.")
+        return caption

@@ -63,6 +63,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, lane))
 
 
+# --- the real lane: the real AUTOMATIC1111 and llama.cpp (tests/real_a1111.py, tests/real_llama.py) ---------
+
+
+def real_lane_skip_reason() -> str | None:
+    """Why the ``real`` lane does not run here, or None when it does. ``KIT_REAL=1`` runs it (CI sets it, so
+    a missing A1111 fails there instead of skipping), ``KIT_REAL=0`` leaves it out, and unset it runs when its
+    input is here: A1111's source in ``A1111_DIR`` or the tarball in ``../shared/a1111/``. llama.cpp comes
+    from PyPI, which the set-up reaches anyway."""
+    wanted = os.environ.get("KIT_REAL", "")
+    if wanted == "1":
+        return None
+    if wanted == "0":
+        return "KIT_REAL=0 leaves out the real lane"
+    from real_a1111 import SHARED
+
+    if os.environ.get("A1111_DIR") or SHARED.is_file():
+        return None
+    return f"no A1111 source: set A1111_DIR, or put its tarball at {SHARED} (make test-real sets KIT_REAL=1)"
+
+
+REAL_LANE = pytest.mark.skipif(real_lane_skip_reason() is not None, reason=str(real_lane_skip_reason()))
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 where nothing listens: the OS picks a free one, and it is released again."""
     with socket.socket() as sock:

@@ -15,6 +15,8 @@ environment. What this module makes with the kit's own code:
   initial values A1111's emphasis divides 0 by 0 (a NansException with Clip skip 2);
 * an offline Hugging Face cache entry for ``openai/clip-vit-large-patch14`` (tokenizer and config, no
   weights), which A1111 reads at start-up (:func:`write_clip_cache`);
+* a text-encoder LoRA for that model in kohya's layout (:func:`write_tiny_lora`), and copies of the
+  checkpoint under other names (:func:`add_checkpoint`);
 * the server (:func:`start_a1111`): ``launch.py --api --nowebui --server-name 127.0.0.1`` on a free port
   with a fresh data folder (A1111 keeps options set through the API in ``config.json``), stopped by its
   process id.
@@ -188,6 +190,37 @@ def write_tiny_checkpoint(source: Path, models: Path, name: str = "kit-tiny", se
     params["cond_stage_config"]["params"] = {"version": str(clip_folder)}
     file.with_suffix(".yaml").write_text(yaml.safe_dump(config))
     return file
+
+
+def write_tiny_lora(folder: Path, name: str, seed: int = 0, rank: int = 4) -> Path:
+    """``folder/<name>.safetensors``: a LoRA for write_tiny_checkpoint's text model in kohya's layout
+    (``lora_te_text_model_encoder_layers_N_self_attn_q_proj.lora_down.weight``, ``.lora_up.weight``, ``.alpha``).
+    A1111's Lora extension maps these names onto any SD 1.x text encoder; its UNet names assume SD's block
+    layout (three blocks a level), which the tiny UNet does not have, so the UNet gets no LoRA here."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(2):  # the tiny text model: 2 layers of width 32
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            key = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{projection}"
+            tensors[f"{key}.lora_down.weight"] = torch.randn(rank, 32, generator=generator) * 0.5
+            tensors[f"{key}.lora_up.weight"] = torch.randn(32, rank, generator=generator) * 0.5
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"{name}.safetensors"
+    save_file(tensors, str(file), metadata={"ss_network_module": "networks.lora", "ss_output_name": name})
+    return file
+
+
+def add_checkpoint(server: "A1111Server", name: str) -> str:
+    """A copy of the server's tiny checkpoint (and its .yaml) under another name, for model switching and
+    name-based hints; returns the name. Call ``POST /sdapi/v1/refresh-checkpoints`` after it."""
+    folder = server.data / "models" / "Stable-diffusion"
+    for suffix in (".safetensors", ".yaml"):
+        shutil.copyfile(folder / f"kit-tiny{suffix}", folder / f"{name}{suffix}")
+    return name
 
 
 @dataclass

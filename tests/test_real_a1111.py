@@ -11,20 +11,18 @@ The lane runs with ``KIT_REAL=1`` (``make test-real`` sets it): the first run bu
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pytest
-from conftest import HAS_DIFFUSERS
+from conftest import HAS_DIFFUSERS, REAL_LANE
 
 from helpers.a1111 import A1111Client, A1111Error, InvalidRequest
 from helpers.images import encode_b64
 from helpers.infotext import parse_infotext
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(900),
-              pytest.mark.skipif(os.environ.get("KIT_REAL") != "1",
-                                 reason="the real-A1111 lane runs with make test-real (KIT_REAL=1)"),
+              REAL_LANE,
               pytest.mark.skipif(not HAS_DIFFUSERS, reason="the tiny model is built with the diffusers extra")]
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "cfg_scale": 7.0, "sampler_name": "Euler a"}
@@ -55,8 +53,10 @@ def test_txt2img_gives_real_seeds_and_an_infotext_the_kit_reads(client):
     assert (fields["Seed"], fields["Steps"], fields["Sampler"], fields["Model"], fields["Version"]) == \
         ("7", "2", "Euler a", "kit-tiny", "1.10.1")
     assert gen.images[0].info["parameters"] == gen.infotexts[0]  # the PNG carries the same text
-    again = client.txt2img("a red fox in snow, (oil painting:1.2)", seed=7, **SMALL)
-    assert again.images[0].tobytes() == gen.images[0].tobytes()  # a seed reproduces the image
+    # The same request reproduces the images (not bit for bit across batch sizes: a batch of 1 sums in
+    # another order on some CPUs, a difference of 1 in a few pixel values).
+    again = client.txt2img("a red fox in snow, (oil painting:1.2)", seed=7, batch_size=2, **SMALL)
+    assert [image.tobytes() for image in again.images] == [image.tobytes() for image in gen.images]
 
 
 def test_every_field_the_notebooks_send(client):
@@ -140,3 +140,97 @@ def test_api_auth_as_a_shared_server_uses_it(tmp_path):
         assert A1111Client(server.url, auth=AUTH).txt2img("x", seed=1, **SMALL).seeds == [1]
     finally:
         server.stop()
+
+
+def test_loras_listed_applied_hashed_and_a_missing_one_warned_about(client, a1111):
+    """A LoRA copied into A1111's folder appears after refresh-loras, changes the image, is named with
+    A1111's hash in the infotext (the kit's server computes the same hash), and a missing one is warned about."""
+    from real_a1111 import write_tiny_lora
+
+    from sdserver.loras import lora_hash
+
+    file = write_tiny_lora(a1111.data / "models" / "Lora", "kit-tiny-lora", seed=3)
+    client.refresh_loras()
+    assert "kit-tiny-lora" in client.loras()
+    plain = client.txt2img("a fox", seed=11, **SMALL)
+    with_lora = client.txt2img("a fox <lora:kit-tiny-lora:1>", seed=11, **SMALL)
+    fields = parse_infotext(with_lora.infotexts[0])
+    assert fields["Lora hashes"] == f"kit-tiny-lora: {lora_hash(file)[:12]}"
+    assert fields["Prompt"] == "a fox <lora:kit-tiny-lora:1>"  # the prompt as written, tag included
+    assert with_lora.images[0].tobytes() != plain.images[0].tobytes()
+    with pytest.warns(UserWarning, match="Lora not found: nope"):
+        missing = client.txt2img("a fox <lora:nope:1>", seed=11, **SMALL)
+    assert missing.images and "Lora hashes" not in parse_infotext(missing.infotexts[0])
+
+
+def test_skip_ends_the_current_image_and_the_batch_goes_on(client, a1111):
+    """POST /skip (A1111's Skip button) ends the image being sampled; the next one of n_iter is still made,
+    and the answer is not an interrupted one."""
+    from helpers.a1111 import A1111Client as Other
+
+    skipped = []
+
+    def skip_when_running():
+        other = Other(a1111.url, auth="")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = other.progress(skip_current_image=True)["state"]
+            if state["job_count"] and state["sampling_step"] >= 2:
+                other.post("skip", {})
+                skipped.append(state["job_no"])
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=skip_when_running)
+    watcher.start()
+    gen = client.txt2img("a long first image", seed=21, n_iter=2, **{**SMALL, "steps": 400})
+    watcher.join()
+    assert skipped == [0], "the first image was skipped while it was sampled"
+    assert gen.seeds == [21, 22] and len(gen.images) == 2 and not gen.interrupted
+
+
+def test_connect_a1111_takes_its_hints_from_the_real_model_name(a1111, monkeypatch, capsys):
+    """connect_a1111 on a real A1111: no server started, the model named, and the settings that suit a
+    checkpoint by its name become the client's defaults; A1111's own sampler list keeps LCM's sampler."""
+    from real_a1111 import add_checkpoint
+
+    from helpers.backends import connect_a1111
+
+    monkeypatch.setenv("SD_URL", a1111.url)
+    monkeypatch.setenv("SD_AUTH", "")
+    for name in ("kit-tiny-sd-turbo", "kit-tiny-lcm-4step"):
+        add_checkpoint(a1111, name)
+    client = connect_a1111(start_server=False)
+    client.post("refresh-checkpoints", {})
+    assert f"Using A1111 at {a1111.url} (model: kit-tiny.safetensors" in capsys.readouterr().out
+    assert not client.placeholder and client.hints.family == "sd" and client.defaults["steps"] == 20
+    assert {"kit-tiny-sd-turbo", "kit-tiny-lcm-4step"} <= {title.split(".")[0] for title in client.models()}
+    try:
+        client.set_options(sd_model_checkpoint="kit-tiny-sd-turbo.safetensors")
+        turbo = connect_a1111(start_server=False)
+        assert (turbo.hints.family, turbo.defaults["steps"], turbo.defaults["cfg_scale"]) == ("turbo", 1, 1.0)
+        assert "distilled few-step model" in capsys.readouterr().out
+        assert parse_infotext(turbo.txt2img("x", seed=1, width=64, height=64).infotexts[0])["Steps"] == "1"
+        client.set_options(sd_model_checkpoint="kit-tiny-lcm-4step.safetensors")
+        lcm = connect_a1111(start_server=False)
+        assert (lcm.hints.family, lcm.defaults["steps"], lcm.defaults["sampler_name"]) == ("lcm", 4, "LCM")
+        assert parse_infotext(lcm.txt2img("x", seed=1, width=64, height=64).infotexts[0])["Sampler"] == "LCM"
+    finally:
+        client.set_options(sd_model_checkpoint="kit-tiny.safetensors")
+
+
+def test_interrogate_that_cannot_caption_is_an_error_not_a_caption(client):
+    """Offline, A1111 cannot download BLIP and answers 200 with the caption "<error>": the client raises,
+    and the caption rater leaves the image unjudged (NaN, the reason in its details) instead of scoring
+    the word "<error>" against the text."""
+    import math
+
+    from helpers.raters import caption_rater
+
+    image = client.txt2img("a fox", seed=1, **SMALL).images[0]
+    with pytest.raises(A1111Error) as caught:
+        client.interrogate(image, timeout=120)
+    assert "<error>" in str(caught.value) and "BLIP" in caught.value.fix
+    rater = caption_rater(None, captioner=client.interrogate)
+    assert math.isnan(rater.score("a fox", [image])[0])
+    assert "could not caption" in rater.details[0]["caption_error"]
