@@ -359,6 +359,8 @@ def test_interruption_by_anyone_is_detected_from_what_the_server_reports(state, 
     (lambda c: c.schedulers(), ("GET", "/sdapi/v1/schedulers"), ["nope"], "schedulers"),
     (lambda c: c.interrogate(b"\x89PNG"), ("POST", "/sdapi/v1/interrogate"), {}, "interrogate"),
     (lambda c: c.interrogate(b"\x89PNG"), ("POST", "/sdapi/v1/interrogate"), {"caption": 5}, "interrogate"),
+    # A1111 answers 200 and appends "<error>" when its captioner fails (offline: BLIP cannot be downloaded)
+    (lambda c: c.interrogate(b"\x89PNG"), ("POST", "/sdapi/v1/interrogate"), {"caption": "<error>"}, "BLIP"),
     (lambda c: c.progress(), PROGRESS, [1], "progress"),
     (lambda c: c.progress(), PROGRESS, {"state": "idle"}, "progress"),
     (lambda c: c.txt2img("a cat"), TXT2IMG, None, "not an object"),

@@ -152,6 +152,17 @@ def test_caption_rater_falls_back_to_interrogate_and_clip(llm_server, tiny_score
     assert "not a vision model" in rater.vision_error
 
 
+def test_caption_rater_leaves_an_image_no_captioner_could_caption_unjudged(tiny_scorer):
+    from helpers.a1111 import A1111Error
+
+    def failing(image):
+        raise A1111Error("A1111 could not caption the image (it answered '<error>').", fix="see its console")
+
+    rater = caption_rater(None, captioner=failing, scorer=tiny_scorer)
+    assert math.isnan(rater.score(TEXT, [RED])[0])
+    assert rater.details[0]["caption_error"].startswith("A1111 could not caption")
+
+
 def test_caption_rater_embedding_error_falls_back_to_clip_and_says_why(llm_server, tiny_scorer):
     llm = LLM(llm_server.base_url, api_key="lm-studio", timeout=10, max_retries=0, embed_model="test-model")
     rater = caption_rater(llm, scorer=tiny_scorer)
