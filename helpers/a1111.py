@@ -12,6 +12,7 @@ partial images when you press Stop, and turns every failure into an A1111Error t
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -66,6 +67,7 @@ class A1111Client(A1111Http):
         self._running = 0  # generations in flight from this client
         self._interrupted = False  # interrupt() was called while one ran
         self._workers: ThreadPoolExecutor | None = None  # the request threads, made once and reused
+        self._offered: tuple[set, set, set] | None = None  # the server's samplers, schedules, their aliases
 
     def __repr__(self) -> str:
         auth = f"'{self._auth[0]}:********'" if self._auth else "None"
@@ -106,6 +108,7 @@ class A1111Client(A1111Http):
         # allow_empty_prompt skips only the empty-prompt check: the other checks see a stand-in prompt
         validate_txt2img({**payload, "prompt": "x"} if allow_empty_prompt and isinstance(prompt, str) else payload,
                          path)
+        self._check_names(payload)
         total = int(payload.get("steps") or 1) * int(payload.get("n_iter") or 1) * (1 + bool(payload.get("enable_hr")))
         self._running += 1
         self._interrupted = False
@@ -119,6 +122,36 @@ class A1111Client(A1111Http):
         self.last = generation
         self._warn_about_loras(prompt, generation)
         return generation
+
+    def _check_names(self, payload: dict) -> None:
+        """A1111 silently uses its first sampler (DPM++ 2M) or the Automatic schedule for a name it does not
+        have: names other than the defaults are checked against the server's lists (asked once per client)."""
+        asked = {field: payload.get(field) for field in ("sampler_name", "scheduler")}
+        if all(value in (None, "", self.defaults.get(field)) for field, value in asked.items()):
+            return
+        if self._offered is None:
+            try:
+                schedulers = self.get("schedulers")  # A1111 reads a schedule by its name or its label
+                self._offered = (set(self.samplers()), {item.get(key) for item in schedulers
+                                                        for key in ("name", "label")} - {None},
+                                 {alias for item in schedulers for alias in item.get("aliases") or []})
+            except (A1111Error, AttributeError, TypeError):
+                self._offered = (set(), set(), set())  # a server without the lists (before 1.9): not checked
+        samplers, schedulers, aliases = self._offered
+        sampler, scheduler = asked["sampler_name"], asked["scheduler"]
+        # "DPM++ 2M Karras", the names before 1.9, still work: a sampler and a schedule's name, label or alias
+        if samplers and sampler and sampler not in samplers and not any(
+                sampler.endswith(" " + name) and sampler[:-len(name) - 1] in samplers for name in schedulers | aliases):
+            self._unknown("sampler", sampler, samplers, "its first sampler (DPM++ 2M)", "samplers")
+        if schedulers and scheduler and scheduler not in schedulers:
+            self._unknown("scheduler", scheduler, schedulers, "the Automatic schedule", "schedulers")
+
+    @staticmethod
+    def _unknown(kind: str, name: str, offered: set, instead: str, method: str):
+        guess = next(iter(difflib.get_close_matches(name, offered, n=1)), None)
+        hint = f" (did you mean '{guess}'?)" if guess else ""
+        raise InvalidRequest(f"Unknown {kind} '{name}'{hint}. A1111 would silently use {instead} instead.",
+                             fix=f"Use one of client.{method}(): " + ", ".join(sorted(offered)))
 
     def _warn_about_loras(self, prompt, generation: Generation) -> None:
         """A server makes the images without a LoRA it cannot find or load (HTTP 200): say so. The kit's server

@@ -212,3 +212,30 @@ def test_ctrl_c_interrupts_the_server_and_keeps_partial_images(slow, ctrl_c_work
 def test_repr_hides_the_password(servers):
     client = A1111Client(servers("preview", auth=True).url, auth=AUTH)
     assert "s3cret" not in repr(client) and "student:********" in repr(client)
+
+
+def test_a_sampler_or_schedule_the_server_lacks_is_refused_before_sending(client):
+    """Like A1111 1.10, the kit's server falls back to DPM++ 2M or Automatic for a name it does not know (200);
+    the client checks names against /samplers and /schedulers and refuses, naming the closest one. Old-style
+    "DPM++ 2M Karras" and a schedule's lower-case name are what A1111 reads, and pass."""
+    from helpers.a1111 import InvalidRequest
+
+    small = {"width": 64, "height": 64, "steps": 2, "seed": 1}
+    with pytest.raises(InvalidRequest, match=r"Unknown sampler 'Euler z' \(did you mean 'Euler a'\?\)"):
+        client.txt2img("a cat", sampler_name="Euler z", **small)
+    with pytest.raises(InvalidRequest, match=r"Unknown scheduler 'Karas' \(did you mean 'Karras'\?\).*silently"):
+        client.txt2img("a cat", scheduler="Karas", **small)
+    for sampler, scheduler in (("DPM++ 2M Karras", None), ("DPM++ 2M", "karras")):
+        fields = parse_infotext(client.txt2img("a cat", sampler_name=sampler, scheduler=scheduler,
+                                                     **small).infotexts[0])
+        assert (fields["Sampler"], fields["Schedule type"]) == ("DPM++ 2M", "Karras")
+
+
+def test_a_server_without_sampler_lists_is_not_checked():
+    from fault_server import FaultServer
+    from test_client_faults import TXT2IMG, _body_with, _png_b64
+
+    with FaultServer() as server:
+        server.routes[TXT2IMG] = (200, _body_with([_png_b64()]), 0)
+        gen = A1111Client(server.url, auth="").txt2img("a cat", sampler_name="My own sampler")
+    assert len(gen.images) == 1

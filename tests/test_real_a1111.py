@@ -234,3 +234,47 @@ def test_interrogate_that_cannot_caption_is_an_error_not_a_caption(client):
     rater = caption_rater(None, captioner=client.interrogate)
     assert math.isnan(rater.score("a fox", [image])[0])
     assert "could not caption" in rater.details[0]["caption_error"]
+
+
+def test_a_model_for_one_request_and_settings_that_outlive_a_restart(client, a1111):
+    """What notebook 04 and the instructor guide say: ``override_settings`` switches the model for one
+    request and A1111 switches back; ``set_options`` is for everyone, and A1111 writes it to its
+    ``config.json``, so it survives a restart of the server (the kit's server keeps settings in memory)."""
+    import json
+
+    from real_a1111 import add_checkpoint
+
+    add_checkpoint(a1111, "kit-tiny-once")
+    client.post("refresh-checkpoints", {})
+    once = client.txt2img("x", seed=1, override_settings={"sd_model_checkpoint": "kit-tiny-once"}, **SMALL)
+    assert parse_infotext(once.infotexts[0])["Model"] == "kit-tiny-once"
+    assert client.options()["sd_model_checkpoint"].startswith("kit-tiny.safetensors")
+    client.set_options(eta_noise_seed_delta=31337)
+    try:
+        saved = json.loads((a1111.data / "config.json").read_text())
+        assert saved["eta_noise_seed_delta"] == 31337
+    finally:
+        client.set_options(eta_noise_seed_delta=0)
+
+
+def test_a_sampler_or_scheduler_a1111_does_not_have(client):
+    """A1111 makes the image with its first sampler (DPM++ 2M) or the Automatic schedule when it does not
+    know the name, silently (200): the client checks names against the server's lists and says so first.
+    Names A1111 does read pass: the scheduler's name or label, and the old "sampler schedule" names."""
+    import json
+
+    def infotext(sampler: str, scheduler: str) -> dict:  # what A1111 itself does, the client's checks bypassed
+        answer = client.post("txt2img", {**SMALL, "prompt": "x", "sampler_name": sampler, "scheduler": scheduler})
+        return parse_infotext(json.loads(answer["info"])["infotexts"][0])
+
+    assert infotext("Euler z", "Automatic")["Sampler"] == "DPM++ 2M"
+    assert infotext("Euler", "Karas").get("Schedule type") != "Karras"
+    for field, value, guess in (("sampler_name", "Euler z", "Euler a"), ("scheduler", "Karas", "Karras")):
+        with pytest.raises(InvalidRequest) as caught:
+            client.txt2img("x", seed=1, **{**SMALL, field: value})
+        assert f"'{value}' (did you mean '{guess}'?)" in str(caught.value) and "silently" in str(caught.value)
+    for sampler, scheduler, expected in (("DPM++ 2M Karras", None, ("DPM++ 2M", "Karras")),
+                                         ("DPM++ 2M", "karras", ("DPM++ 2M", "Karras"))):
+        gen = client.txt2img("x", seed=1, **{**SMALL, "sampler_name": sampler, "scheduler": scheduler})
+        fields = parse_infotext(gen.infotexts[0])
+        assert (fields["Sampler"], fields["Schedule type"]) == expected
