@@ -261,7 +261,9 @@ class LLMTestServer:
 
         @app.get("/v1/models")
         async def list_models():
-            return {"object": "list", "data": [self._model_object(m) for m in self.models]}
+            # Embedding models are listed too, as LM Studio, Ollama and llama.cpp do; none while no chat model is.
+            listed = self.models + [m for m in self.embedding_models if m not in self.models] if self.models else []
+            return {"object": "list", "data": [self._model_object(m) for m in listed]}
 
         @app.get("/v1/models/{model:path}")
         async def get_model(model: str):

@@ -15,7 +15,7 @@ from helpers.llm import LLM, LLMError
 
 
 def test_models_and_default_model(llm):
-    assert llm.models() == ["test-model", "other-model"]
+    assert llm.models() == ["test-model", "other-model", "test-embed"]  # embedding models listed last
     assert llm.model == "test-model"  # LLM_MODEL unset: the first model the server lists
 
 
@@ -104,12 +104,23 @@ def test_lm_studio_no_models_loaded(llm, llm_server):
 
 
 def test_unknown_model_lists_the_ones_the_server_has(llm_server):
+    """Checked against /v1/models before the first call: llama.cpp's servers answer any name with their model."""
     llm = LLM(llm_server.base_url, model="llama-9000", max_retries=0)
     with pytest.raises(LLMError) as err:
         llm.chat("hi")
-    assert err.value.status == 404
-    assert "llama-9000" in str(err.value)
+    assert "llama-9000" in str(err.value) and "LLM_MODEL" in str(err.value)
     assert "test-model, other-model" in str(err.value)
+    assert llm_server.requests == []  # no chat was sent
+    llm_server.models = ["llama3.2:latest"]
+    assert LLM(llm_server.base_url, model="llama3.2", max_retries=0).model == "llama3.2"  # Ollama's tag
+
+
+def test_a_model_gone_after_the_check_gets_the_servers_404(llm, llm_server):
+    llm.model
+    llm_server.models = ["other-model"]
+    with pytest.raises(LLMError) as err:
+        llm.chat("hi")
+    assert err.value.status == 404 and "other-model" in str(err.value)
 
 
 def test_server_still_loading_503(llm, llm_server):
