@@ -2,7 +2,7 @@
 
 Run with the llama venv's python (tests/real_llama.py does), since it needs ``gguf`` and numpy, which the
 kit's own venv does not have. It writes ``FOLDER/kit-tiny-chat.gguf`` and ``FOLDER/kit-tiny-embed.gguf``:
-``llama`` architecture, 2 layers, hidden size 64, 4 heads, a context of 512, a byte-level ("gpt2") tokenizer
+``llama`` architecture, 2 layers, hidden size 64, 4 heads, a context of 2048, a byte-level ("gpt2") tokenizer
 of the 256 bytes, ~40 merges and 3 ChatML tokens, and a ChatML template. The embedding model pools by the
 mean: without that llama-cpp-python answers one vector per token. Both are seeded, so the files are the
 same on every run. The weights are noise: the text is gibberish, and tests check its shape only.
@@ -16,7 +16,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-HIDDEN, LAYERS, HEADS, FFN, CONTEXT = 64, 2, 4, 128, 512
+HIDDEN, LAYERS, HEADS, FFN, CONTEXT = 64, 2, 4, 128, 2048
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 WORDS = ["the", "and", "ing", "er", "in", "on", "an", "re", "at", "en", "or", "es", "is", "ed", "it", "al",
          "st", "to", "Ġthe", "Ġa", "Ġs", "Ġc", "Ġw", "Ġo", "Ġf", "Ġb", "Ġp", "Ġm", "Ġt"]

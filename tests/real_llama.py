@@ -14,8 +14,7 @@ llama.cpp itself, through llama-cpp-python's OpenAI-compatible server (``python 
   of 127.0.0.1 (it loads one model at a time and swaps on demand; at this size a swap takes milliseconds),
   stopped by its own process id. Aliases: ``kit-tiny-chat`` (the model's own Jinja template; an image in a
   message makes it fail with a 500), ``kit-tiny-chatml`` (the built-in ChatML formatter, which drops images
-  silently) and ``kit-tiny-embed`` (embeddings on). The context is 512 tokens, so an over-long prompt is
-  cheap to send.
+  silently) and ``kit-tiny-embed`` (embeddings on), each with a context of 2048 tokens.
 
     >>> server = start_llama(tmp_path)        # doctest: +SKIP
     >>> server.base_url                       # doctest: +SKIP
@@ -42,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("KIT_REAL_CACHE", Path.home() / ".cache" / "kit-real"))
 REQUIREMENTS = ["llama-cpp-python[server]==0.3.36", "gguf==0.19.0"]
 CHAT, CHATML, EMBED = "kit-tiny-chat", "kit-tiny-chatml", "kit-tiny-embed"
-CONTEXT = 512
+CONTEXT = 2048  # the kit's prompt-writing request needs about 1,200 tokens of this byte-level tokenizer
 
 
 def llama_env() -> Path:
