@@ -414,6 +414,9 @@ class LLMTestServer:
                 alternatives = [(token, math.log(p)), (other, math.log(1 - p))]
             else:
                 alternatives = [(token, -0.01), ("the", -5.0)]
+            # As many alternatives as asked for (llama.cpp sends them all), the extra ones all but impossible.
+            alternatives += [(filler, -20.0 - n) for n, filler in enumerate(("a", "it", "of", "and", "to", "in", "on",
+                                                                             "at", "by", "as", "or", "so", "up"))]
             content.append({"token": token, "logprob": alternatives[0][1], "bytes": list(token.encode()),
                             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
                                              for t, lp in alternatives[:top]]})
