@@ -92,7 +92,7 @@ class LLM:
 
     @property
     def model(self) -> str:
-        """The model used for chats: LLM_MODEL, or the first one the server lists."""
+        """The model used for chats: LLM_MODEL (once checked against the server's list), or the first one listed."""
         if self._model is None:
             names = self.models()
             if not names:
@@ -140,7 +140,8 @@ class LLM:
              json_schema: dict | None = None, schema_name: str = "answer") -> str:
         """Send a chat (the user's text, or a list of ``{"role", "content"}`` messages) and return the reply.
         ``stream`` shows it while it arrives; ``json_schema`` asks for JSON following that JSON Schema
-        (``response_format``; the reply is still text, and small models may ignore it).
+        (``response_format`` json_schema, or json_object with the schema where a server refuses that, as
+        llama-cpp-python does; the reply is still text, and small models may ignore it).
 
         >>> llm.chat("Three words about the sea.", system="Answer briefly.", temperature=0)   # doctest: +SKIP
         'Vast, deep, restless.'
