@@ -159,8 +159,8 @@ class LLM:
             try:
                 return self._complete({**request, "response_format": nested}, stream)[0]
             except LLMError as err:
-                if "json_schema" not in err.message or err.status not in (400, 422, 500):
-                    raise
+                if "json_object" not in err.message or err.status not in (400, 422, 500):
+                    raise  # only where the server names the form it takes, not e.g. a schema it cannot read
                 self._json_object = True
         return self._complete({**request, "response_format": {"type": "json_object", "schema": json_schema}},
                               stream)[0]
