@@ -21,9 +21,12 @@ START_HINT = ("Start your LLM server: in LM Studio open the Developer tab and pr
               "(LM Studio http://127.0.0.1:1234/v1, Ollama http://127.0.0.1:11434/v1).")
 
 VISION_FIX = ("Load a vision model (Qwen2.5-VL, Gemma 3 or LLaVA: in LM Studio one marked 'Vision', for Ollama "
-              "e.g. `ollama pull qwen2.5vl:3b`) and set LLM_VISION_MODEL to its name.")
+              "e.g. `ollama pull qwen2.5vl:3b`, for llama.cpp the model with its --mmproj file) and set "
+              "LLM_VISION_MODEL to its name.")
 EMBED_FIX = ("Load an embedding model (LM Studio: text-embedding-nomic-embed-text-v1.5; Ollama: `ollama pull "
-             "nomic-embed-text`) and set LLM_EMBED_MODEL to its name.")
+             "nomic-embed-text`; llama.cpp: start it with --embeddings) and set LLM_EMBED_MODEL to its name.")
+CONTEXT_FIX = ("Send a shorter text (or a smaller max_tokens), or load the model with a longer context (LM Studio: "
+               "'Context Length' in its load settings; llama.cpp: --ctx-size; Ollama: OLLAMA_CONTEXT_LENGTH).")
 YES_NO = " Please answer yes or no."  # VQAScore's wording [t2v_metrics]
 
 
@@ -60,6 +63,8 @@ class LLM:
         self.timeout = float(timeout or settings.llm_timeout)
         self.max_retries = max_retries
         self._client = None
+        self._checked: set[str] = set()  # model names the server listed (see _known)
+        self._json_object = False  # True once the server refused response_format json_schema
 
     def __repr__(self) -> str:
         return f"LLM({self.base_url!r}, model={self._model!r})"
@@ -87,7 +92,7 @@ class LLM:
 
     @property
     def model(self) -> str:
-        """The model used for chats: LLM_MODEL, or the first one the server lists."""
+        """The model used for chats: LLM_MODEL (once checked against the server's list), or the first one listed."""
         if self._model is None:
             names = self.models()
             if not names:
@@ -95,7 +100,24 @@ class LLM:
                                "Load a model: in LM Studio pick one at the top of the window (or `lms load NAME`); "
                                "for Ollama run `ollama pull llama3.2`.")
             self._model = names[0]
-        return self._model
+            self._checked.add(self._model)
+        return self._known(self._model, "LLM_MODEL")
+
+    def _known(self, name: str, setting: str) -> str:
+        """``name``, once the server's list holds it (checked once per name): llama.cpp's servers answer any
+        model name with the model they have, so a typo would go unnoticed. Ollama lists "llama3.2:latest"
+        for "llama3.2". A server that lists nothing, or fails to, is left to answer the call itself."""
+        if name in self._checked:
+            return name
+        try:
+            names = self.models()
+        except LLMError:
+            names = []
+        if names and name not in names and f"{name}:latest" not in names:
+            raise LLMError(self._mask(f"The server at {self.base_url} has no model '{name}' ({setting})."),
+                           self._mask(f"Set {setting} to one the server has: {', '.join(names)}."))
+        self._checked.add(name)
+        return name
 
     def available(self, timeout: float = 3.0) -> bool:
         """True when a server answers at ``base_url`` with at least one model (a quick probe, no retries).
@@ -118,7 +140,8 @@ class LLM:
              json_schema: dict | None = None, schema_name: str = "answer") -> str:
         """Send a chat (the user's text, or a list of ``{"role", "content"}`` messages) and return the reply.
         ``stream`` shows it while it arrives; ``json_schema`` asks for JSON following that JSON Schema
-        (``response_format``; the reply is still text, and small models may ignore it).
+        (``response_format`` json_schema, or json_object with the schema where a server refuses that, as
+        llama-cpp-python does; the reply is still text, and small models may ignore it).
 
         >>> llm.chat("Three words about the sea.", system="Answer briefly.", temperature=0)   # doctest: +SKIP
         'Vast, deep, restless.'
@@ -126,13 +149,23 @@ class LLM:
         request: dict[str, Any] = {"model": self.model, "messages": self._messages(prompt_or_messages, system)}
         options = {"temperature": temperature, "max_tokens": max_tokens}
         request.update((name, value) for name, value in options.items() if value is not None)
-        if json_schema is not None:
-            # The nested form is the one every server reads (llama.cpp ignores the flat one).
-            request["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": schema_name, "schema": json_schema}}
-        return self._complete(request, stream)[0]
+        if json_schema is None:
+            return self._complete(request, stream)[0]
+        # The nested form is the one LM Studio, Ollama, llama-server and vLLM read (llama-server ignores the
+        # flat one). llama-cpp-python's server refuses it with a 500 (it takes json_object with a "schema"),
+        # and LM Studio refuses json_object: so json_schema first, json_object after a refusal.
+        nested = {"type": "json_schema", "json_schema": {"name": schema_name, "schema": json_schema}}
+        if not self._json_object:
+            try:
+                return self._complete({**request, "response_format": nested}, stream)[0]
+            except LLMError as err:
+                if "json_object" not in err.message or err.status not in (400, 422, 500):
+                    raise  # only where the server names the form it takes, not e.g. a schema it cannot read
+                self._json_object = True
+        return self._complete({**request, "response_format": {"type": "json_object", "schema": json_schema}},
+                              stream)[0]
 
-    def _complete(self, request: dict, stream: bool = False) -> tuple[str, Any]:
+    def _complete(self, request: dict, stream: bool = False, image: bool = False) -> tuple[str, Any]:
         """The reply's text and its ``logprobs`` (None when the server sent none) for one request."""
         logprobs = None
         try:
@@ -144,7 +177,7 @@ class LLM:
                 text = self._mask((choices[0].message.content or "") if choices else "")
                 logprobs = choices[0].logprobs if choices else None
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
-            raise self._translate(err) from None
+            raise self._translate(err, image) from None
         if not text.strip():
             raise LLMError(f"The model '{request['model']}' returned an empty reply.",
                            "Try again, allow more tokens (max_tokens), or use another model. Reasoning models "
@@ -154,14 +187,14 @@ class LLM:
     @property
     def vision_model(self) -> str:
         """The model that looks at images: LLM_VISION_MODEL, else the chat model."""
-        return self._vision_model or self.model
+        return self._known(self._vision_model, "LLM_VISION_MODEL") if self._vision_model else self.model
 
     def _ask_image(self, image, question: str, **options) -> tuple[str, Any]:
         from .images import image_data_uri  # Pillow: only when an image is sent
         content = [{"type": "image_url", "image_url": {"url": image_data_uri(image)}},  # image first, as the
                    {"type": "text", "text": question}]                                 # VQAScore papers do
         request = {"model": self.vision_model, "messages": [{"role": "user", "content": content}], **options}
-        return self._complete(request)
+        return self._complete(request, image=True)
 
     def describe(self, image, prompt: str = "Describe this image in one sentence.", max_tokens: int = 120) -> str:
         """What the vision model sees in ``image`` (a PIL image or a path, sent as a PNG data URI of at most
@@ -191,7 +224,8 @@ class LLM:
         if not self.embed_model:
             raise LLMError("No embedding model is set.", EMBED_FIX)
         try:  # "float": without it the client asks for base64, which not every local server sends
-            data = self.client.embeddings.create(model=self.embed_model, input=list(texts),
+            data = self.client.embeddings.create(model=self._known(self.embed_model, "LLM_EMBED_MODEL"),
+                                                 input=list(texts),
                                                  encoding_format="float").data
         except Exception as err:  # noqa: BLE001 - translated into an LLMError with a fix
             raise self._translate(err) from None
@@ -237,15 +271,15 @@ class LLM:
         """``text`` without this LLM's key and URL password (a server, a proxy or a model may echo them)."""
         return mask(text, self._secrets)
 
-    def _translate(self, err: Exception) -> LLMError:
+    def _translate(self, err: Exception, image: bool = False) -> LLMError:
         """Turn an openai exception into an LLMError naming the cause and the fix, with secrets masked: servers
         put what they received into their error texts, and these reach the console and run.json."""
-        error = self._describe(err)
+        error = err if isinstance(err, LLMError) else self._describe(err, image)
         error.message, error.fix = self._mask(error.message), self._mask(error.fix)
         error.args = (error.message,)
         return error
 
-    def _describe(self, err: Exception) -> LLMError:
+    def _describe(self, err: Exception, image: bool = False) -> LLMError:
         import openai
         where = self.base_url
         if isinstance(err, openai.APITimeoutError):  # a subclass of APIConnectionError: check it first
@@ -262,11 +296,20 @@ class LLM:
         if isinstance(err, openai.APIStatusError):
             message = self._error_message(err)
             status = err.status_code
-            lowered = message.lower()
+            body = err.body if isinstance(err.body, dict) else {}
+            lowered = f"{message} {body.get('code')} {body.get('type')}".lower()
             if any(words in lowered for words in ("support image", "image input", "not a multimodal")):
                 return LLMError(f"The model '{self._vision_model or self._model}' is not a vision model: "
                                 f"{message} ({status}).", VISION_FIX, status)
-            if "not embedding" in lowered or "support embeddings" in lowered or "embeddings api" in lowered:
+            if image and status == 500:  # llama-cpp-python's chat template fails on the image part of a message
+                return LLMError(f"The server failed on the image ({status}: {message}): the model "
+                                f"'{self._vision_model or self._model}' is probably not a vision model.",
+                                VISION_FIX, status)
+            if "context_length_exceeded" in lowered or "exceed_context" in lowered or "context length" in lowered:
+                return LLMError(f"The text is longer than the model's context: {message} ({status}).", CONTEXT_FIX,
+                                status)
+            if "not embedding" in lowered or "support embeddings" in lowered or "embeddings api" in lowered \
+                    or "embedding=true" in lowered:
                 return LLMError(f"The model '{self.embed_model}' is not an embedding model: {message} ({status}).",
                                 EMBED_FIX, status)
             if "no models loaded" in lowered:

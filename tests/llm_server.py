@@ -26,6 +26,12 @@ a chat model there gets LM Studio's "Model is not embedding", mode "no_embedding
 501. ``logprobs`` (True: as OpenAI, Ollama >= 0.12.11 and llama-server; False: as LM Studio,
 which accepts the flag and sends none); ``yes_probability`` is P of the answer's first word when
 it is yes/no, the rest going to the opposite word.
+``imitate="llama-cpp-python"`` answers as llama-cpp-python's server does where the others differ (tested
+against the real one in tests/test_real_llm_differential.py): a 500 for ``response_format`` json_schema (it takes
+json_object with a ``schema``), for an image to a text model and for embeddings of a model started without
+them, and any unknown model name answered by the first model, its name echoed. ``context`` (tokens, counted as
+words; None: no limit): a longer request (messages and max_tokens) gets OpenAI's and llama-cpp-python's 400
+``context_length_exceeded``. ``{"type": "json_object", "schema": ...}`` is honoured in every flavour.
 Read-only logs: ``requests`` (JSON bodies of POST /v1/chat/completions), ``schemas`` (the
 json_schema ``schema`` objects received in the nested form) and ``hits`` (requests per path).
 """
@@ -64,6 +70,13 @@ NOT_JSON_TEXT = "Sure! Here is a prompt: a red fox in snow, watercolor"
 NO_VISION_TEXT = "Model does not support images. Please use a model that does."          # LM Studio, 400
 IMAGE_URL_TEXT = "image URLs are not currently supported, please use base64 encoded data instead"  # Ollama
 NO_EMBEDDINGS_TEXT = "This server does not support embeddings. Start it with `--embeddings`"  # llama.cpp, 501
+# llama-cpp-python 0.3.36, 500 (its error handler wraps exceptions; the validation error ends in a traceback)
+LCP_JSON_SCHEMA_TEXT = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+                        "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+                        "'ctx': {'expected': \"'text' or 'json_object'\"}}\n")
+LCP_IMAGE_TEXT = 'can only concatenate str (not "list") to str'  # its Jinja chat template meets a list
+LCP_NO_EMBEDDINGS_TEXT = "Llama model must be created with embedding=True to call this method"
+LCP = "llama-cpp-python"
 HTML_PAGE = "<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 STOP_WORDS = set("a an the of in on at to and or with for from by is are was be it this that my your "
                  "me i you we please write make give some about into over under very".split())
@@ -168,11 +181,11 @@ class LLMTestServer:
                  mode: str = "ok", delay: float = 5.0,
                  reply: Optional[Callable[[list, dict], str]] = None, vision: bool = True,
                  embedding_models: Optional[list[str]] = None, logprobs: bool = True,
-                 yes_probability: float = 0.8):
+                 yes_probability: float = 0.8, imitate: Optional[str] = None, context: Optional[int] = None):
         self._defaults = dict(models=list(models) if models is not None else ["test-model"],
                               api_key=api_key, mode=mode, delay=delay, reply=reply, vision=vision,
                               embedding_models=list(embedding_models or ["test-embed"]), logprobs=logprobs,
-                              yes_probability=yes_probability)
+                              yes_probability=yes_probability, imitate=imitate, context=context)
         self.reset()
         self.url = self.base_url = ""
         self.port = 0
@@ -261,7 +274,9 @@ class LLMTestServer:
 
         @app.get("/v1/models")
         async def list_models():
-            return {"object": "list", "data": [self._model_object(m) for m in self.models]}
+            # Embedding models are listed too, as LM Studio, Ollama and llama.cpp do; none while no chat model is.
+            listed = self.models + [m for m in self.embedding_models if m not in self.models] if self.models else []
+            return {"object": "list", "data": [self._model_object(m) for m in listed]}
 
         @app.get("/v1/models/{model:path}")
         async def get_model(model: str):
@@ -311,11 +326,12 @@ class LLMTestServer:
         model = body.get("model")
         if self.mode == "no_models_loaded" or not self.models:
             return JSONResponse(NO_MODELS_BODY, 400)
-        if model not in self.models:
+        if model not in self.models and self.imitate != LCP:
             return self._unknown_model(model)
         urls = _image_urls(body["messages"])
         if urls and not self.vision:
-            return _error(400, NO_VISION_TEXT)
+            return _error(500, LCP_IMAGE_TEXT, "internal_server_error") if self.imitate == LCP \
+                else _error(400, NO_VISION_TEXT)
         if any(not url.startswith("data:") for url in urls):
             return _error(400, IMAGE_URL_TEXT, "invalid_request_error")
         try:
@@ -331,9 +347,13 @@ class LLMTestServer:
         # Only the standard nested form carries a schema; the flat form is ignored, as llama.cpp does.
         fmt = body.get("response_format") or {}
         schema = None
+        if fmt.get("type") == "json_schema" and self.imitate == LCP:
+            return _error(500, LCP_JSON_SCHEMA_TEXT, "internal_server_error")
         if fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
             schema = fmt["json_schema"].get("schema") or {}
             self.schemas.append(schema)
+        elif fmt.get("type") == "json_object":  # llama.cpp's form: JSON, following a flat "schema" if one is sent
+            schema = fmt.get("schema") if isinstance(fmt.get("schema"), dict) else {}
         users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
         user_text = _text_of(users[-1]) if users else ""
 
@@ -361,6 +381,12 @@ class LLMTestServer:
             text, finish = " ".join(text.split()[:limit]), "length"
 
         prompt_tokens = sum(len(_text_of(m).split()) for m in body["messages"] if isinstance(m, dict))
+        wanted = prompt_tokens + (limit if isinstance(limit, int) else 0)
+        if self.context is not None and wanted > self.context:
+            return _error(400, f"This model's maximum context length is {self.context} tokens. However, you "
+                               f"requested {wanted} tokens ({prompt_tokens} in the messages, {wanted - prompt_tokens} "
+                               "in the completion). Please reduce the length of the messages or completion.",
+                          "invalid_request_error", code="context_length_exceeded", param="messages")
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                  "total_tokens": prompt_tokens + len(text.split())}
         base = {"id": f"chatcmpl-test{next(self._ids)}", "created": int(time.time()), "model": model}
@@ -388,6 +414,9 @@ class LLMTestServer:
                 alternatives = [(token, math.log(p)), (other, math.log(1 - p))]
             else:
                 alternatives = [(token, -0.01), ("the", -5.0)]
+            # As many alternatives as asked for (llama.cpp sends them all), the extra ones all but impossible.
+            alternatives += [(filler, -20.0 - n) for n, filler in enumerate(("a", "it", "of", "and", "to", "in", "on",
+                                                                             "at", "by", "as", "or", "so", "up"))]
             content.append({"token": token, "logprob": alternatives[0][1], "bytes": list(token.encode()),
                             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
                                              for t, lp in alternatives[:top]]})
@@ -402,6 +431,8 @@ class LLMTestServer:
         model, texts = body.get("model"), body.get("input")
         if self.mode == "no_embeddings":
             return _error(501, NO_EMBEDDINGS_TEXT, "not_supported_error", code=501)
+        if self.imitate == LCP and model not in self.embedding_models:  # unknown names get its chat model
+            return _error(500, LCP_NO_EMBEDDINGS_TEXT, "internal_server_error")
         if model in self.models and model not in self.embedding_models:
             return _error(400, f'Failed to load model "{model}". Error: Model is not embedding.',
                           code="model_not_found")                 # LM Studio

@@ -15,7 +15,7 @@ from helpers.llm import LLM, LLMError
 
 
 def test_models_and_default_model(llm):
-    assert llm.models() == ["test-model", "other-model"]
+    assert llm.models() == ["test-model", "other-model", "test-embed"]  # embedding models listed last
     assert llm.model == "test-model"  # LLM_MODEL unset: the first model the server lists
 
 
@@ -104,12 +104,23 @@ def test_lm_studio_no_models_loaded(llm, llm_server):
 
 
 def test_unknown_model_lists_the_ones_the_server_has(llm_server):
+    """Checked against /v1/models before the first call: llama.cpp's servers answer any name with their model."""
     llm = LLM(llm_server.base_url, model="llama-9000", max_retries=0)
     with pytest.raises(LLMError) as err:
         llm.chat("hi")
-    assert err.value.status == 404
-    assert "llama-9000" in str(err.value)
+    assert "llama-9000" in str(err.value) and "LLM_MODEL" in str(err.value)
     assert "test-model, other-model" in str(err.value)
+    assert llm_server.requests == []  # no chat was sent
+    llm_server.models = ["llama3.2:latest"]
+    assert LLM(llm_server.base_url, model="llama3.2", max_retries=0).model == "llama3.2"  # Ollama's tag
+
+
+def test_a_model_gone_after_the_check_gets_the_servers_404(llm, llm_server):
+    llm.model
+    llm_server.models = ["other-model"]
+    with pytest.raises(LLMError) as err:
+        llm.chat("hi")
+    assert err.value.status == 404 and "other-model" in str(err.value)
 
 
 def test_server_still_loading_503(llm, llm_server):
@@ -234,3 +245,39 @@ def test_embedding_errors_name_the_fix(llm_server, mode, model, words):
 def test_embed_without_an_embedding_model_says_how_to_set_one(llm_server):
     with pytest.raises(LLMError, match="No embedding model"):
         _vision_llm(llm_server).embed(["a fox"])
+
+
+# ----- what llama-cpp-python's server answers (tests/test_real_llm.py meets the real one) --------------------
+
+
+def test_a_refused_json_schema_is_asked_again_as_json_object(llm, llm_server):
+    llm_server.imitate = "llama-cpp-python"  # a 500 for json_schema, json_object with a "schema" taken
+    schema = {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}
+    assert json.loads(llm.chat("a red fox", json_schema=schema))["prompt"]
+    formats = [sent["response_format"] for sent in llm_server.requests]
+    assert [f["type"] for f in formats] == ["json_schema", "json_object"] and formats[1]["schema"] == schema
+    assert json.loads(llm.chat("a grey owl", json_schema=schema))["prompt"]
+    assert llm_server.requests[-1]["response_format"]["type"] == "json_object"  # remembered: one request
+    assert len(llm_server.requests) == 3
+
+
+def test_llama_cpp_pythons_500s_name_the_fix(llm_server):
+    from PIL import Image
+
+    from helpers.llm import EMBED_FIX, VISION_FIX
+    llm_server.imitate, llm_server.vision = "llama-cpp-python", False
+    with pytest.raises(LLMError) as err:
+        _vision_llm(llm_server).describe(Image.new("RGB", (16, 16)))
+    assert err.value.status == 500 and err.value.fix == VISION_FIX and "not a vision model" in err.value.message
+    with pytest.raises(LLMError) as err:
+        _vision_llm(llm_server, embed_model="test-model").embed(["a fox"])
+    assert err.value.status == 500 and err.value.fix == EMBED_FIX
+
+
+def test_an_over_long_request_says_to_shorten_it_or_raise_the_context(llm, llm_server):
+    from helpers.llm import CONTEXT_FIX
+    llm_server.context = 50
+    with pytest.raises(LLMError) as err:
+        llm.chat("word " * 40, max_tokens=20)
+    assert err.value.status == 400 and err.value.fix == CONTEXT_FIX
+    assert "maximum context length is 50 tokens" in err.value.message

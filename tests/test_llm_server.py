@@ -49,7 +49,7 @@ def chat(client, **kwargs):
 
 def test_urls_and_models_list(server, client):
     assert server.base_url == server.url + "/v1" and server.url.startswith("http://127.0.0.1:")
-    assert [m.id for m in client.models.list()] == [MODEL]
+    assert [m.id for m in client.models.list()] == [MODEL, "test-embed"]
     server.models = []
     assert list(client.models.list()) == []
 

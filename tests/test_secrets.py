@@ -85,6 +85,14 @@ def test_a_password_in_the_base_url_never_shows(llm_server):
     assert "Cannot connect to http://ann:********@" in str(err.value) and not _leaks(str(err.value))
 
 
+def test_the_model_name_check_masks_the_url_password(llm_server):
+    llm = LLM(_with_password(llm_server.base_url), model="no-such-model", api_key=KEY, max_retries=0)
+    with pytest.raises(LLMError) as err:
+        llm.chat("hi")
+    assert "has no model 'no-such-model'" in str(err.value) and "ann:********@" in str(err.value)
+    assert not _leaks(str(err.value))
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_key_in_a_reply_is_masked_on_the_console_too(llm_server, capsys, stream):
     llm_server.reply = lambda messages, body: f"Sure, your key is {KEY} and the password {PASSWORD}."
