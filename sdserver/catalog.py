@@ -39,8 +39,8 @@ SAMPLERS: list[tuple[str, list[str], dict[str, str]]] = [
     ("DPM fast", ["k_dpm_fast"], {"uses_ensd": "True"}),
     ("DPM adaptive", ["k_dpm_ad"], {"uses_ensd": "True"}),
     ("Restart", ["restart"], {"scheduler": "karras", "second_order": "True"}),
-    ("DDIM", ["ddim"], {"default_eta_is_0": "True", "uses_ensd": "True"}),
-    ("DDIM CFG++", ["ddim_cfgpp"], {"default_eta_is_0": "True", "uses_ensd": "True", "cfgpp": "True"}),
+    ("DDIM", ["ddim"], {}),  # A1111 1.10's timestep samplers have no options (sd_samplers_timesteps.py)
+    ("DDIM CFG++", ["ddim_cfgpp"], {}),
     ("PLMS", ["plms"], {}),
     ("UniPC", ["unipc"], {}),
     ("LCM", ["k_lcm"], {}),
@@ -73,6 +73,12 @@ UPSCALERS = [
     {"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4},
     {"name": "Nearest", "model_name": None, "model_path": None, "model_url": None, "scale": 4},
 ]
+
+# The model upscalers A1111 1.10 lists (their weights are downloaded on first use); the kit's server runs none of
+# them. Named so that the diffusers engine can tell "A1111 has it, the kit has not" (a 422 that says what to use
+# instead) from a name A1111 does not know either (A1111's 500, "could not find upscaler named ...").
+A1111_MODEL_UPSCALERS = ["DAT x2", "DAT x3", "DAT x4", "ESRGAN_4x", "LDSR", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B",
+                         "ScuNET GAN", "ScuNET PSNR", "SwinIR 4x"]
 
 
 def sampler_list() -> list[dict]:

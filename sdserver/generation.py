@@ -40,6 +40,7 @@ from .limits import Limits, check_request_cost, check_seeds, check_text_lengths,
 from .loras import LoraLibrary, hashes_infotext, parse_prompt
 from .models import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from .options import Options
+from .sampler_info import TIMESTEP_SAMPLERS, eta_entry, fallback_notes, schedule_used
 from .state import JobState
 
 
@@ -286,9 +287,11 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
     clip_skip = _as_int(opts["CLIP_stop_at_last_layers"], 1)
     ensd = _as_int(opts["eta_noise_seed_delta"], 0)
 
+    # The schedule that runs (DPM++ 2M's "Automatic" is Karras), as A1111's samplers write it (sampler_info.py).
+    schedule_shown = schedule_used(sampler, scheduler)
     extra: dict[str, Any] = {}
-    if scheduler != "Automatic":
-        extra["Schedule type"] = scheduler
+    if schedule_shown != "Automatic" and sampler not in TIMESTEP_SAMPLERS:
+        extra["Schedule type"] = schedule_shown
     out_width, out_height = width, height
     hires, passes = None, 1
     if req.value("enable_hr"):
@@ -305,8 +308,12 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         tags = []  # A1111: the tags are still removed, no LoRA is applied
     lora_files, comments = (loras.resolve(tags) if loras is not None else ([], [tag.name for tag in tags]))
     comments = [f"Lora not found: {', '.join(comments)}"] if comments else []
+    comments += fallback_notes(req.sampler_name or req.value("sampler_index"), req.scheduler, sampler)
+    if restore_faces:  # the infotext still names the restorer, as A1111's does when its restorer cannot run
+        comments.append("Face restoration is not available on the kit's server: the images are not face-restored")
     if lora_files:
         extra["Lora hashes"] = hashes_infotext(lora_files)
+    extra.update(eta_entry(sampler, req.eta, opts))
     extra.update(engine_params)
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
@@ -330,7 +337,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         params = {
             "Steps": steps,
             "Sampler": sampler,
-            "Schedule type": scheduler,
+            "Schedule type": schedule_shown,
             "CFG scale": cfg_scale,
             "Seed": all_seeds[i],
             "Face restoration": opts["face_restoration_model"] if restore_faces else None,

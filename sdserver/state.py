@@ -77,13 +77,15 @@ class JobState:
             self.current_image = image
 
     def end(self) -> None:
-        """Back to idle (the interrupt flag stays visible until the next job, as in A1111)."""
+        """Back to idle, as A1111's: the interrupt flag stays visible until the next job; ``job_no`` counts the
+        batch that ended (A1111's ``nextjob`` after each batch: 1 after one batch) and ``sampling_steps`` keeps
+        its last value (the differential test against the real A1111 compares the idle /progress)."""
         with self._lock:
             self.job = ""
             self.job_count = 0
-            self.job_no = 0
+            if self.sampling_steps:  # a batch had begun
+                self.job_no += 1
             self.sampling_step = 0
-            self.sampling_steps = 0
             self.current_image = None
 
     # --- written by /interrupt and /skip, read by the generating thread ------------------------

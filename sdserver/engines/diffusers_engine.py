@@ -45,6 +45,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..catalog import resolve_sampler
 from . import hires
 from .base import Engine, EngineUnavailable, GenerationJob, StepCallback, model_not_found
 from .devices import pick_device, pick_dtype
@@ -238,7 +239,9 @@ class DiffusersEngine(Engine):
         from fastapi import HTTPException
 
         try:
-            sampler, schedule = resolve(req.sampler_name or req.value("sampler_index"), req.scheduler)
+            # A1111's names first: an unknown sampler is DPM++ 2M, an unknown schedule Automatic, silently (A1111
+            # 1.10 does so; generation.py resolves the same way), so only A1111's samplers that diffusers lacks fail.
+            sampler, schedule = resolve(*resolve_sampler(req.sampler_name or req.value("sampler_index"), req.scheduler))
             make_scheduler(sampler, schedule, self.base_scheduler_config)
         except UnknownSampler as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
@@ -248,10 +251,8 @@ class DiffusersEngine(Engine):
                                                         f"Diffusion (got {width}x{height}); e.g. 512x512 or 512x768")
         if req.value("enable_hr"):
             hires.check(req, self.base_scheduler_config)
-        restore_faces = req.restore_faces if req.restore_faces is not None else opts.get("face_restoration")
-        if restore_faces:  # the infotext would claim a face restoration that never happened
-            raise HTTPException(status_code=422, detail="restore_faces is not supported by the kit's diffusers "
-                                                        "engine (no CodeFormer/GFPGAN): send restore_faces=false")
+        # restore_faces is accepted and does nothing, as in an A1111 without the restorer's weights; the server
+        # says so in info["comments"] (generation.py).
         extra: dict[str, Any] = {}
         if opts.get("emphasis", "Original") != "Original":
             extra["Emphasis"] = opts["emphasis"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..catalog import A1111_MODEL_UPSCALERS
 from .base import GenerationJob, StepCallback
 
 # A1111's latent upscale modes: (torch interpolate mode, antialias).
@@ -50,7 +51,8 @@ def check(req, scheduler_config: dict) -> None:
     from .samplers import UnknownSampler, make_scheduler, resolve
 
     upscaler = req.hr_upscaler
-    if upscaler is not None and upscaler not in SUPPORTED:
+    # A name A1111 does not know either is left to generation.py's hires_params: A1111's own 500.
+    if upscaler in A1111_MODEL_UPSCALERS:
         raise HTTPException(status_code=422, detail=(
             f"hires upscaler {upscaler!r} is not available on the kit's diffusers engine (A1111's model upscalers "
             f"such as ESRGAN need their own weights); use one of: {', '.join(SUPPORTED)}"))

@@ -40,10 +40,12 @@ from types import SimpleNamespace
 VERSION = "v1.10.1"
 FILES = [
     "modules/shared_options.py",
-    # built-in extensions, as they load: module-level options first, then on_ui_settings ones
+    # built-in extensions and processing scripts, as they load: module-level options first, then on_ui_settings
+    # ones (those exist only when A1111 builds its web UI: not with --nowebui)
     "extensions-builtin/Lora/scripts/lora_script.py",
     "extensions-builtin/canvas-zoom-and-pan/scripts/hotkey_config.py",
     "extensions-builtin/extra-options-section/scripts/extra_options_section.py",
+    "modules/processing_scripts/comments.py",  # loaded after the extensions' scripts (scripts.py, load_scripts)
     "extensions-builtin/hypertile/scripts/hypertile_script.py",
     "extensions-builtin/LDSR/scripts/ldsr_model.py",
     "extensions-builtin/SwinIR/scripts/swinir_model.py",
