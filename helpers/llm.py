@@ -92,14 +92,17 @@ class LLM:
 
     @property
     def model(self) -> str:
-        """The model used for chats: LLM_MODEL (once checked against the server's list), or the first one listed."""
+        """The model used for chats: LLM_MODEL (once checked against the server's list), or the first one listed
+        that is not an embedding model."""
         if self._model is None:
             names = self.models()
             if not names:
                 raise LLMError(f"The server at {self.base_url} lists no models.",
                                "Load a model: in LM Studio pick one at the top of the window (or `lms load NAME`); "
                                "for Ollama run `ollama pull llama3.2`.")
-            self._model = names[0]
+            # LM Studio and llama.cpp list embedding models too, perhaps first: they cannot chat
+            chat = [name for name in names if name != self.embed_model and "embed" not in name.lower()]
+            self._model = (chat or names)[0]
             self._checked.add(self._model)
         return self._known(self._model, "LLM_MODEL")
 

@@ -33,8 +33,8 @@ def image_grid(images: Sequence, labels: Sequence[str] | None = None, ncols: int
         ax.axis("off")
         ax.imshow(images[index])
         if labels is not None and index < len(labels):
-            ax.set_title(str(labels[index]), fontsize=10)
+            ax.set_title(str(labels[index]), fontsize=10, parse_math=False)  # a "$" in a prompt is no formula
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     return fig
 

@@ -116,7 +116,8 @@ class CaptionRater(Rater):
         try:
             detail["caption"], detail["captioned_by"] = self._caption(image)
         except KitError as err:  # no captioner answered (A1111's interrogate failed): this image is not judged
-            detail.update(caption="", captioned_by="nothing", placeholder=False, caption_error=err.message)
+            detail.update(caption="", captioned_by="nothing", compared_by="nothing", placeholder=False,
+                          caption_error=err.message)
             return float("nan")
         detail["placeholder"] = "placeholder" in detail["caption"].lower()  # the kit's server cannot caption
         if self.llm is not None and self.llm.embed_model:

@@ -19,6 +19,15 @@ def test_models_and_default_model(llm):
     assert llm.model == "test-model"  # LLM_MODEL unset: the first model the server lists
 
 
+def test_the_default_model_is_not_an_embedding_model():
+    from llm_server import LLMTestServer
+
+    with LLMTestServer(models=["text-embedding-nomic-embed-text-v1.5", "qwen2.5-7b-instruct"]) as server:
+        assert LLM(server.base_url, timeout=5, max_retries=0).model == "qwen2.5-7b-instruct"
+        assert LLM(server.base_url, timeout=5, max_retries=0, embed_model="qwen2.5-7b-instruct").model == \
+            "text-embedding-nomic-embed-text-v1.5"  # nothing else is left: the server will say what it can do
+
+
 def test_chat_with_system_prompt_and_options(llm, llm_server):
     reply = llm.chat("a lighthouse in a storm", system="Be brief.", temperature=0.2, max_tokens=50)
     assert "lighthouse" in reply

@@ -5,7 +5,8 @@ source and agrees with the client by construction. Here the same client calls go
 started from its own folder and venv (tests/real_a1111.py) on a tiny random model the kit builds: the
 images are noise, but seeds, infotexts, options, lists, progress, interrupt, errors and auth are A1111's own.
 
-The lane runs with ``KIT_REAL=1`` (``make test-real`` sets it): the first run builds A1111's environment
+The lane (marker ``real``) runs in ``make test`` when A1111's source is here, and always with
+``KIT_REAL=1`` (``make test-real``, CI; conftest.real_lane_skip_reason): the first run builds A1111's environment
 (about 2 minutes with a warm pip cache), later ones start A1111 in about 10 s.
 """
 

@@ -11,14 +11,13 @@ The requests are A1111's own API test payloads (its test/test_txt2img.py and tes
 A difference that is meant is named in ``ALLOWED_STATUS`` and the other allow-lists below, each with
 its reason (the README's "Differences from A1111" says the same for users); any other one fails.
 
-Runs with ``KIT_REAL=1`` (``make test-real``), like tests/test_real_a1111.py; A1111 starts once per module.
+Runs in the real lane, like tests/test_real_a1111.py; A1111 starts once per module.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import HAS_DIFFUSERS
+from conftest import HAS_DIFFUSERS, REAL_LANE
 
 from helpers.infotext import parse_infotext
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(900),
-              pytest.mark.skipif(os.environ.get("KIT_REAL") != "1",
-                                 reason="the real-A1111 lane runs with make test-real (KIT_REAL=1)"),
+              REAL_LANE,
               pytest.mark.skipif(not HAS_DIFFUSERS, reason="the tiny models are built with the diffusers extra")]
 
 TIMEOUT = 120

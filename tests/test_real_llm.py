@@ -6,7 +6,7 @@ the tests check shapes, repeatability and the errors a student sees, not content
 client sends the same raw requests as a reference, so that a difference is shown to be the kit's, not the
 server's.
 
-The lane runs with ``KIT_REAL=1``: the first run builds the server's venv (llama.cpp compiles in about 3.5
+The lane runs as tests/test_real_a1111.py says: the first run builds the server's venv (llama.cpp compiles in about 3.5
 minutes; with pip's cached wheel, about 15 s), later ones start the server in about a second.
 """
 
@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
+from conftest import REAL_LANE
 
 from helpers.llm import CONTEXT_FIX, EMBED_FIX, LLM, VISION_FIX, LLMError
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(900),
-              pytest.mark.skipif(os.environ.get("KIT_REAL") != "1",
-                                 reason="the real-llama.cpp lane runs with make test-real (KIT_REAL=1)")]
+              REAL_LANE]
 
 KEY = "sk-no-key-required"
 SCHEMA = {"type": "object", "required": ["prompt", "negative_prompt"],

@@ -7,20 +7,19 @@ test sends both the same request and compares status codes, content types, the J
 that remain are asserted as they are, so a change on either side shows; the README lists each with its reason
 ("Differences between the test LLM server and llama.cpp's").
 
-Runs with ``KIT_REAL=1``, like tests/test_real_llm.py.
+Runs in the real lane, like tests/test_real_llm.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
+from conftest import REAL_LANE
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(900),
-              pytest.mark.skipif(os.environ.get("KIT_REAL") != "1",
-                                 reason="the real-llama.cpp lane runs with make test-real (KIT_REAL=1)")]
+              REAL_LANE]
 
 USER = [{"role": "user", "content": "a red fox in snow"}]
 SCHEMA = {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string", "maxLength": 60}}}

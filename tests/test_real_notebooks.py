@@ -59,10 +59,10 @@ def llama(tmp_path_factory):
 @pytest.fixture
 def real_env(a1111, llama, monkeypatch, tmp_path):
     """The settings a student's .env would hold for these two servers (the kernel inherits them)."""
-    from real_llama import CHAT_MODEL, EMBED_MODEL
+    from real_llama import CHAT, EMBED
 
     for name, value in {"SD_URL": a1111.url, "SD_AUTH": "", "LLM_BASE_URL": llama.base_url,
-                        "LLM_MODEL": CHAT_MODEL, "LLM_VISION_MODEL": "", "LLM_EMBED_MODEL": EMBED_MODEL,
+                        "LLM_MODEL": CHAT, "LLM_VISION_MODEL": "", "LLM_EMBED_MODEL": EMBED,
                         "OUTPUT_DIR": str(tmp_path / "outputs")}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MPLBACKEND", raising=False)
@@ -89,7 +89,9 @@ def test_solution_notebook_on_the_real_servers(path, real_env):
     if path.name.startswith("04"):
         assert "kit-tiny-b" in shown and "LoRAs on the server: ['kit-demo']" in shown
     if path.name[:2] in {"02", "03", "05", "06"}:
-        assert "no llm" not in shown.lower(), "the notebook must use the LLM that answers"
+        from real_llama import CHAT
+
+        assert CHAT in shown, "the notebook must use the LLM that answers, and name it"
     last = "".join(str(o.get("text", "")) for o in nb.cells[-1].outputs)
     report = re.search(r"Exercises: (\d+) of (\d+) done", last)
     assert report and report.group(1) == report.group(2) != "0", f"the solutions must pass every check: {last!r}"
