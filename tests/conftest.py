@@ -24,6 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # has sd-turbo downloaded (SD_ENGINE=auto would take it); tests that want "auto" set it themselves.
 os.environ["SD_ENGINE"] = "preview"
 
+# A script run with the llama venv's python (tests/real_llama.py): it imports gguf, which the kit's venv lacks,
+# so pytest's --doctest-modules must not import it.
+collect_ignore = ["llama_models.py"]
+
 AUTH = ("student", "s3cret-pass")
 HAS_DIFFUSERS = all(importlib.util.find_spec(name) for name in ("diffusers", "transformers"))
 try:  # the diffusers engine's OpenVINO backend (the openvino extra; CI installs it)
