@@ -139,7 +139,6 @@ def test_img2img_runs_on_the_converted_model(ov, torch_server):
     ({"override_settings": {"CLIP_stop_at_last_layers": 2}}, "Clip skip"),
     ({"enable_hr": True}, "hires fix"),
     ({"prompt": "a red fox <lora:kit-demo:0.8>"}, "LoRAs (<lora:kit-demo>) are not supported by the OpenVINO"),
-    ({"sampler_name": "No Such Sampler"}, "No Such Sampler"),
 ])
 def test_what_the_backend_cannot_do_is_a_clear_422(ov, fields, words):
     reply = requests.post(f"{ov.url}/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, **fields}, timeout=60)
