@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from helpers.infotext import format_infotext, infotext_to_fields
 
-from . import inpaint
+from . import inpaint, sd_upscale
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .engines.base import HiresPass
@@ -73,7 +73,8 @@ def apply_infotext(req: ProcessingRequest) -> ProcessingRequest:
 
 
 def check_scripts(req: Txt2ImgRequest) -> None:
-    """The kit's server has no scripts; naming one is A1111's 422 (with its HTTPException body)."""
+    """Naming a script the kit's server lacks is A1111's 422 (with its HTTPException body); it has one, img2img's
+    "SD upscale" (sd_upscale.py), which img2img runs before this is asked."""
     if req.script_name:
         raise HTTPException(status_code=422, detail=f"Script '{req.script_name}' not found")
     for name in req.alwayson_scripts or {}:
@@ -182,6 +183,10 @@ def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Optio
                            f"{req.value('batch_size')} or less")
     for index, encoded in enumerate(req.init_images):  # headers only: bad or too large answers at once
         open_image(encoded, limits, field=f"init_images[{index}]")
+    if sd_upscale.is_sd_upscale(req):  # A1111's img2img script: tiles, each an img2img request of its own
+        return sd_upscale.run(req, limits, lambda part, extra: process(
+            part, engine, state, options, queue_lock, limits, init_images=part.init_images, loras=loras,
+            extra_infotext=extra))
     return process(req, engine, state, options, queue_lock, limits, init_images=req.init_images, loras=loras)
 
 
@@ -254,8 +259,10 @@ def img2img_steps(steps: int, strength: float, fix_steps: bool) -> tuple[int, in
 
 def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Options,
             queue_lock: threading.Lock, limits: Limits | None = None,
-            init_images: list[str] | None = None, loras: LoraLibrary | None = None) -> dict[str, Any]:
-    """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given.
+            init_images: list[str] | None = None, loras: LoraLibrary | None = None,
+            extra_infotext: dict | None = None) -> dict[str, Any]:
+    """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given;
+    ``extra_infotext``: entries a script adds to the infotext (SD upscale's).
 
     Everything that can refuse the request (limits, scripts, settings, the engine's checks) runs
     before the queue lock, so a refusal comes at once, even while another job is running.
@@ -330,6 +337,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         extra["Lora hashes"] = hashes_infotext(lora_files)
     extra.update(eta_entry(sampler, req.eta, opts))
     extra.update(engine_params)
+    extra.update(extra_infotext or {})
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
     # variation strength the seed stays and the subseeds count up (A1111's processing.py).

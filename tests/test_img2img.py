@@ -318,3 +318,39 @@ def test_the_diffusers_engine_holds_the_latents_outside_the_mask(servers):
     start_latents = left(latent_mask=Image.new("L", (64, 64), 0))  # a mask that keeps everything
     assert torch.allclose(left(latent_mask=repaint), start_latents)
     assert (left() - start_latents).abs().mean() > 0.2 * start_latents.abs().mean()  # without a mask: repainted
+
+
+# --- A1111's "SD upscale" script -----------------------------------------------------------------------
+
+
+def test_sd_upscale_makes_a_bigger_picture_from_img2img_tiles(server):
+    """A1111's own test payload: script "sd upscale", overlap 8, Lanczos, x2: one 192x128 picture from
+    64x64 tiles; the infotext is the first batch's with the script's two entries; the seed counts up."""
+    reply = img2img(server, width=64, height=64, seed=7, batch_size=2, script_name="sd upscale",
+                    script_args=["", 8, "Lanczos", 2.0])
+    info = json.loads(reply["info"])
+    assert len(reply["images"]) == 1 and decode_b64(reply["images"][0]).size == (192, 128)
+    text = parse_infotext(info["infotexts"][0])
+    assert (text["SD upscale overlap"], text["SD upscale upscaler"], text["Seed"]) == ("8", "Lanczos", "7")
+    assert info["all_seeds"] == [7, 8] and reply["parameters"]["init_images"] is None
+    kept = img2img(server, width=64, height=64, seed=7, script_name="SD Upscale", script_args=["", 8, 0, 2.0])
+    assert decode_b64(kept["images"][0]).size == (96, 64)  # upscaler 0, "None": the picture keeps its size
+    assert img2img(server, 422, script_name="sd upscale", script_args=["", 8, "ESRGAN_4x", 2.0])
+    assert img2img(server, 422, script_name="sd upscale", script_args=["", 8, 9, 2.0])
+
+
+def test_sd_upscale_is_img2img_only_and_listed_there(server):
+    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", timeout=60,
+                          json={"prompt": "x", **SMALL, "script_name": "sd upscale"})
+    assert reply.status_code == 422 and reply.json()["detail"] == "Script 'sd upscale' not found"
+    assert requests.get(f"{server.url}/sdapi/v1/scripts", timeout=10).json() == \
+        {"txt2img": [], "img2img": ["sd upscale"]}
+
+
+def test_tiles_cover_the_picture_and_blend_back_seamlessly():
+    from sdserver.sd_upscale import blend, tile_boxes
+
+    boxes = tile_boxes(150, 100, 64, 64, 16)
+    assert boxes[0][:2] == (0, 0) and (boxes[-1][2], boxes[-1][3]) == (150, 100)
+    picture = init_image(150, 100)
+    assert same_pixels(blend([picture.crop(box) for box in boxes], boxes, (150, 100), 16), picture, tolerance=1)
