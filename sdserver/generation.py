@@ -32,11 +32,12 @@ from pydantic import ValidationError
 
 from helpers.infotext import format_infotext, infotext_to_fields
 
+from . import inpaint, sd_upscale
 from .catalog import LATENT_UPSCALE_MODES, UPSCALERS, resolve_sampler, uses_ensd
 from .engines import Engine, GenerationJob
 from .engines.base import HiresPass
 from .images import decode_image, encode_png_b64, open_image
-from .limits import Limits, check_request_cost, check_seeds, check_text_lengths, limit_error
+from .limits import Limits, check_request_cost, check_seeds, check_text_lengths
 from .loras import LoraLibrary, hashes_infotext, parse_prompt
 from .models import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from .options import Options
@@ -72,7 +73,8 @@ def apply_infotext(req: ProcessingRequest) -> ProcessingRequest:
 
 
 def check_scripts(req: Txt2ImgRequest) -> None:
-    """The kit's server has no scripts; naming one is A1111's 422 (with its HTTPException body)."""
+    """Naming a script the kit's server lacks is A1111's 422 (with its HTTPException body); it has one, img2img's
+    "SD upscale" (sd_upscale.py), which img2img runs before this is asked."""
     if req.script_name:
         raise HTTPException(status_code=422, detail=f"Script '{req.script_name}' not found")
     for name in req.alwayson_scripts or {}:
@@ -168,13 +170,12 @@ RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3:
 def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Options,
             queue_lock: threading.Lock, limits: Limits | None = None,
             loras: LoraLibrary | None = None) -> dict[str, Any]:
-    """Run one img2img request (A1111's answers for a missing, extra or unreadable init image; no
-    inpainting: a ``mask`` is a 422 naming it) and return A1111's reply ``{images, parameters, info}``."""
+    """Run one img2img request (A1111's answers for a missing, extra or unreadable init image; with a ``mask``,
+    inpainting: sdserver/inpaint.py) and return A1111's reply ``{images, parameters, info}``."""
     limits = limits or Limits()
     for name in ("mask", "latent_mask"):
         if getattr(req, name):
-            raise limit_error(name, "inpainting (a mask) is not supported by the kit's server; send the request "
-                                    "without it, or use a real A1111 for inpainting")
+            open_image(getattr(req, name), limits, field=name)  # the header only: a bad one answers at once
     if not req.init_images:
         raise HTTPException(status_code=404, detail="Init image not found")
     if len(req.init_images) > req.value("batch_size"):  # A1111's RuntimeError, a 500
@@ -182,7 +183,26 @@ def img2img(req: Img2ImgRequest, engine: Engine, state: JobState, options: Optio
                            f"{req.value('batch_size')} or less")
     for index, encoded in enumerate(req.init_images):  # headers only: bad or too large answers at once
         open_image(encoded, limits, field=f"init_images[{index}]")
+    if sd_upscale.is_sd_upscale(req):  # A1111's img2img script: tiles, each an img2img request of its own
+        return sd_upscale.run(req, limits, lambda part, extra: process(
+            part, engine, state, options, queue_lock, limits, init_images=part.init_images, loras=loras,
+            extra_infotext=extra))
     return process(req, engine, state, options, queue_lock, limits, init_images=req.init_images, loras=loras)
+
+
+def _inpainting(req: Img2ImgRequest, inits: list, limits: Limits, width: int, height: int,
+                background: str) -> inpaint.Inpaint | None:
+    """The request's mask (and latent_mask) made one channel, resized like the init images, and the
+    inpainting they ask for (None: "Only masked" with an empty mask, a plain img2img as in A1111)."""
+    settings = inpaint.MaskSettings.of(req)
+
+    def prepared(field: str):
+        if not getattr(req, field):
+            return None
+        mask = inpaint.binary_mask(decode_image(getattr(req, field), limits, field), settings.round)
+        return prepare_init_image(mask.convert("RGB"), req.value("resize_mode"), width, height, background).convert("L")
+
+    return inpaint.prepare(inits, prepared("mask"), settings, width, height, prepared("latent_mask"))
 
 
 def prepare_init_image(image, mode: int, width: int, height: int, background: str = "#ffffff"):
@@ -239,8 +259,10 @@ def img2img_steps(steps: int, strength: float, fix_steps: bool) -> tuple[int, in
 
 def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Options,
             queue_lock: threading.Lock, limits: Limits | None = None,
-            init_images: list[str] | None = None, loras: LoraLibrary | None = None) -> dict[str, Any]:
-    """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given.
+            init_images: list[str] | None = None, loras: LoraLibrary | None = None,
+            extra_infotext: dict | None = None) -> dict[str, Any]:
+    """txt2img, or img2img when ``init_images`` (base64, checked by :func:`img2img`) are given;
+    ``extra_infotext``: entries a script adds to the infotext (SD upscale's).
 
     Everything that can refuse the request (limits, scripts, settings, the engine's checks) runs
     before the queue lock, so a refusal comes at once, even while another job is running.
@@ -315,6 +337,7 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         extra["Lora hashes"] = hashes_infotext(lora_files)
     extra.update(eta_entry(sampler, req.eta, opts))
     extra.update(engine_params)
+    extra.update(extra_infotext or {})
 
     # Seeds: -1 means random. With no variation strength each image gets seed + i; with a
     # variation strength the seed stays and the subseeds count up (A1111's processing.py).
@@ -382,13 +405,20 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
         state.begin("scripts_img2img" if init_images else "scripts_txt2img", job_count=n_iter * passes)
         job_timestamp = state.job_timestamp
         try:
-            inits = None
+            inits, inpainting = None, None
             if init_images:  # decoded only now, when it is this request's turn: waiting requests hold no pixels
                 background = str(opts.get("img2img_background_color") or "#ffffff")
                 inits = [prepare_init_image(decode_image(encoded, limits, f"init_images[{index}]"),
                                             req.value("resize_mode"), out_width, out_height, background)
                          for index, encoded in enumerate(init_images)]
                 inits = inits * batch_size if len(inits) == 1 else inits
+                if init_images and req.mask:
+                    inpainting = _inpainting(req, inits, limits, out_width, out_height, background)
+                    if inpainting is None:
+                        comments.append(inpaint.EMPTY_MASK)
+                    else:
+                        extra.update(inpainting.infotext)
+                        inits = inpainting.starts
             for n in range(n_iter):
                 if state.interrupted:
                     break  # an interrupt skips the remaining batches
@@ -404,8 +434,12 @@ def process(req: ProcessingRequest, engine: Engine, state: JobState, options: Op
                     comma_padding_backtrack=_as_int(opts.get("comma_padding_backtrack"), 20), options=opts,
                     init_images=inits, denoising_strength=float(req.value("denoising_strength") or 0),
                     schedule_steps=schedule_steps, hires=hires,
+                    latent_mask=inpainting.latent_mask if inpainting else None,
+                    masked_content=inpainting.fill if inpainting else 1,
                 )
                 batch = engine.generate(job, on_step)
+                if inpainting:  # laid over the init images: what is not masked stays as it was
+                    batch = inpainting.finish(batch)
                 if opts["live_previews_enable"] and _as_int(opts["show_progress_every_n_steps"], 1) == -1:
                     state.set_preview(batch[0])  # -1: "show the result after each batch"
                 for j, image in enumerate(batch):

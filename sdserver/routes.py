@@ -24,7 +24,7 @@ from fastapi import Body, Depends, FastAPI, HTTPException
 
 from helpers.infotext import parse_infotext
 
-from . import catalog
+from . import catalog, sd_upscale
 from .engines import Engine
 from .generation import img2img, txt2img
 from .images import decode_image, encode_png_b64, open_image
@@ -235,7 +235,7 @@ class SdApi:
         return {"loaded": {}, "skipped": {}}
 
     def scripts(self):
-        return {"txt2img": [], "img2img": []}
+        return {"txt2img": [], "img2img": [sd_upscale.TITLE]}  # A1111 lists the titles lower-cased
 
     def empty_list(self):
         return []

@@ -3,7 +3,7 @@ tests/tiny_sd.py's random-weight model), through plain ``requests`` and through 
 
 A1111's shape (images, parameters, info with real seeds and ``Denoising strength`` in every infotext),
 its errors (404 without init image, 500 "Invalid encoded image", 500 for more images than the batch),
-the kit's 422 for an inpainting mask, sizes and resize modes, batches, seeds, progress and interrupt.
+inpainting with a mask, sizes and resize modes, batches, seeds, progress and interrupt.
 """
 
 from __future__ import annotations
@@ -132,10 +132,8 @@ def test_steps_run_are_a1111s():
 # --- errors ---------------------------------------------------------------------------------------
 
 
-def test_errors_as_a1111_gives_them_and_a_mask_is_a_clear_422(server):
-    reply = img2img(server, 422, mask=INIT)
-    detail = reply["detail"][0]
-    assert detail["loc"] == ["body", "mask"] and "inpainting" in detail["msg"]
+def test_errors_as_a1111_gives_them(server):
+    assert img2img(server, 500, mask="not an image!")["detail"] == "Invalid encoded image"
     assert img2img(server, 404, init_images=None)["detail"] == "Init image not found"
     reply = img2img(server, 500, init_images=["not an image!"])
     assert reply["detail"] == "Invalid encoded image"
@@ -232,3 +230,127 @@ def test_diffusers_strength_near_0_stays_near_the_init_image(tiny_models):
         near = [distance(0.0, seed) for seed in (1, 2)]
         far = [distance(1.0, seed) for seed in (1, 2)]
     assert max(near) < min(far), (near, far)
+
+
+# --- inpainting --------------------------------------------------------------------------------------
+
+
+def mask_b64(box=(32, 16, 64, 48), size=(96, 64), mode: str = "L") -> str:
+    """White (repaint) in ``box``, black elsewhere; as RGBA: the box opaque, the rest transparent."""
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    if mode == "RGBA":
+        mask = Image.merge("RGBA", [Image.new("L", size, 0)] * 3 + [mask])
+    return png_b64(mask)
+
+
+def _regions(reply: dict) -> tuple[float, float]:
+    """Mean absolute difference from the init image inside the mask's box and far outside it."""
+    out, init = pixel_array(decode_b64(reply["images"][0])), pixel_array(init_image())
+    inside = abs(out[16:48, 32:64] - init[16:48, 32:64]).mean()
+    outside = abs(out[:, :20] - init[:, :20]).mean() + abs(out[:, 76:] - init[:, 76:]).mean()
+    return inside, outside
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_inpainting_repaints_the_mask_and_keeps_the_rest(server, mode):
+    """As A1111's img2img tab: white is repainted, the rest comes back as it was (the result is laid over
+    the start image through the mask); an RGBA mask's alpha is the mask."""
+    fields = {"width": 96, "height": 64, "seed": 3, "denoising_strength": 0.9, "inpainting_fill": 1}
+    reply = img2img(server, mask=mask_b64(mode=mode), mask_blur=0, **fields)
+    inside, outside = _regions(reply)
+    assert inside > 5 and outside == 0, (inside, outside)
+    text = parse_infotext(json.loads(reply["info"])["infotexts"][0])
+    assert "Mask blur" not in text and "Mask mode" not in text and text["Denoising strength"] == "0.9"
+    inverted = img2img(server, mask=mask_b64(), mask_blur=0, inpainting_mask_invert=1, **fields)
+    inside, outside = _regions(inverted)
+    assert inside == 0 and outside > 5, (inside, outside)
+    assert parse_infotext(json.loads(inverted["info"])["infotexts"][0])["Mask mode"] == "Inpaint not masked"
+
+
+def test_inpainting_options_write_a1111s_infotext(server):
+    base = {"width": 96, "height": 64, "seed": 3, "mask": mask_b64()}
+    whole = {"inpaint_full_res": False}
+    # A1111's API defaults: blur 4, fill 0 ("fill"), "Only masked" with no padding
+    cases = [({}, {"Mask blur": "4", "Masked content": "fill", "Inpaint area": "Only masked",
+                   "Masked area padding": "0"}),
+             ({**whole, "inpainting_fill": 2}, {"Mask blur": "4", "Masked content": "latent noise"}),
+             ({**whole, "inpainting_fill": 3, "mask_blur": 0}, {"Masked content": "latent nothing"}),
+             ({**whole, "inpainting_fill": 1, "mask_blur_x": 2, "mask_blur_y": 6}, {}),  # two blurs: no "Mask blur"
+             ({"inpainting_fill": 1, "mask_blur": 0, "inpaint_full_res_padding": 8},
+              {"Inpaint area": "Only masked", "Masked area padding": "8"})]
+    for fields, expected in cases:
+        reply = img2img(server, **base, **fields)
+        text = parse_infotext(json.loads(reply["info"])["infotexts"][0])
+        shown = {key: text[key] for key in ("Mask blur", "Masked content", "Inpaint area", "Masked area padding")
+                 if key in text}
+        assert shown == expected, fields
+        assert _regions(reply)[1] < 1, fields  # far from the mask, the start image stays
+
+
+def test_only_masked_with_an_empty_mask_is_a_plain_img2img_as_in_a1111(server):
+    reply = img2img(server, width=96, height=64, seed=3, mask=mask_b64(box=(0, 0, 0, 0)), inpaint_full_res=True)
+    info = json.loads(reply["info"])
+    assert "Unable to perform \"Inpaint Only mask\"" in info["comments"]
+    assert "Inpaint area" not in parse_infotext(info["infotexts"][0])
+
+
+@pytest.mark.skipif("diffusers" not in ENGINES, reason="the diffusers engine is not installed")
+def test_the_diffusers_engine_holds_the_latents_outside_the_mask(servers):
+    """Before the result is laid over the start image, the engine itself keeps what is not masked: after the
+    last step those latents are the start image's (the same as a job whose mask keeps everything), and a
+    job without a mask repaints them."""
+    import torch
+
+    from sdserver.engines import GenerationJob
+
+    engine = servers("diffusers").app.state.engine
+    start = init_image(64, 64)
+    repaint = Image.new("L", (64, 64), 0)
+    repaint.paste(255, (32, 0, 64, 64))  # the right half
+    job = {"prompt": "a red fox", "seeds": [5], "subseeds": [5], "width": 64, "height": 64, "steps": 3,
+           "schedule_steps": 3, "init_images": [start], "denoising_strength": 1.0, "sampler_name": "Euler a"}
+
+    def left(**fields):  # the latents of the left half, not masked
+        latents = engine.generate(GenerationJob(**job, **fields), lambda step, preview: True, output_type="latent")
+        return latents[..., :4].float()
+
+    start_latents = left(latent_mask=Image.new("L", (64, 64), 0))  # a mask that keeps everything
+    assert torch.allclose(left(latent_mask=repaint), start_latents)
+    assert (left() - start_latents).abs().mean() > 0.2 * start_latents.abs().mean()  # without a mask: repainted
+
+
+# --- A1111's "SD upscale" script -----------------------------------------------------------------------
+
+
+def test_sd_upscale_makes_a_bigger_picture_from_img2img_tiles(server):
+    """A1111's own test payload: script "sd upscale", overlap 8, Lanczos, x2: one 192x128 picture from
+    64x64 tiles; the infotext is the first batch's with the script's two entries; the seed counts up."""
+    reply = img2img(server, width=64, height=64, seed=7, batch_size=2, script_name="sd upscale",
+                    script_args=["", 8, "Lanczos", 2.0])
+    info = json.loads(reply["info"])
+    assert len(reply["images"]) == 1 and decode_b64(reply["images"][0]).size == (192, 128)
+    text = parse_infotext(info["infotexts"][0])
+    assert (text["SD upscale overlap"], text["SD upscale upscaler"], text["Seed"]) == ("8", "Lanczos", "7")
+    assert info["all_seeds"] == [7, 8] and reply["parameters"]["init_images"] is None
+    kept = img2img(server, width=64, height=64, seed=7, script_name="SD Upscale", script_args=["", 8, 0, 2.0])
+    assert decode_b64(kept["images"][0]).size == (96, 64)  # upscaler 0, "None": the picture keeps its size
+    assert img2img(server, 422, script_name="sd upscale", script_args=["", 8, "ESRGAN_4x", 2.0])
+    assert img2img(server, 422, script_name="sd upscale", script_args=["", 8, 9, 2.0])
+
+
+def test_sd_upscale_is_img2img_only_and_listed_there(server):
+    reply = requests.post(f"{server.url}/sdapi/v1/txt2img", timeout=60,
+                          json={"prompt": "x", **SMALL, "script_name": "sd upscale"})
+    assert reply.status_code == 422 and reply.json()["detail"] == "Script 'sd upscale' not found"
+    assert requests.get(f"{server.url}/sdapi/v1/scripts", timeout=10).json() == \
+        {"txt2img": [], "img2img": ["sd upscale"]}
+
+
+def test_tiles_cover_the_picture_and_blend_back_seamlessly():
+    from sdserver.sd_upscale import blend, tile_boxes
+
+    boxes = tile_boxes(150, 100, 64, 64, 16)
+    assert boxes[0][:2] == (0, 0) and (boxes[-1][2], boxes[-1][3]) == (150, 100)
+    picture = init_image(150, 100)
+    assert same_pixels(blend([picture.crop(box) for box in boxes], boxes, (150, 100), 16), picture, tolerance=1)

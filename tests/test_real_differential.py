@@ -192,12 +192,6 @@ def ask(url: str, case: Case) -> Answer:
 
 # Status codes: case -> {engine ("*": both): (the kit's status, why)}.
 ALLOWED_STATUS: dict[str, dict[str, tuple[int, str]]] = {
-    # The kit's server does not inpaint (no inpainting model, no masked sampling): a 422 naming "mask", not a
-    # 200 whose picture ignores the mask.
-    "a1111-img2img-inpainting": {"*": (422, "no inpainting")},
-    "a1111-img2img-inpainting-inverted": {"*": (422, "no inpainting")},
-    # The kit's server has no scripts (SD upscale, X/Y/Z plot, ...): A1111's own 422 for an unknown script.
-    "a1111-img2img-sd-upscale": {"*": (422, "no scripts")},
     # The kit checks sizes and step counts before queueing a job (models.py): a 422 naming the field and its
     # range; A1111 fails inside the sampler (a 500 ZeroDivisionError or RuntimeError) or makes a huge image.
     "bad-negative-steps": {"*": (422, "steps are checked up front")},

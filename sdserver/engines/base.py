@@ -124,6 +124,12 @@ class GenerationJob:
     init_images: Optional[list[Image.Image]] = None
     denoising_strength: float = 0.0
     schedule_steps: int = 0
+    # Inpainting (sdserver/inpaint.py): white where the engine repaints (L, width x height); the rest of the
+    # latents is held at the init images'. ``masked_content``: A1111's inpainting_fill (2 latent noise, 3 zeros
+    # in the masked latents; 0 and 1 are done on the pixels). An engine may ignore it: the server lays the
+    # results over the init images through the mask anyway.
+    latent_mask: Optional[Image.Image] = None
+    masked_content: int = 1
     # The prompt's <lora:name:weight> files (sdserver/loras.py), found in the LoRA folder, with their
     # weights; ``prompt`` no longer holds the tags. Empty: the base model alone.
     loras: list[LoraFile] = field(default_factory=list)

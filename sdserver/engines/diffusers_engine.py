@@ -355,12 +355,43 @@ class DiffusersEngine(Engine):
             shift = getattr(vae.config, "shift_factor", None) or 0.0
             latents = (latents - shift) * vae.config.scaling_factor
         latents = latents.to(device=noise.device, dtype=noise.dtype)
+        if job.latent_mask is not None:
+            latents, common = self._hold_unmasked(job, scheduler, noise, latents, common)
         # The pipeline would draw its own noise; the seeds' noise (with variations) goes in instead.
         i2i.prepare_latents = lambda image, timestep, *args, **kwargs: scheduler.add_noise(image, noise, timestep)
         schedule = max(job.schedule_steps, job.steps)
         # diffusers runs int(schedule * strength) steps: this strength makes it exactly job.steps.
         strength = min(1.0, (job.steps + 0.5) / schedule)
         return i2i(image=latents, strength=strength, num_inference_steps=schedule, **common)
+
+    @staticmethod
+    def _hold_unmasked(job: GenerationJob, scheduler, noise, latents, common: dict):
+        """Inpainting with an ordinary model, as A1111 does it: the masked content's start (2: the seed's
+        noise, 3: zeros), and after every step the latents outside the mask put back to the init latents,
+        noised to the level of the step that comes next (the last step: the init latents themselves)."""
+        import numpy as np
+        import torch
+
+        height, width = latents.shape[-2:]
+        small = np.asarray(job.latent_mask.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255
+        repaint = torch.from_numpy(np.around(small)).to(device=latents.device, dtype=latents.dtype)
+        keep = 1 - repaint
+        if job.masked_content == 2:
+            latents = latents * keep + noise * repaint
+        elif job.masked_content == 3:
+            latents = latents * keep
+        init, user_callback = latents, common["callback_on_step_end"]
+
+        def hold(p, index: int, timestep, tensors: dict) -> dict:
+            tensors = user_callback(p, index, timestep, tensors)
+            timesteps = p.scheduler.timesteps
+            upcoming = len(timesteps) - p.num_timesteps + index + 1  # img2img runs the schedule's tail
+            held = (init if upcoming >= len(timesteps)
+                    else scheduler.add_noise(init, noise, timesteps[upcoming:upcoming + 1]))
+            tensors["latents"] = held.to(tensors["latents"].dtype) * keep + tensors["latents"] * repaint
+            return tensors
+
+        return latents, {**common, "callback_on_step_end": hold}
 
     def caption(self, image: Image.Image) -> str:
         """POST /interrogate. A1111 captions with BLIP; this engine has no captioning model, so it
