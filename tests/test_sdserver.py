@@ -498,7 +498,7 @@ def test_list_endpoints_have_a1111_shapes(server, engine, expected):
     assert models[0]["model_name"] == expected["model_name"] and re.fullmatch(expected["title"], models[0]["title"])
     assert all(set(u) == {"name", "model_name", "model_path", "model_url", "scale"} for u in get("upscalers"))
     assert {"name": "Latent"} in get("latent-upscale-modes")
-    assert get("scripts") == {"txt2img": [], "img2img": []}
+    assert get("scripts") == {"txt2img": [], "img2img": ["sd upscale"]}
     assert get("embeddings") == {"loaded": {}, "skipped": {}}
     memory = get("memory")
     assert set(memory["ram"]) == {"free", "used", "total"} and "error" in memory["cuda"]
