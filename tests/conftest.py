@@ -90,6 +90,16 @@ def real_lane_skip_reason() -> str | None:
 REAL_LANE = pytest.mark.skipif(real_lane_skip_reason() is not None, reason=str(real_lane_skip_reason()))
 
 
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """llama.cpp's own OpenAI-compatible server (tests/real_llama.py) with the tiny models, one per module."""
+    from real_llama import start_llama
+
+    server = start_llama(tmp_path_factory.mktemp("llama"))
+    yield server
+    server.stop()
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 where nothing listens: the OS picks a free one, and it is released again."""
     with socket.socket() as sock:

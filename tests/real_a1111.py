@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -231,20 +230,18 @@ class A1111Server:
     log: Path
 
     def stop(self) -> None:
-        """SIGTERM by process id (A1111 shuts down cleanly), then SIGKILL after 20 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=20)  # A1111 shuts down cleanly on SIGTERM
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """Stop a server by its process id: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def start_a1111(work: Path, extra: tuple[str, ...] = (), timeout: float = 180) -> A1111Server:
@@ -262,7 +259,9 @@ def start_a1111(work: Path, extra: tuple[str, ...] = (), timeout: float = 180) -
     checkpoint = write_tiny_checkpoint(source, data / "models")
     hf_home = CACHE / "hf"
     write_clip_cache(hf_home)
-    port = _free_port()
+    from conftest import free_port  # here: conftest imports this module while it loads
+
+    port = free_port()
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)

@@ -27,8 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +34,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from real_a1111 import stop_process
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("KIT_REAL_CACHE", Path.home() / ".cache" / "kit-real"))
@@ -78,20 +78,7 @@ class LlamaServer:
     log: Path
 
     def stop(self) -> None:
-        """SIGTERM by process id (uvicorn shuts down cleanly), then SIGKILL after 10 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        stop_process(self.process, grace=10)  # uvicorn shuts down cleanly on SIGTERM
 
 
 def server_config(models: Path, port: int) -> dict:
@@ -110,7 +97,9 @@ def start_llama(work: Path, timeout: float = 60) -> LlamaServer:
     models = write_models(python)
     work.mkdir(parents=True, exist_ok=True)
     config = work / "llama-config.json"
-    port = _free_port()
+    from conftest import free_port
+
+    port = free_port()
     config.write_text(json.dumps(server_config(models, port), indent=1))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     log = work / "llama.log"

@@ -91,24 +91,29 @@ def test_lists_and_options_and_override_settings(client):
     assert client.options()["CLIP_stop_at_last_layers"] == 1  # restored afterwards, as A1111 does by default
 
 
+def while_sampling(url: str, act) -> threading.Thread:
+    """A thread in which another client of the server at ``url`` waits until a job has sampled two steps,
+    then calls ``act(that client, /progress's answer)`` once (within a minute)."""
+    def watch():
+        other = A1111Client(url, auth="")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answer = other.progress(skip_current_image=True)
+            if answer["state"]["job_count"] and answer["state"]["sampling_step"] >= 2:
+                act(other, answer)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    return watcher
+
+
 def test_progress_while_generating_and_an_interrupt_from_someone_else(client, a1111):
     """A1111's answer never says that a job was interrupted: the client asks /progress (its flag and
     job_timestamp) after the call, and must report it, with the images made so far."""
     seen = []
-
-    def interrupt_when_running():
-        other = A1111Client(a1111.url, auth="")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = other.progress(skip_current_image=True)
-            if state["state"]["job_count"] and state["state"]["sampling_step"] >= 2:
-                seen.append(state["progress"])
-                other.interrupt()
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=interrupt_when_running)
-    watcher.start()
+    watcher = while_sampling(a1111.url, lambda other, answer: (seen.append(answer["progress"]), other.interrupt()))
     gen = client.txt2img("a long job", seed=5, **{**SMALL, "steps": 2000})
     watcher.join()
     assert seen and 0 < seen[0] < 1
@@ -167,23 +172,9 @@ def test_loras_listed_applied_hashed_and_a_missing_one_warned_about(client, a111
 def test_skip_ends_the_current_image_and_the_batch_goes_on(client, a1111):
     """POST /skip (A1111's Skip button) ends the image being sampled; the next one of n_iter is still made,
     and the answer is not an interrupted one."""
-    from helpers.a1111 import A1111Client as Other
-
     skipped = []
-
-    def skip_when_running():
-        other = Other(a1111.url, auth="")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = other.progress(skip_current_image=True)["state"]
-            if state["job_count"] and state["sampling_step"] >= 2:
-                other.post("skip", {})
-                skipped.append(state["job_no"])
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=skip_when_running)
-    watcher.start()
+    watcher = while_sampling(a1111.url, lambda other, answer: (other.post("skip", {}),
+                                                               skipped.append(answer["state"]["job_no"])))
     gen = client.txt2img("a long first image", seed=21, n_iter=2, **{**SMALL, "steps": 400})
     watcher.join()
     assert skipped == [0], "the first image was skipped while it was sampled"

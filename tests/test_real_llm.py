@@ -29,15 +29,6 @@ SCHEMA = {"type": "object", "required": ["prompt", "negative_prompt"],
                                                                                             "maxLength": 40}}}
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    from real_llama import start_llama
-
-    server = start_llama(tmp_path_factory.mktemp("llama"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def llm(llama):
     from real_llama import CHAT

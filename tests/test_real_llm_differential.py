@@ -30,17 +30,15 @@ IMAGE = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url":
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(llama):
     """(real, imitation): llama-cpp-python's server and the kit's, with the same models and context."""
     from llm_server import LLMTestServer
-    from real_llama import CHAT, CHATML, CONTEXT, EMBED, start_llama
+    from real_llama import CHAT, CHATML, CONTEXT, EMBED
 
-    real = start_llama(tmp_path_factory.mktemp("llama"))
     fake = LLMTestServer([CHAT, CHATML], embedding_models=[EMBED], vision=False, imitate="llama-cpp-python",
                          context=CONTEXT).start()
-    yield real, fake
+    yield llama, fake
     fake.stop()
-    real.stop()
 
 
 def both(servers, method: str, path: str, **kwargs):

@@ -47,15 +47,6 @@ def a1111(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    from real_llama import start_llama
-
-    server = start_llama(tmp_path_factory.mktemp("llama-notebooks"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def real_env(a1111, llama, monkeypatch, tmp_path):
     """The settings a student's .env would hold for these two servers (the kernel inherits them)."""
